@@ -1,0 +1,176 @@
+"""The core object the CLI builds: one project, its inventory and journal, and the verbs.
+
+Each method does one command's work and returns data (or a RunReport); it never
+prints the final answer and never exits. The CLI renders what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator._exceptions import ConfigError, RefusedError
+from orchestrator.clock import CancelToken, Clock, SystemClock
+from orchestrator.engine import (
+    EngineParts,
+    Monitor,
+    NoTty,
+    PhaseRun,
+    Prompter,
+    Rollback,
+    RunReport,
+    Say,
+    new_run_id,
+)
+from orchestrator.inventory import Host, Inventory
+from orchestrator.journal import Journal, open_journal
+from orchestrator.model import Phase, Project
+from orchestrator.project import checked_project
+from orchestrator.states import ACTIVE, ROLLBACKABLE, PhaseState
+
+
+@dataclass
+class App:
+    root: Path
+    inventory_override: Path | None = None
+    say: Say = lambda line: None
+    clock: Clock = field(default_factory=SystemClock)
+    _loaded: tuple[Project, Inventory] | None = None
+    _journal: Journal | None = None
+
+    # --- loading ----------------------------------------------------------------------------
+    def load(self) -> tuple[Project, Inventory]:
+        """Validate everything; raises ConfigError listing every problem."""
+        if self._loaded is None:
+            self._loaded = checked_project(self.root, self.inventory_override)
+        return self._loaded
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            project, _ = self.load()
+            self._journal = open_journal(project.state_dir)
+        return self._journal
+
+    def phase(self, number: int) -> Phase:
+        project, _ = self.load()
+        if number not in project.phases:
+            known = ", ".join(str(n) for n in sorted(project.phases))
+            raise ConfigError(f"no phase {number} (phases: {known})")
+        return project.phases[number]
+
+    def hosts(self, names: tuple[str, ...] | list[str]) -> list[Host]:
+        _, inventory = self.load()
+        if not names:
+            raise ConfigError("--host is required (an inventory host or group)")
+        return inventory.resolve(list(names))
+
+    def parts(self, prompter: Prompter | None = None, monitor: Monitor | None = None) -> EngineParts:
+        from orchestrator.runners.ansible import AnsiblePlaybookRunner
+        from orchestrator.runners.ssh import HostCommandRunner
+
+        parts = EngineParts(journal=self.journal, playbooks=AnsiblePlaybookRunner(),
+                            commands=HostCommandRunner(), clock=self.clock,
+                            prompter=prompter or NoTty(), say=self.say)
+        if monitor is not None:
+            parts.monitor = monitor
+        return parts
+
+    # --- verbs ------------------------------------------------------------------------------
+    def validate(self) -> dict[str, Any]:
+        project, inventory = self.load()
+        return {"project": project.name, "phases": sorted(project.phases),
+                "hosts": sorted(inventory.hosts), "metrics": sorted(project.metrics),
+                "triggers": sorted(project.triggers), "problems": []}
+
+    def plan(self, number: int, host_names: tuple[str, ...]) -> dict[str, Any]:
+        from orchestrator.views import plan_document
+
+        project, _ = self.load()
+        phase = self.phase(number)
+        hosts = self.hosts(host_names)
+        return plan_document(project, phase, hosts, self._inventory())
+
+    def _inventory(self) -> Inventory:
+        return self.load()[1]
+
+    def run_phase(self, number: int, host_names: tuple[str, ...], dry_run: bool,
+                  prompter: Prompter, cancel: CancelToken, command: str,
+                  parts: EngineParts | None = None) -> RunReport:
+        project, inventory = self.load()
+        phase = self.phase(number)
+        hosts = self.hosts(host_names)
+        parts = parts or self.parts(prompter)
+        run = PhaseRun(project, inventory, phase, hosts, parts, dry_run=dry_run,
+                       command=command, cancel=cancel)
+        return run.execute()
+
+    def rollback(self, host_names: tuple[str, ...], number: int | None, command: str,
+                 parts: EngineParts | None = None) -> RunReport:
+        """Roll back phase N (default: the latest phase not pending or rolled back)."""
+        project, inventory = self.load()
+        hosts = self.hosts(host_names)
+        journal = self.journal
+        if number is None:
+            number = self._latest_rollbackable(hosts)
+        phase = self.phase(number)
+        for host in hosts:
+            rec = journal.phase_record(host.name, number)
+            if rec.state not in ROLLBACKABLE or rec.state in ACTIVE:
+                raise RefusedError(f"host {host.name}: phase {number} is {rec.state.value}; "
+                                   "there is nothing to roll back")
+        run_id = new_run_id()
+        parts = parts or self.parts()
+        journal.acquire([h.name for h in hosts], run_id, command)
+        try:
+            journal.create_run(run_id, number, [h.name for h in hosts], command, "rollback",
+                               False, {})
+            report = self._rollback_each(project, inventory, phase, hosts, parts, run_id)
+            journal.end_run(run_id, report.outcome.value)
+            return report
+        finally:
+            journal.release(run_id)
+
+    def _rollback_each(self, project: Project, inventory: Inventory, phase: Phase,
+                       hosts: list[Host], parts: EngineParts, run_id: str) -> RunReport:
+        """Each host's phase is undone from the run that last moved it."""
+        from orchestrator.engine import RunOutcome
+
+        by_run: dict[str, list[Host]] = {}
+        for host in hosts:
+            rec = self.journal.phase_record(host.name, phase.number)
+            by_run.setdefault(rec.run_id or run_id, []).append(host)
+        reports = []
+        for origin, group in by_run.items():
+            self.journal.event(run_id, None, phase.number, None, "rollback_requested",
+                               f"undoing run {origin} on {', '.join(h.name for h in group)}")
+            reports.append(Rollback(project, inventory, phase, group, parts, origin).execute(
+                f"requested by operator (migrate rollback, run {run_id})"))
+        worst = max(reports, key=lambda r: r.outcome is RunOutcome.ROLLBACK_FAILED)
+        worst.needs_human = [n for r in reports for n in r.needs_human]
+        worst.hosts = [h.name for h in hosts]
+        return worst
+
+    def _latest_rollbackable(self, hosts: list[Host]) -> int:
+        project, _ = self.load()
+        candidates = []
+        for number in sorted(project.phases, reverse=True):
+            states = [self.journal.phase_record(h.name, number).state for h in hosts]
+            if any(s not in (PhaseState.PENDING, PhaseState.ROLLED_BACK) for s in states):
+                candidates.append(number)
+                break
+        if not candidates:
+            raise RefusedError("no phase to roll back on "
+                               f"{', '.join(h.name for h in hosts)}: all pending or rolled back")
+        return candidates[0]
+
+    def status(self, host_names: tuple[str, ...]) -> dict[str, Any]:
+        from orchestrator.views import status_document
+
+        project, inventory = self.load()
+        hosts = self.hosts(host_names) if host_names else list(inventory.hosts.values())
+        return status_document(project, hosts, self.journal)
+
+    def history(self, host: str | None, run_id: str | None) -> dict[str, Any]:
+        return {"events": [e.as_json() for e in self.journal.events(host, run_id)]}

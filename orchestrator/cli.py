@@ -1,0 +1,223 @@
+"""The command line: parse, build the App, call it, render, and map exceptions to exit codes.
+
+click lives here and nowhere else. Every exit code is decided by
+`exit_codes.exit_code_for`, in `main`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from orchestrator._exceptions import ConfigError, MigrateError
+from orchestrator.clock import CancelToken
+from orchestrator.engine import RunOutcome, RunReport
+from orchestrator.exit_codes import BAD_CONFIG, INTERRUPTED, OK, exit_code_for
+
+
+@dataclass
+class Options:
+    project: str | None
+    inventory: str | None
+    output: str
+    verbose: int
+
+    def app(self) -> Any:
+        from orchestrator.app import App
+        from orchestrator.project import resolve_project_dir
+
+        root = resolve_project_dir(self.project)
+        inv = Path(self.inventory) if self.inventory else None
+        return App(root=root, inventory_override=inv, say=self.log)
+
+    def log(self, line: str) -> None:
+        click.echo(line, err=True)
+
+    def emit(self, doc: Any, text: str) -> None:
+        if self.output == "json":
+            click.echo(json.dumps(doc, indent=2, default=str))
+        else:
+            click.echo(text)
+
+
+class TtyPrompter:
+    def confirm(self, message: str) -> bool | None:
+        if not sys.stdin.isatty():
+            return None
+        return click.confirm(message, default=False, err=True)
+
+
+class _Yes:
+    def confirm(self, message: str) -> bool | None:
+        click.echo(f"{message} yes (--yes)", err=True)
+        return True
+
+
+class SignalGuard:
+    """First Ctrl-C/SIGTERM: cancel the step in flight and roll back. Second: stop at once."""
+
+    def __init__(self, cancel: CancelToken, log: Any) -> None:
+        self.cancel, self.log, self.count = cancel, log, 0
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            self.log(f"{name}: cancelling the step in flight and rolling the phase back "
+                     "(press again to stop at once and leave the run interrupted)")
+            self.cancel.cancel(f"interrupted by the operator ({name})", by_operator=True)
+        else:
+            self.log(f"{name} again: stopping at once; the run is left interrupted for "
+                     "`migrate resume` or `migrate rollback`")
+            os._exit(INTERRUPTED)
+
+
+def _render_report(opts: Options, report: RunReport) -> int:
+    doc = {"run_id": report.run_id, "phase": report.phase, "hosts": report.hosts,
+           "outcome": report.outcome.value, "reason": report.reason,
+           "needs_human": report.needs_human}
+    text = f"run {report.run_id}: phase {report.phase} {report.outcome.value}"
+    if report.reason:
+        text += f" ({report.reason})"
+    if report.needs_human:
+        text += "\nA HUMAN IS NEEDED for:\n" + "\n".join(f"  {n}" for n in report.needs_human)
+    opts.emit(doc, text)
+    return exit_code_for(report.outcome)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project", metavar="DIR", help="Migration project (default $MIGRATE_PROJECT or .)")
+@click.option("--inventory", metavar="FILE", help="Inventory overriding migration.yaml's.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-v", "--verbose", count=True)
+@click.pass_context
+def cli(ctx: click.Context, project: str | None, inventory: str | None, output: str,
+        verbose: int) -> None:
+    """Carry a risky change through staged phases on GPU hosts; roll back on a trigger."""
+    ctx.obj = Options(project, inventory, output, verbose)
+
+
+@cli.command()
+@click.pass_obj
+def validate(opts: Options) -> int:
+    """Check every file of the project; print FILE:LINE: message for each problem."""
+    doc = opts.app().validate()
+    opts.emit(doc, f"ok: {doc['project']}: phases {', '.join(map(str, doc['phases']))}; "
+                   f"hosts {', '.join(doc['hosts'])}; {len(doc['triggers'])} triggers")
+    return OK
+
+
+@cli.command()
+@click.argument("number", type=int)
+@click.option("--host", "hosts", multiple=True, required=True, help="Host or group (repeatable).")
+@click.pass_obj
+def plan(opts: Options, number: int, hosts: tuple[str, ...]) -> int:
+    """Print the steps, rollbacks, triggers and baselines of phase N; change nothing."""
+    from orchestrator.views import plan_text
+
+    doc = opts.app().plan(number, hosts)
+    opts.emit(doc, plan_text(doc))
+    return OK
+
+
+@cli.command()
+@click.argument("number", type=int)
+@click.option("--host", "hosts", multiple=True, required=True, help="Host or group (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Ansible check mode; record only a rehearsal entry.")
+@click.option("--yes", is_flag=True, help="Pass manual gates (pause steps).")
+@click.pass_obj
+def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes: bool) -> int:
+    """Run phase N on the hosts; roll back on a trigger or a failed step."""
+    app = opts.app()
+    cancel = CancelToken()
+    command = " ".join(["migrate", *sys.argv[1:]]) if sys.argv else "migrate phase"
+    with SignalGuard(cancel, opts.log):
+        report = app.run_phase(number, hosts, dry_run, _Yes() if yes else TtyPrompter(),
+                               cancel, command)
+    return _render_report(opts, report)
+
+
+@cli.command()
+@click.option("--host", "hosts", multiple=True, required=True)
+@click.option("--phase", "number", type=int, default=None)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: bool) -> int:
+    """Roll back phase N (default: the latest phase not pending or rolled back)."""
+    app = opts.app()
+    if not yes and sys.stdin.isatty():
+        what = f"phase {number}" if number else "the latest phase"
+        if not click.confirm(f"Roll back {what} on {', '.join(hosts)}?", err=True):
+            return OK
+    command = " ".join(["migrate", *sys.argv[1:]])
+    report = app.rollback(hosts, number, command)
+    code = _render_report(opts, report)
+    return OK if report.outcome is RunOutcome.ROLLED_BACK else code
+
+
+@cli.command()
+@click.option("--host", "hosts", multiple=True)
+@click.pass_obj
+def status(opts: Options, hosts: tuple[str, ...]) -> int:
+    """State of every phase on every host, and why a phase was rolled back."""
+    from orchestrator.views import status_text
+
+    doc = opts.app().status(hosts)
+    opts.emit(doc, status_text(doc))
+    return OK
+
+
+@cli.command()
+@click.option("--host", default=None)
+@click.option("--run", "run_id", default=None)
+@click.pass_obj
+def history(opts: Options, host: str | None, run_id: str | None) -> int:
+    """The journal: every transition with its time, oldest first."""
+    from orchestrator.views import history_text
+
+    doc = opts.app().history(host, run_id)
+    opts.emit(doc, history_text(doc))
+    return OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the only place that turns outcomes and exceptions into an exit code."""
+    try:
+        code = cli.main(args=argv, standalone_mode=False, prog_name="migrate")
+    except click.exceptions.Exit as exc:  # --help, --version
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = BAD_CONFIG
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        code = INTERRUPTED
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        code = exit_code_for(exc)
+    except MigrateError as exc:
+        click.echo(f"migrate: {exc}", err=True)
+        code = exit_code_for(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = INTERRUPTED
+    sys.exit(code if isinstance(code, int) else OK)

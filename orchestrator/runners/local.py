@@ -1,0 +1,68 @@
+"""Commands on a local-connection host: `/bin/sh -c` in its own process group.
+
+The whole group is killed on timeout or cancel, so a step's children die with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from orchestrator.clock import CancelToken
+from orchestrator.runners.base import CommandRequest, Result
+
+
+class LocalCommandRunner:
+    def run_command(self, request: CommandRequest, cancel: CancelToken) -> Result:
+        host = request.host.name
+        request.artifacts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log_path = request.artifacts_dir / f"{host}.log"
+        proc = subprocess.Popen(["/bin/sh", "-c", request.command], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, text=True, errors="replace")
+        lines: list[str] = []
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            with open(log_path, "a", encoding="utf-8") as log:
+                for line in proc.stdout:
+                    lines.append(line)
+                    log.write(line)
+                    request.on_output(host, line.rstrip("\n"))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + request.timeout if request.timeout else None
+        why = ""
+        while proc.poll() is None:
+            if cancel.cancelled:
+                why = f"cancelled: {cancel.reason}"
+            elif deadline is not None and time.monotonic() > deadline:
+                why = f"timed out after {request.timeout:g}s"
+            if why:
+                _kill_group(proc)
+                break
+            cancel.wait(0.05)
+        proc.wait()
+        reader.join(timeout=2)
+        out = "".join(lines)
+        if why:
+            return Result(host, False, why, proc.returncode, out, cancelled=cancel.cancelled)
+        ok = proc.returncode == 0
+        tail = out.strip()[-300:]
+        detail = f"exit {proc.returncode}" + (f": {tail}" if tail and not ok else "")
+        return Result(host, ok, detail, proc.returncode, out)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
