@@ -66,7 +66,8 @@ class App:
             raise ConfigError("--host is required (an inventory host or group)")
         return inventory.resolve(list(names))
 
-    def parts(self, prompter: Prompter | None = None, monitor: Monitor | None = None) -> EngineParts:
+    def parts(self, prompter: Prompter | None = None,
+              monitor: Monitor | None = None) -> EngineParts:
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
         from orchestrator.runners.ssh import HostCommandRunner
 

@@ -143,6 +143,16 @@ class RunReport:
     needs_human: list[str] = field(default_factory=list)  # "host: step (why)"
 
 
+def private_dirs(top: Path, path: Path) -> None:
+    """mkdir -p `path` below `top`, every directory created owner-only (mkdir's mode obeys
+    the umask and skips parents, so chmod each one)."""
+    todo = [path, *path.parents]
+    for d in reversed(todo[: todo.index(top) + 1] if top in todo else [path]):
+        if not d.exists():
+            d.mkdir(mode=0o700)
+            d.chmod(0o700)
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
@@ -218,11 +228,11 @@ class PhaseRun:
 
     # --- the run ----------------------------------------------------------------------------
     def execute(self) -> RunReport:
-        self.refuse_if_not_ready()
         names = [h.name for h in self.hosts]
         journal = self.parts.journal
-        journal.acquire(names, self.run_id, self.command)
+        journal.acquire(names, self.run_id, self.command)  # first: a holder is named, not its state
         try:
+            self.refuse_if_not_ready()  # under the lock, so no other run changes it meanwhile
             if self.dry_run:
                 self._tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-"))
             else:
@@ -372,7 +382,7 @@ class PhaseRun:
         base = self._tmp if self._tmp is not None else \
             self.project.state_dir / "runs" / self.run_id
         path = base / name
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(base.parent if self._tmp is None else base, path)
         return path
 
     def _dispatch(self, step: Step, hosts: list[Host]) -> GroupResult:
