@@ -68,14 +68,20 @@ class App:
 
     def parts(self, prompter: Prompter | None = None,
               monitor: Monitor | None = None) -> EngineParts:
+        from orchestrator.monitor import MetricChecker, TriggerMonitor
+        from orchestrator.notify import Notifications
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
         from orchestrator.runners.ssh import HostCommandRunner
 
+        project, inventory = self.load()
+        commands = HostCommandRunner()
         parts = EngineParts(journal=self.journal, playbooks=AnsiblePlaybookRunner(),
-                            commands=HostCommandRunner(), clock=self.clock,
+                            commands=commands, clock=self.clock,
                             prompter=prompter or NoTty(), say=self.say)
-        if monitor is not None:
-            parts.monitor = monitor
+        parts.monitor = monitor or TriggerMonitor(project, inventory, self.journal, self.clock,
+                                                  commands, self.say)
+        parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands)
+        parts.notifications = Notifications(project.notify, project.name, log=self.say)
         return parts
 
     # --- verbs ------------------------------------------------------------------------------
@@ -86,12 +92,42 @@ class App:
                 "triggers": sorted(project.triggers), "problems": []}
 
     def plan(self, number: int, host_names: tuple[str, ...]) -> dict[str, Any]:
+        from orchestrator.monitor import raise_missing_baselines
         from orchestrator.views import plan_document
 
         project, _ = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
-        return plan_document(project, phase, hosts, self._inventory())
+        raise_missing_baselines(project, phase, hosts, self.journal)
+        doc = plan_document(project, phase, hosts, self._inventory())
+        for t in doc["triggers"]:
+            baseline = project.triggers[t["name"]].baseline
+            t["baselines"] = [
+                {"host": h.name, "name": baseline,
+                 "value": self.journal.baseline(h.name, baseline).get(t["metric"],
+                                                                      "sampled at phase start")}
+                for h in hosts] if t["condition"] in ("degrade_pct", "increase") else []
+        return doc
+
+    def baseline_capture(self, host_names: tuple[str, ...], name: str,
+                         duration: float) -> dict[str, Any]:
+        from orchestrator.monitor import MetricChecker
+        from orchestrator.runners.ssh import HostCommandRunner
+
+        project, inventory = self.load()
+        hosts = self.hosts(host_names)
+        checker = MetricChecker(project, inventory, self.journal, self.clock,
+                                HostCommandRunner())
+        out: dict[str, Any] = {"name": name, "duration_s": duration, "hosts": {}}
+        for host in hosts:
+            self.say(f"sampling {len(checker.numeric_metrics())} metrics on {host.name} "
+                     f"for {duration:g}s")
+            values = checker.capture(name, host, duration, None)
+            if not values:
+                raise RefusedError(f"baseline {name} on {host.name}: no metric gave data in "
+                                   f"{duration:g}s; nothing stored")
+            out["hosts"][host.name] = values
+        return out
 
     def _inventory(self) -> Inventory:
         return self.load()[1]
@@ -100,12 +136,19 @@ class App:
                   prompter: Prompter, cancel: CancelToken, command: str,
                   parts: EngineParts | None = None) -> RunReport:
         project, inventory = self.load()
+        from orchestrator.monitor import raise_missing_baselines
+
         phase = self.phase(number)
         hosts = self.hosts(host_names)
+        raise_missing_baselines(project, phase, hosts, self.journal)
         parts = parts or self.parts(prompter)
         run = PhaseRun(project, inventory, phase, hosts, parts, dry_run=dry_run,
                        command=command, cancel=cancel)
-        return run.execute()
+        try:
+            return run.execute()
+        finally:
+            if parts.notifications is not None:
+                parts.notifications.close(timeout=5.0)
 
     def rollback(self, host_names: tuple[str, ...], number: int | None, command: str,
                  parts: EngineParts | None = None) -> RunReport:
@@ -132,6 +175,8 @@ class App:
             return report
         finally:
             journal.release(run_id)
+            if parts.notifications is not None:
+                parts.notifications.close(timeout=5.0)
 
     def _rollback_each(self, project: Project, inventory: Inventory, phase: Phase,
                        hosts: list[Host], parts: EngineParts, run_id: str) -> RunReport:

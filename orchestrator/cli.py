@@ -173,6 +173,32 @@ def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: boo
     return OK if report.outcome is RunOutcome.ROLLED_BACK else code
 
 
+@cli.group()
+def baseline() -> None:
+    """Named baselines that triggers compare against."""
+
+
+@baseline.command("capture")
+@click.option("--host", "hosts", multiple=True, required=True)
+@click.option("--name", default="manual", show_default=True)
+@click.option("--duration", default="30s", show_default=True)
+@click.pass_obj
+def baseline_capture(opts: Options, hosts: tuple[str, ...], name: str, duration: str) -> int:
+    """Sample every numeric metric over DURATION and store the median as NAME."""
+    from orchestrator.durations import parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise ConfigError(f"--duration: {exc}") from exc
+    doc = opts.app().baseline_capture(hosts, name, seconds)
+    lines = [f"baseline {name!r} stored:"]
+    for host, values in doc["hosts"].items():
+        lines += [f"  {host} {metric} = {value:g}" for metric, value in values.items()]
+    opts.emit(doc, "\n".join(lines))
+    return OK
+
+
 @cli.command()
 @click.option("--host", "hosts", multiple=True)
 @click.pass_obj

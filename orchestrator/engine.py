@@ -31,8 +31,9 @@ from orchestrator._exceptions import RefusedError
 from orchestrator.clock import CancelToken, Clock, SystemClock
 from orchestrator.inventory import Host, Inventory
 from orchestrator.journal import Journal
-from orchestrator.model import Phase, Project, Step, StepAction, UndoKind
-from orchestrator.recorder import DryRunRecorder, JournalRecorder, Recorder
+from orchestrator.model import MetricKind, Phase, Project, Step, StepAction, UndoKind
+from orchestrator.notify import Notifications
+from orchestrator.recorder import DryRunRecorder, JournalRecorder, NotifyingRecorder, Recorder
 from orchestrator.runners.base import (
     CommandRequest,
     CommandRunner,
@@ -85,10 +86,12 @@ class Firing:
 
 
 class Monitor(Protocol):
-    """Watches a phase's triggers while it runs; issue 3's TriggerMonitor is the real one."""
+    """Watches a phase's triggers while it runs; `monitor.TriggerMonitor` is the real one."""
+
+    pause_requested: str | None
 
     def start(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
-              dry_run: bool) -> None: ...
+              dry_run: bool, recorder: Recorder | None = None) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -105,10 +108,14 @@ class Checker(Protocol):
     def capture_baseline(self, name: str, host: Host, phase: int, run_id: str,
                          duration: float, cancel: CancelToken) -> Result: ...
 
+    def passes_now(self, metric: str, host: Host) -> tuple[bool, str]: ...
+
 
 class NullMonitor:
+    pause_requested: str | None = None
+
     def start(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
-              dry_run: bool) -> None:
+              dry_run: bool, recorder: Recorder | None = None) -> None:
         return None
 
     def stop(self) -> None:
@@ -128,6 +135,7 @@ class EngineParts:
     prompter: Prompter = field(default_factory=NoTty)
     monitor: Monitor = field(default_factory=NullMonitor)
     checker: Checker | None = None
+    notifications: Notifications | None = None
     say: Say = lambda line: None
     undo_attempts: int = 3
     undo_retry_delay: float = 2.0
@@ -193,6 +201,8 @@ class PhaseRun:
         self.run_id = run_id or new_run_id()
         self.recorder: Recorder = (DryRunRecorder(parts.journal) if dry_run
                                    else JournalRecorder(parts.journal))
+        if parts.notifications is not None and not dry_run:
+            self.recorder = NotifyingRecorder(self.recorder, parts.notifications)
         self.hostvars = inventory.hostvars()
         self._tmp: Path | None = None
 
@@ -225,6 +235,21 @@ class PhaseRun:
                                 f"{hint}")
         if problems:
             raise RefusedError("; ".join(dict.fromkeys(problems)))
+        self._refuse_failing_preconditions()
+
+    def _refuse_failing_preconditions(self) -> None:
+        checker = self.parts.checker
+        if not self.phase.preconditions or checker is None:
+            return
+        failing = []
+        for host in self.hosts:
+            for metric in self.phase.preconditions:
+                ok, why = checker.passes_now(metric, host)
+                if not ok:
+                    failing.append(f"{metric} on {host.name} ({why})")
+        if failing:
+            raise RefusedError(f"phase {self.phase.number}: preconditions failing, nothing was "
+                               f"run: {'; '.join(failing)}")
 
     # --- the run ----------------------------------------------------------------------------
     def execute(self) -> RunReport:
@@ -253,7 +278,8 @@ class PhaseRun:
         say(f"run {self.run_id}: phase {self.phase.number} ({self.phase.name}) on "
             f"{', '.join(h.name for h in self.hosts)}{mode}")
         groups = [[h] for h in self.hosts] if self.phase.serial == 1 else [self.hosts]
-        self.parts.monitor.start(self.run_id, self.phase, self.hosts, self.cancel, self.dry_run)
+        self.parts.monitor.start(self.run_id, self.phase, self.hosts, self.cancel, self.dry_run,
+                                 self.recorder)
         failure: str | None = None
         for group in groups:
             for host in group:
@@ -312,6 +338,9 @@ class PhaseRun:
         for idx, step in enumerate(self.phase.steps):
             if self.cancel.cancelled:
                 return self._failure_reason("cancelled")
+            paused = self._answer_pause()
+            if paused is not None:
+                return paused
             targets = [h for h in hosts if self._applies(step, h)]
             for h in hosts:
                 if h not in targets:
@@ -328,6 +357,18 @@ class PhaseRun:
                     return self._failure_reason(f"step {step.id} failed on {why}")
                 return self._failure_reason(f"step {step.id} cancelled")
         return None
+
+    def _answer_pause(self) -> str | None:
+        """A trigger with `action: pause` fired: ask the operator before the next step."""
+        reason = self.parts.monitor.pause_requested
+        if reason is None:
+            return None
+        self.parts.monitor.pause_requested = None
+        answer = self.parts.prompter.confirm(f"{reason} (action: pause): continue the phase?")
+        for host in self.hosts:
+            self.recorder.event(self.run_id, host.name, self.phase.number, None, "operator_answer",
+                                f"{reason}: {'continue' if answer else 'roll back'}")
+        return None if answer else f"{reason} (paused; operator chose rollback)"
 
     def _describe(self, step: Step, host: Host) -> str:
         """What runs on this host, rendered, so the journal says exactly what ran."""
@@ -519,7 +560,11 @@ class Rollback:
         self.hosts = hosts
         self.parts = parts
         self.run_id = run_id
-        self.recorder = recorder or JournalRecorder(parts.journal)
+        if recorder is None:
+            recorder = JournalRecorder(parts.journal)
+            if parts.notifications is not None:
+                recorder = NotifyingRecorder(recorder, parts.notifications)
+        self.recorder = recorder
         # undo work must not be cut short by the cancel that stopped the forward steps
         self.cancel = CancelToken()
         self._run = PhaseRun(project, inventory, phase, hosts, parts, run_id=run_id,
@@ -564,6 +609,7 @@ class Rollback:
                 self.recorder.move_phase(self.run_id, host.name, self.phase.number,
                                          PhaseState.ROLLED_BACK, "rollback_completed", reason,
                                          reason=reason)
+        self._recheck()
         if needs_human:
             say("ROLLBACK FAILED; a human is needed for: " + "; ".join(needs_human))
             outcome = RunOutcome.ROLLBACK_FAILED
@@ -572,6 +618,27 @@ class Rollback:
             outcome = RunOutcome.ROLLED_BACK
         return RunReport(self.run_id, self.phase.number, [h.name for h in self.hosts], outcome,
                          reason, needs_human)
+
+    def _recheck(self) -> None:
+        """After the undos, read the phase's pass/fail metrics once and journal what they say.
+
+        A failing re-check is reported, not turned into rollback_failed: the fault that
+        fired the trigger (a partitioned peer, say) may outlive the rollback.
+        """
+        checker = self.parts.checker
+        if checker is None:
+            return
+        metrics = sorted({self.project.triggers[t].metric for t in self.phase.triggers
+                          if self.project.metrics[self.project.triggers[t].metric].kind
+                          is MetricKind.PASSFAIL} | set(self.phase.preconditions))
+        for host in self.hosts:
+            for metric in metrics:
+                ok, why = checker.passes_now(metric, host)
+                kind = "rollback_verified" if ok else "rollback_verify_failed"
+                self.recorder.event(self.run_id, host.name, self.phase.number, None, kind,
+                                    f"{metric}: {why}")
+                if not ok:
+                    self.parts.say(f"  after rollback, {metric} on {host.name}: {why}")
 
     def _undo_host(self, host: Host) -> list[str]:
         failed: list[str] = []

@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT, host TEXT, phase INTEGER, trigger TEXT, metric TEXT, at TEXT, t REAL,
     value REAL, breaching INTEGER, state TEXT
 );
+CREATE TABLE IF NOT EXISTS trigger_states (
+    host TEXT, phase INTEGER, trigger TEXT, run_id TEXT, status TEXT, value REAL,
+    threshold REAL, baseline REAL, breaching_since TEXT, updated_at TEXT, text TEXT,
+    PRIMARY KEY (host, phase, trigger)
+);
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id);
 CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, trigger);
 """
@@ -347,6 +352,22 @@ class Journal:
             db.execute("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)",
                        (run_id, host, phase, trigger, metric, utc_stamp(), t, value,
                         int(breaching), state))
+
+    def set_trigger_state(self, host: str, phase: int, trigger: str, run_id: str, status: str,
+                          value: float | None, threshold: float | None, baseline: float | None,
+                          breaching_since: str | None, text: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO trigger_states VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (host, phase, trigger, run_id, status, value, threshold, baseline,
+                        breaching_since, utc_stamp(), text))
+
+    def trigger_states(self, host: str, phase: int) -> list[dict[str, Any]]:
+        rows = self._query("SELECT trigger, run_id, status, value, threshold, baseline, "
+                           "breaching_since, updated_at, text FROM trigger_states "
+                           "WHERE host = ? AND phase = ? ORDER BY trigger", (host, phase))
+        keys = ("trigger", "run_id", "status", "value", "threshold", "baseline",
+                "breaching_since", "updated_at", "text")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT host, phase, trigger, metric, at, t, value, breaching, state "

@@ -13,6 +13,7 @@ import threading
 from typing import Protocol
 
 from orchestrator.journal import Journal, utc_stamp
+from orchestrator.notify import Notifications
 from orchestrator.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
 
 
@@ -105,3 +106,65 @@ class DryRunRecorder:
         self.journal.event(run_id, None, self._phase, None, "rehearsal",
                            json.dumps({"dry_run": True, "outcome": outcome, "hosts": hosts,
                                        "timeline": self.timeline}))
+
+
+_NOTIFY_TEXT = {
+    "trigger_fired": "trigger fired on {host} (phase {phase}): {detail}",
+    "rollback_started": "rolling back phase {phase} on {host}: {detail}",
+    "rollback_completed": "phase {phase} rolled back on {host}: {detail}",
+    "rollback_failed": "ROLLBACK FAILED for phase {phase} on {host}: {detail}",
+    "phase_completed": "phase {phase} completed on {host}",
+    "metric_nodata": "no data on {host} (phase {phase}): {detail}",
+    "run_interrupted": "run interrupted on {host} (phase {phase}): {detail}",
+    "run_started": "phase {phase} started on {host}",
+}
+
+
+class NotifyingRecorder:
+    """Journal first, then queue a webhook for the events operators subscribed to.
+
+    Notifications come from journal events in this one place, so every path that
+    journals a rollback (engine, watch, manual rollback) also notifies.
+    """
+
+    def __init__(self, inner: Recorder, notifications: Notifications) -> None:
+        self.inner = inner
+        self.journal = inner.journal
+        self.notifications = notifications
+
+    def _notify(self, run_id: str, host: str | None, phase: int, step: str | None, kind: str,
+                detail: str | None) -> None:
+        if kind not in _NOTIFY_TEXT or not self.notifications.wants(kind):
+            return
+        shown = detail or ""
+        if kind == "trigger_fired" and shown.startswith("{"):
+            try:
+                shown = json.loads(shown).get("reason", shown)
+            except ValueError:
+                pass
+        text = _NOTIFY_TEXT[kind].format(host=host, phase=phase, detail=shown)
+        self.notifications.send(kind, text, run_id=run_id, host=host, phase=phase, step=step,
+                                detail=detail)
+
+    def event(self, run_id: str, host: str | None, phase: int, step: str | None, kind: str,
+              detail: str | None = None) -> None:
+        self.inner.event(run_id, host, phase, step, kind, detail)
+        self._notify(run_id, host, phase, step, kind, detail)
+
+    def move_phase(self, run_id: str, host: str, phase: int, new: PhaseState, kind: str,
+                   detail: str | None = None, reason: str | None = None) -> None:
+        self.inner.move_phase(run_id, host, phase, new, kind, detail, reason)
+        self._notify(run_id, host, phase, None, kind, detail)
+
+    def move_step(self, run_id: str, host: str, phase: int, step: str, idx: int,
+                  new: StepState, kind: str, detail: str | None = None) -> None:
+        self.inner.move_step(run_id, host, phase, step, idx, new, kind, detail)
+
+    def step_state(self, run_id: str, host: str, step: str) -> StepState:
+        return self.inner.step_state(run_id, host, step)
+
+    def phase_state(self, host: str, phase: int) -> PhaseState:
+        return self.inner.phase_state(host, phase)
+
+    def finish(self, run_id: str, outcome: str) -> None:
+        self.inner.finish(run_id, outcome)

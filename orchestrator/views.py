@@ -81,6 +81,12 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
             if rec.state in (PhaseState.ROLLED_BACK, PhaseState.ROLLBACK_FAILED,
                              PhaseState.ROLLING_BACK, PhaseState.INTERRUPTED) and rec.reason:
                 entry["reason"] = rec.reason
+            if rec.state in (PhaseState.RUNNING, PhaseState.BAKING, PhaseState.COMPLETED,
+                             PhaseState.ROLLING_BACK):
+                triggers = [t for t in journal.trigger_states(host.name, number)
+                            if t["run_id"] == rec.run_id or rec.state is PhaseState.COMPLETED]
+                if triggers:
+                    entry["triggers"] = [dict(t, line=_trigger_line(t)) for t in triggers]
             phases[str(number)] = entry
         host_doc: dict[str, Any] = {"phases": phases}
         holder = holders.get(host.name)
@@ -90,6 +96,15 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
                                    "command": holder.command, "since": holder.since}
         out["hosts"][host.name] = host_doc
     return out
+
+
+def _trigger_line(t: dict[str, Any]) -> str:
+    """'vram_degradation  pending  1250 vs limit 1200 (baseline 1000)  breaching since ...'."""
+    value = "no data" if t["value"] is None else f"{t['value']:g}"
+    limit = "" if t["threshold"] is None else f" vs limit {t['threshold']:g}"
+    base = "" if t["baseline"] is None else f" (baseline {t['baseline']:g})"
+    since = f"  breaching since {t['breaching_since']}" if t["breaching_since"] else ""
+    return f"{t['trigger']:<24} {t['status']:<8} {value}{limit}{base}{since}"
 
 
 def status_text(doc: dict[str, Any]) -> str:

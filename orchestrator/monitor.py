@@ -1,0 +1,367 @@
+"""Eyes of the engine: read metrics every poll interval, evaluate triggers, act on a fire.
+
+`TriggerMonitor` runs in its own thread while a phase runs and bakes (and under
+`migrate watch`). Each cycle reads every (host, metric) pair the phase's triggers
+need concurrently, each read with a timeout shorter than the interval, folds the
+samples into each trigger with the pure `triggers.evaluate`, and journals what
+changed. A fire with `action: rollback` cancels the step in flight through the
+run's CancelToken: rollback is then the engine's ordinary failure edge.
+
+`MetricChecker` serves `check` and `baseline` steps, preconditions and the
+post-rollback re-check with the same sources.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from orchestrator._exceptions import ConfigError, Problem
+from orchestrator.clock import CancelToken, Clock
+from orchestrator.engine import Firing
+from orchestrator.inventory import Host, Inventory
+from orchestrator.journal import Journal, utc_stamp
+from orchestrator.model import Condition, Metric, MetricKind, Phase, Project, Trigger, TriggerAction
+from orchestrator.runners.base import CommandRunner, Result
+from orchestrator.sources.base import ReadContext, Reading, read_metric
+from orchestrator.triggers import TriggerState, TriggerStatus, evaluate
+
+if TYPE_CHECKING:
+    from orchestrator.recorder import Recorder
+
+PHASE_START = "phase-start"
+BASELINE_SAMPLES = 3
+
+
+def needs_baseline(trigger: Trigger) -> bool:
+    return trigger.condition in (Condition.DEGRADE_PCT, Condition.INCREASE)
+
+
+def missing_baselines(project: Project, phase: Phase, hosts: list[Host],
+                      journal: Journal) -> list[Problem]:
+    """A trigger naming a baseline that was never captured on a host is a config error."""
+    problems = []
+    rel = str(phase.path.relative_to(project.root))
+    for name in phase.triggers:
+        t = project.triggers[name]
+        if not needs_baseline(t) or t.baseline == PHASE_START:
+            continue
+        for host in hosts:
+            if t.metric not in journal.baseline(host.name, t.baseline):
+                problems.append(Problem(
+                    "migration.yaml", t.line,
+                    f"trigger {name!r} (used by {rel}) needs baseline {t.baseline!r} of "
+                    f"{t.metric} on {host.name}; capture it first with `migrate baseline "
+                    f"capture --host {host.name} --name {t.baseline}`"))
+    return problems
+
+
+@dataclass
+class MetricReader:
+    """Reads one metric on one host with the right context; shared by monitor and checker."""
+
+    project: Project
+    inventory: Inventory
+    commands: CommandRunner | None
+    clock: Clock
+    t0: float = 0.0
+    run_id: str | None = None
+    phase: int | None = None
+
+    def read(self, metric: Metric, host: Host, timeout: float | None = None) -> Reading:
+        limit = min(metric.timeout or 1e9, timeout or self.default_timeout())
+        ctx = ReadContext(host=host, hostvars=self.inventory.hostvars(), phase=self.phase,
+                          run_id=self.run_id, elapsed=self.clock.monotonic() - self.t0,
+                          timeout=max(0.1, limit), prometheus_url=self.project.prometheus_url,
+                          commands=self.commands, hosts=self.inventory.hosts)
+        return read_metric(metric, ctx)
+
+    def default_timeout(self) -> float:
+        return max(0.2, self.project.poll_interval * 0.8)
+
+
+@dataclass
+class _Live:
+    state: TriggerState = field(default_factory=TriggerState)
+    baseline: float | None = None
+
+
+class TriggerMonitor:
+    def __init__(self, project: Project, inventory: Inventory, journal: Journal, clock: Clock,
+                 commands: CommandRunner | None, say: Any = lambda line: None) -> None:
+        self.project = project
+        self.inventory = inventory
+        self.journal = journal
+        self.clock = clock
+        self.say = say
+        self.reader = MetricReader(project, inventory, commands, clock)
+        self._firing: Firing | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: dict[tuple[str, str], _Live] = {}
+        self._lock = threading.Lock()
+        self.pause_requested: str | None = None
+        self.cycles = 0
+        self.fired: list[Firing] = []  # every fire, including notify/pause ones
+        self.hosts: list[Host] = []
+        self.triggers: list[Trigger] = []
+        self.recorder: Recorder | None = None
+        self.cancel: CancelToken | None = None
+        self.dry_run = False
+        self.phase_number = 0
+        self.run_id = ""
+        self.act = True  # watch --no-rollback turns acting off
+
+    @property
+    def firing(self) -> Firing | None:
+        return self._firing
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
+              dry_run: bool, recorder: Recorder | None = None,
+              baselines: dict[tuple[str, str], float] | None = None) -> None:
+        self.run_id, self.phase_number, self.hosts = run_id, phase.number, hosts
+        self.cancel, self.dry_run, self.recorder = cancel, dry_run, recorder
+        self.triggers = [self.project.triggers[n] for n in phase.triggers]
+        self.reader.t0 = self.clock.monotonic()
+        self.reader.run_id, self.reader.phase = run_id, phase.number
+        if not self.triggers:
+            return
+        self._prepare_baselines(baselines or {})
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="trigger-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.project.poll_interval + 5)
+        self._thread = None
+
+    def _prepare_baselines(self, given: dict[tuple[str, str], float]) -> None:
+        phase_start: dict[str, dict[str, float]] = {}
+        for host in self.hosts:
+            for t in self.triggers:
+                live = _Live()
+                if needs_baseline(t):
+                    if (host.name, t.name) in given:
+                        live.baseline = given[(host.name, t.name)]
+                    elif t.baseline == PHASE_START:
+                        cached = phase_start.setdefault(host.name, {})
+                        if t.metric not in cached:
+                            value = self.sample_median(self.project.metrics[t.metric], host,
+                                                       BASELINE_SAMPLES, 0.2)
+                            if value is not None:
+                                cached[t.metric] = value
+                        live.baseline = cached.get(t.metric)
+                    else:
+                        live.baseline = self.journal.baseline(host.name, t.baseline).get(t.metric)
+                self._live[(host.name, t.name)] = live
+        if not self.dry_run:
+            for host_name, values in phase_start.items():
+                if values:
+                    self.journal.save_baseline(host_name, f"{PHASE_START}:{self.run_id}", values,
+                                               self.run_id)
+
+    def sample_median(self, metric: Metric, host: Host, count: int, gap: float) -> float | None:
+        values = []
+        for i in range(count):
+            if i:
+                self.clock.sleep(gap)
+            r = self.reader.read(metric, host)
+            if r.value is not None:
+                values.append(r.value)
+        return statistics.median(values) if values else None
+
+    def _loop(self) -> None:
+        interval = self.project.poll_interval
+        next_at = self.clock.monotonic()
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
+            while not self._stop.is_set():
+                self.cycle(pool)
+                next_at += interval
+                delay = next_at - self.clock.monotonic()
+                if delay < 0:  # a slow cycle: skip ahead rather than burst
+                    next_at = self.clock.monotonic()
+                    delay = 0
+                if self._stop.wait(delay):
+                    return
+
+    # --- one poll cycle --------------------------------------------------------------------
+    def cycle(self, pool: ThreadPoolExecutor | None = None) -> None:
+        pairs = sorted({(h.name, t.metric) for h in self.hosts for t in self.triggers})
+        hosts = {h.name: h for h in self.hosts}
+
+        def read(pair: tuple[str, str]) -> tuple[tuple[str, str], Reading]:
+            host, metric = pair
+            return pair, self.reader.read(self.project.metrics[metric], hosts[host])
+
+        if pool is not None:
+            readings = dict(pool.map(read, pairs))
+        else:
+            readings = dict(read(p) for p in pairs)
+        now = self.clock.monotonic()
+        self.cycles += 1
+        for host in self.hosts:
+            for t in self.triggers:
+                self._fold(host, t, readings[(host.name, t.metric)], now)
+
+    def _fold(self, host: Host, t: Trigger, reading: Reading, now: float) -> None:
+        with self._lock:
+            live = self._live.setdefault((host.name, t.name), _Live())
+            if live.baseline is None and needs_baseline(t) and t.baseline == PHASE_START \
+                    and reading.value is not None:
+                live.baseline = reading.value  # phase start had no data: first good sample
+            old = live.state
+            live.state, verdict = evaluate(t, self.project.metrics[t.metric], old, reading.value,
+                                           now, live.baseline, reading.error)
+        metric = self.project.metrics[t.metric]
+        if not self.dry_run:
+            self.journal.add_sample(self.run_id, host.name, self.phase_number, t.name, t.metric,
+                                    now - self.reader.t0, reading.value, verdict.breaching,
+                                    live.state.status.value)
+            since = None
+            if live.state.breach_since is not None:
+                held = timedelta(seconds=now - live.state.breach_since)
+                since = utc_stamp(datetime.now(UTC) - held)
+            self.journal.set_trigger_state(host.name, self.phase_number, t.name, self.run_id,
+                                           live.state.status.value, reading.value,
+                                           verdict.threshold, live.baseline, since, verdict.text)
+        if verdict.nodata_alert:
+            msg = (f"no data from {t.metric} on {host.name} for over "
+                   f"{metric.nodata_alert:g}s: {reading.error}")
+            self._event(host, None, "metric_nodata", msg)
+            self.say(f"WARNING {msg}")
+        if verdict.changed_to is None:
+            return
+        reason = f"trigger {t.name}: {verdict.text}"
+        if verdict.changed_to is TriggerStatus.PENDING:
+            self._event(host, t, "trigger_pending", reason)
+        elif verdict.changed_to is TriggerStatus.OK:
+            if old.status is TriggerStatus.FIRING:
+                self._event(host, t, "trigger_resolved", reason)
+            else:
+                self._event(host, t, "trigger_reset", reason)
+        elif verdict.fired:
+            self._fire(host, t, reason, reading, verdict.threshold, live.baseline)
+
+    def _fire(self, host: Host, t: Trigger, reason: str, reading: Reading,
+              threshold: float | None, baseline: float | None) -> None:
+        firing = Firing(t.name, reason, host.name)
+        self.fired.append(firing)
+        detail = json.dumps({"reason": reason, "value": reading.value, "threshold": threshold,
+                             "baseline": baseline, "action": t.action.value})
+        prefix = "dry run: would fire: " if self.dry_run else ""
+        self.say(f"{prefix}{reason} on {host.name} -> {t.action.value}")
+        self._event(host, t, "trigger_fired", detail)
+        if self.dry_run or not self.act:
+            return
+        if t.action is TriggerAction.ROLLBACK and self._firing is None:
+            self._firing = firing
+            assert self.cancel is not None
+            self.cancel.cancel(reason)
+        elif t.action is TriggerAction.PAUSE and self.pause_requested is None:
+            self.pause_requested = reason
+
+    def _event(self, host: Host, t: Trigger | None, kind: str, detail: str) -> None:
+        if self.recorder is not None:
+            self.recorder.event(self.run_id, host.name, self.phase_number, None, kind, detail)
+
+    def snapshot(self) -> dict[tuple[str, str], tuple[TriggerState, float | None]]:
+        with self._lock:
+            return {k: (v.state, v.baseline) for k, v in self._live.items()}
+
+
+class MetricChecker:
+    """`check` steps, `baseline` steps, preconditions and post-rollback checks."""
+
+    def __init__(self, project: Project, inventory: Inventory, journal: Journal, clock: Clock,
+                 commands: CommandRunner | None) -> None:
+        self.project = project
+        self.journal = journal
+        self.clock = clock
+        self.reader = MetricReader(project, inventory, commands, clock)
+
+    def check(self, metric: str, host: Host, phase: int, run_id: str, timeout: float,
+              cancel: CancelToken) -> Result:
+        m = self.project.metrics[metric]
+        self.reader.run_id, self.reader.phase = run_id, phase
+        deadline = self.clock.monotonic() + timeout
+        interval = min(self.project.poll_interval, 1.0)
+        last = Reading(None, "not read")
+        while True:
+            last = self.reader.read(m, host)
+            if last.value is not None and last.value >= 0.5:
+                return Result(host.name, True, f"{metric} passes")
+            if self.clock.monotonic() + interval > deadline:
+                why = last.error or "fails"
+                return Result(host.name, False, f"{metric} still failing after {timeout:g}s "
+                              f"({why})")
+            if self.clock.sleep(interval, cancel):
+                return Result(host.name, False, f"cancelled: {cancel.reason}", cancelled=True)
+
+    def passes_now(self, metric: str, host: Host) -> tuple[bool, str]:
+        r = self.reader.read(self.project.metrics[metric], host)
+        ok = r.value is not None and r.value >= 0.5
+        return ok, "passes" if ok else (r.error or "fails")
+
+    def numeric_metrics(self) -> list[Metric]:
+        used = {t.metric for t in self.project.triggers.values()}
+        return [m for n, m in sorted(self.project.metrics.items())
+                if m.kind is MetricKind.NUMBER and n in used]
+
+    def capture(self, name: str, host: Host, duration: float, run_id: str | None,
+                cancel: CancelToken | None = None) -> dict[str, float]:
+        """Sample every numeric metric each poll interval over `duration`; store the medians."""
+        metrics = self.numeric_metrics()
+        samples: dict[str, list[float]] = {m.name: [] for m in metrics}
+        deadline = self.clock.monotonic() + duration
+        while True:
+            for m in metrics:
+                r = self.reader.read(m, host)
+                if r.value is not None:
+                    samples[m.name].append(r.value)
+            if self.clock.monotonic() >= deadline:
+                break
+            step = min(self.project.poll_interval, max(0.0, deadline - self.clock.monotonic()))
+            if self.clock.sleep(step, cancel):
+                break
+        medians = {n: statistics.median(v) for n, v in samples.items() if v}
+        if medians:
+            self.journal.save_baseline(host.name, name, medians, run_id)
+        return medians
+
+    def capture_baseline(self, name: str, host: Host, phase: int, run_id: str,
+                         duration: float, cancel: CancelToken) -> Result:
+        self.reader.run_id, self.reader.phase = run_id, phase
+        values = self.capture(name, host, duration, run_id, cancel)
+        missing = [m.name for m in self.numeric_metrics() if m.name not in values]
+        if not values:
+            return Result(host.name, False, f"baseline {name}: no metric gave data")
+        text = ", ".join(f"{k}={v:g}" for k, v in values.items())
+        if missing:
+            text += f"; no data: {', '.join(missing)}"
+        return Result(host.name, True, f"baseline {name}: {text}")
+
+
+def refuse_failing_preconditions(checker: MetricChecker, phase: Phase,
+                                 hosts: list[Host]) -> list[str]:
+    failing = []
+    for host in hosts:
+        for metric in phase.preconditions:
+            ok, why = checker.passes_now(metric, host)
+            if not ok:
+                failing.append(f"{metric} on {host.name} ({why})")
+    return failing
+
+
+def raise_missing_baselines(project: Project, phase: Phase, hosts: list[Host],
+                            journal: Journal) -> None:
+    problems = missing_baselines(project, phase, hosts, journal)
+    if problems:
+        raise ConfigError(problems)
