@@ -36,6 +36,8 @@ class App:
     inventory_override: Path | None = None
     say: Say = lambda line: None
     clock: Clock = field(default_factory=SystemClock)
+    state_dir: Path | None = None  # rehearsals keep their own journal
+    time_scale: float = 1.0  # rehearsals shorten durations (never thresholds)
     _loaded: tuple[Project, Inventory] | None = None
     _journal: Journal | None = None
 
@@ -43,7 +45,12 @@ class App:
     def load(self) -> tuple[Project, Inventory]:
         """Validate everything; raises ConfigError listing every problem."""
         if self._loaded is None:
-            self._loaded = checked_project(self.root, self.inventory_override)
+            from orchestrator.scaling import scaled
+
+            project, inventory = checked_project(self.root, self.inventory_override)
+            project = scaled(project, self.time_scale)
+            project.state_dir_override = self.state_dir
+            self._loaded = (project, inventory)
         return self._loaded
 
     @property
@@ -220,3 +227,14 @@ class App:
 
     def history(self, host: str | None, run_id: str | None) -> dict[str, Any]:
         return {"events": [e.as_json() for e in self.journal.events(host, run_id)]}
+
+    def report(self, run_id: str, fmt: str) -> tuple[Path, str]:
+        from orchestrator.report import find_run, write_report
+
+        project, _ = self.load()
+        rehearsals = project.root / ".migrate" / "rehearsals"
+        dirs = [project.state_dir]
+        if rehearsals.is_dir():
+            dirs += sorted(rehearsals.iterdir(), reverse=True)
+        journal, state_dir = find_run(dirs, run_id)
+        return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)

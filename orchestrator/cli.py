@@ -20,7 +20,13 @@ import click
 from orchestrator._exceptions import ConfigError, MigrateError
 from orchestrator.clock import CancelToken
 from orchestrator.engine import RunOutcome, RunReport
-from orchestrator.exit_codes import BAD_CONFIG, INTERRUPTED, OK, exit_code_for
+from orchestrator.exit_codes import (
+    BAD_CONFIG,
+    FIRED_AND_ROLLED_BACK,
+    INTERRUPTED,
+    OK,
+    exit_code_for,
+)
 
 
 @dataclass
@@ -222,6 +228,48 @@ def history(opts: Options, host: str | None, run_id: str | None) -> int:
     doc = opts.app().history(host, run_id)
     opts.emit(doc, history_text(doc))
     return OK
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md",
+              show_default=True)
+@click.pass_obj
+def report(opts: Options, run_id: str, fmt: str) -> int:
+    """Run report: timeline, and a chart per trigger with its threshold and baseline."""
+    path, text = opts.app().report(run_id, fmt)
+    click.echo(text)
+    opts.log(f"report written to {path}")
+    return OK
+
+
+@cli.command()
+@click.option("--scenario", default=None, help="Fault to inject (default vram-leak).")
+@click.option("--list", "list_", is_flag=True, help="List the scenarios.")
+@click.option("--inventory", "inventory", default=None, metavar="FILE",
+              help="Sandbox inventory (default inventory/sandbox.yml).")
+@click.option("--keep", is_flag=True, help="Leave the sandbox agents running afterwards.")
+@click.pass_obj
+def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | None,
+             keep: bool) -> int:
+    """Fire drill: the whole migration on the sandbox with an injected fault."""
+    from orchestrator.project import resolve_project_dir
+    from orchestrator.rehearse import DEFAULT_SCENARIO, SCENARIOS, Rehearsal
+
+    if list_:
+        doc = {n: s.fault for n, s in SCENARIOS.items()}
+        opts.emit(doc, "\n".join(f"{n:<20} {f}" + ("  (default)" if n == DEFAULT_SCENARIO
+                                                      else "") for n, f in doc.items()))
+        return OK
+    inv = inventory or opts.inventory
+    drill = Rehearsal(resolve_project_dir(opts.project), Path(inv) if inv else None, opts.log,
+                      keep=keep).run(scenario or DEFAULT_SCENARIO)
+    lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "
+             f"{'PASSED' if drill.passed else 'FAILED'} in {drill.seconds:.0f}s"]
+    lines += [f"  [{'ok' if c.ok else 'NO'}] {c.what}: {c.seen}" for c in drill.checks]
+    lines.append(f"report: {drill.report_path}")
+    opts.emit(drill.as_json(), "\n".join(lines))
+    return OK if drill.passed else FIRED_AND_ROLLED_BACK
 
 
 def main(argv: list[str] | None = None) -> None:

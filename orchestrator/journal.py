@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS baselines (
 );
 CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT, host TEXT, phase INTEGER, trigger TEXT, metric TEXT, at TEXT, t REAL,
-    value REAL, breaching INTEGER, state TEXT
+    value REAL, breaching INTEGER, state TEXT, threshold REAL, baseline REAL
 );
 CREATE TABLE IF NOT EXISTS trigger_states (
     host TEXT, phase INTEGER, trigger TEXT, run_id TEXT, status TEXT, value REAL,
@@ -347,11 +347,12 @@ class Journal:
                                           (host,))]
 
     def add_sample(self, run_id: str, host: str, phase: int, trigger: str, metric: str,
-                   t: float, value: float | None, breaching: bool, state: str) -> None:
+                   t: float, value: float | None, breaching: bool, state: str,
+                   threshold: float | None = None, baseline: float | None = None) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (run_id, host, phase, trigger, metric, utc_stamp(), t, value,
-                        int(breaching), state))
+                        int(breaching), state, threshold, baseline))
 
     def set_trigger_state(self, host: str, phase: int, trigger: str, run_id: str, status: str,
                           value: float | None, threshold: float | None, baseline: float | None,
@@ -370,9 +371,11 @@ class Journal:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._query("SELECT host, phase, trigger, metric, at, t, value, breaching, state "
-                           "FROM samples WHERE run_id = ? ORDER BY rowid", (run_id,))
-        keys = ("host", "phase", "trigger", "metric", "at", "t", "value", "breaching", "state")
+        rows = self._query("SELECT host, phase, trigger, metric, at, t, value, breaching, state, "
+                           "threshold, baseline FROM samples WHERE run_id = ? ORDER BY rowid",
+                           (run_id,))
+        keys = ("host", "phase", "trigger", "metric", "at", "t", "value", "breaching", "state",
+                "threshold", "baseline")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
 

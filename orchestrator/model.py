@@ -150,10 +150,12 @@ class Project:
     triggers: dict[str, Trigger]
     notify: tuple[Notifier, ...]
     phases: dict[int, Phase] = field(default_factory=dict)
+    #: where the journal and run artifacts live; rehearsals use their own
+    state_dir_override: Path | None = None
 
     def phase(self, number: int) -> Phase:
         return self.phases[number]
 
     @property
     def state_dir(self) -> Path:
-        return self.root / ".migrate"
+        return self.state_dir_override or self.root / ".migrate"

@@ -224,7 +224,7 @@ class TriggerMonitor:
         if not self.dry_run:
             self.journal.add_sample(self.run_id, host.name, self.phase_number, t.name, t.metric,
                                     now - self.reader.t0, reading.value, verdict.breaching,
-                                    live.state.status.value)
+                                    live.state.status.value, verdict.threshold, live.baseline)
             since = None
             if live.state.breach_since is not None:
                 held = timedelta(seconds=now - live.state.breach_since)

@@ -68,6 +68,9 @@ class AnsiblePlaybookRunner:
                 cancel_callback=lambda: cancel.cancelled,
                 timeout=int(request.timeout) if request.timeout else None,
                 quiet=True,
+                # how often ansible-runner polls cancel_callback: a fired trigger must reach
+                # the playbook within a fraction of a second, not the default 5 s
+                settings={"pexpect_timeout": 0.1, "suppress_ansible_output": True},
                 project_dir=str(request.playbook.parent),
             )
         except Exception as exc:  # ansible-runner raises plain exceptions on bad setup
