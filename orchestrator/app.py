@@ -238,3 +238,71 @@ class App:
             dirs += sorted(rehearsals.iterdir(), reverse=True)
         journal, state_dir = find_run(dirs, run_id)
         return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)
+
+    def watcher(self, host_names: tuple[str, ...], act: bool, metrics_port: int | None) -> Any:
+        from orchestrator.watch import Watcher
+
+        project, inventory = self.load()
+        hosts = self.hosts(host_names)
+        return Watcher(project, inventory, self.parts(), hosts, act=act,
+                       metrics_port=metrics_port)
+
+    def resume(self, host_names: tuple[str, ...], accept_changes: bool, prompter: Prompter,
+               cancel: CancelToken, command: str) -> RunReport:
+        """Continue the interrupted run on the hosts from the step that was in flight.
+
+        Refused (exit 4) when the phase file or a playbook changed since the run began,
+        unless `accept_changes`. A run that died while rolling back, or after a step had
+        failed, resumes its rollback instead.
+        """
+        from orchestrator.engine import file_checksums
+
+        project, inventory = self.load()
+        hosts = self.hosts(host_names)
+        journal = self.journal
+        found = {}
+        for host in hosts:
+            recs = [journal.phase_record(host.name, n) for n in sorted(project.phases)]
+            interrupted = [r for r in recs if r.state is PhaseState.INTERRUPTED]
+            if not interrupted:
+                raise RefusedError(f"host {host.name} has no interrupted run to resume")
+            found[host.name] = interrupted[-1]
+        runs = {(r.run_id, r.phase) for r in found.values()}
+        if len(runs) != 1:
+            raise RefusedError("the hosts were interrupted in different runs; resume them "
+                               "one at a time: " + ", ".join(f"{h}: phase {r.phase} run "
+                                                             f"{r.run_id}"
+                                                             for h, r in found.items()))
+        (run_id, number), = runs
+        assert run_id is not None
+        phase = self.phase(number)
+        info = journal.run_info(run_id) or {}
+        then = info.get("checksums", {})
+        now = file_checksums(project, phase)
+        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+        if changed and not accept_changes:
+            raise RefusedError(f"phase {number} changed since run {run_id} began: "
+                               f"{', '.join(changed)}; review, then resume with "
+                               "--accept-changes (or roll back)")
+        parts = self.parts(prompter)
+        if changed:
+            journal.event(run_id, None, number, None, "changes_accepted", ", ".join(changed))
+        events = journal.events(run_id=run_id)
+        rolling = any(e.kind == "rollback_started" for e in events)
+        failed = [e for e in events if e.kind == "step_failed"]
+        try:
+            if rolling or failed:
+                reason = next((e.detail for e in events if e.kind == "rollback_started"), None) \
+                    or f"step {failed[0].step} failed on {failed[0].host}: {failed[0].detail}"
+                journal.acquire([h.name for h in hosts], run_id, command)
+                try:
+                    return Rollback(project, inventory, phase, hosts, parts, run_id).execute(
+                        f"{reason} (resumed after interruption)")
+                finally:
+                    journal.release(run_id)
+            run = PhaseRun(project, inventory, phase, hosts, parts, command=command,
+                           cancel=cancel, run_id=run_id, resume=True)
+            return run.execute()
+        finally:
+            if parts.notifications is not None:
+                parts.notifications.close(timeout=5.0)

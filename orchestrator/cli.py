@@ -163,6 +163,23 @@ def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes
 
 @cli.command()
 @click.option("--host", "hosts", multiple=True, required=True)
+@click.option("--accept-changes", is_flag=True,
+              help="Resume even though the phase file or a playbook changed.")
+@click.option("--yes", is_flag=True, help="Pass manual gates (pause steps).")
+@click.pass_obj
+def resume(opts: Options, hosts: tuple[str, ...], accept_changes: bool, yes: bool) -> int:
+    """Continue an interrupted run from the step that was in flight."""
+    app = opts.app()
+    cancel = CancelToken()
+    command = " ".join(["migrate", *sys.argv[1:]])
+    with SignalGuard(cancel, opts.log):
+        report = app.resume(hosts, accept_changes, _Yes() if yes else TtyPrompter(), cancel,
+                            command)
+    return _render_report(opts, report)
+
+
+@cli.command()
+@click.option("--host", "hosts", multiple=True, required=True)
 @click.option("--phase", "number", type=int, default=None)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
@@ -228,6 +245,52 @@ def history(opts: Options, host: str | None, run_id: str | None) -> int:
     doc = opts.app().history(host, run_id)
     opts.emit(doc, history_text(doc))
     return OK
+
+
+@cli.command()
+@click.option("--host", "hosts", multiple=True, required=True)
+@click.option("--for", "for_", default=None, metavar="DURATION", help="Stop after this long.")
+@click.option("--once", is_flag=True, help="Evaluate one cycle and exit (cron, tests).")
+@click.option("--no-rollback", is_flag=True, help="Only notify and record.")
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.pass_obj
+def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
+          no_rollback: bool, metrics_port: int | None) -> int:
+    """On-call: watch completed phases; on a fire, roll back the latest one and exit 1."""
+    from orchestrator.durations import parse_duration
+    from orchestrator.watch import watch_exit_outcome
+
+    try:
+        duration = parse_duration(for_) if for_ else None
+    except ValueError as exc:
+        raise ConfigError(f"--for: {exc}") from exc
+    watcher = opts.app().watcher(hosts, act=not no_rollback, metrics_port=metrics_port)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        opts.log(f"{signal.Signals(signum).name}: watch stopping")
+        watcher.stop_event.set()
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = watcher.run(duration, once)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        parts = watcher.parts
+        if parts.notifications is not None:
+            parts.notifications.close(timeout=5.0)
+    doc = {"watched": result.watched, "cycles": result.cycles,
+           "fired": [f.__dict__ for f in result.fired],
+           "rollback": None if result.rollback is None else {
+               "run_id": result.rollback.run_id, "phase": result.rollback.phase,
+               "outcome": result.rollback.outcome.value, "reason": result.rollback.reason,
+               "needs_human": result.rollback.needs_human}}
+    text = f"watched {len(result.watched)} phase(s) for {result.cycles} cycle(s)"
+    if result.rollback is not None:
+        text += (f"; rolled back phase {result.rollback.phase}: "
+                 f"{result.rollback.outcome.value} ({result.rollback.reason})")
+    opts.emit(doc, text)
+    return exit_code_for(watch_exit_outcome(result))
 
 
 @cli.command()

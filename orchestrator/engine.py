@@ -189,7 +189,9 @@ class PhaseRun:
 
     def __init__(self, project: Project, inventory: Inventory, phase: Phase, hosts: list[Host],
                  parts: EngineParts, dry_run: bool = False, command: str = "migrate phase",
-                 cancel: CancelToken | None = None, run_id: str | None = None) -> None:
+                 cancel: CancelToken | None = None, run_id: str | None = None,
+                 resume: bool = False) -> None:
+        self.resume = resume  # continue `run_id` from the step that was in flight
         self.project = project
         self.inventory = inventory
         self.phase = phase
@@ -237,6 +239,13 @@ class PhaseRun:
             raise RefusedError("; ".join(dict.fromkeys(problems)))
         self._refuse_failing_preconditions()
 
+    def _refuse_if_not_resumable(self) -> None:
+        for host in self.hosts:
+            rec = self.parts.journal.phase_record(host.name, self.phase.number)
+            if rec.state is not PhaseState.INTERRUPTED or rec.run_id != self.run_id:
+                raise RefusedError(f"host {host.name}: phase {self.phase.number} is "
+                                   f"{rec.state.value} (run {rec.run_id}); nothing to resume")
+
     def _refuse_failing_preconditions(self) -> None:
         checker = self.parts.checker
         if not self.phase.preconditions or checker is None:
@@ -257,10 +266,13 @@ class PhaseRun:
         journal = self.parts.journal
         journal.acquire(names, self.run_id, self.command)  # first: a holder is named, not its state
         try:
-            self.refuse_if_not_ready()  # under the lock, so no other run changes it meanwhile
+            if self.resume:
+                self._refuse_if_not_resumable()
+            else:
+                self.refuse_if_not_ready()  # under the lock, so no other run changes it meanwhile
             if self.dry_run:
                 self._tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-"))
-            else:
+            elif not self.resume:
                 journal.create_run(self.run_id, self.phase.number, names, self.command, "phase",
                                    False, file_checksums(self.project, self.phase))
             report = self._execute()
@@ -282,10 +294,14 @@ class PhaseRun:
                                  self.recorder)
         failure: str | None = None
         for group in groups:
+            if self.resume and all(self.recorder.phase_state(h.name, self.phase.number)
+                                   is PhaseState.COMPLETED for h in group):
+                continue  # serial: this host finished before the run was interrupted
             for host in group:
                 self.recorder.move_phase(self.run_id, host.name, self.phase.number,
-                                         PhaseState.RUNNING, "run_started",
-                                         f"{self.command} (pid run {self.run_id})")
+                                         PhaseState.RUNNING,
+                                         "run_resumed" if self.resume else "run_started",
+                                         f"{self.command} (run {self.run_id})")
             failure = self._run_steps(group)
             if failure is None and self.phase.bake > 0:
                 failure = self._bake(group)
@@ -342,8 +358,13 @@ class PhaseRun:
             if paused is not None:
                 return paused
             targets = [h for h in hosts if self._applies(step, h)]
+            if self.resume:
+                targets = [h for h in targets
+                           if self.recorder.step_state(self.run_id, h.name, step.id)
+                           is not StepState.SUCCEEDED]
             for h in hosts:
-                if h not in targets:
+                if h not in targets and self.recorder.step_state(
+                        self.run_id, h.name, step.id) is StepState.PENDING:
                     self.recorder.move_step(self.run_id, h.name, self.phase.number, step.id, idx,
                                             StepState.SKIPPED, "step_skipped",
                                             f"hosts: {', '.join(step.hosts or ())}")
@@ -576,7 +597,7 @@ class Rollback:
         for idx, step in enumerate(self.phase.steps):
             state = self.recorder.step_state(self.run_id, host.name, step.id)
             if state in (StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED,
-                         StepState.ROLLBACK_FAILED):
+                         StepState.ROLLING_BACK, StepState.ROLLBACK_FAILED):
                 out.append((idx, step))
         return list(reversed(out))
 

@@ -132,6 +132,10 @@ class Journal:
         finally:
             os.umask(old_umask)
         self._mutex = threading.RLock()
+        self._events_written = 0
+        # Fault-injection seam for the crash tests: SIGKILL this process right after the
+        # Nth journal event of this process is committed. Unset in normal use.
+        self._kill_at = int(os.environ.get("MIGRATE_FAULT_KILL_AFTER_EVENT", "0") or 0)
 
     def close(self) -> None:
         with self._mutex:
@@ -148,6 +152,10 @@ class Journal:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            if self._kill_at and self._events_written >= self._kill_at:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._mutex:
@@ -158,6 +166,7 @@ class Journal:
     def _event(self, db: sqlite3.Connection, run_id: str | None, host: str | None,
                phase: int | None, step: str | None, kind: str, detail: str | None) -> str:
         at = utc_stamp()
+        self._events_written += 1
         db.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail) "
                    "VALUES (?,?,?,?,?,?,?)", (at, run_id, host, phase, step, kind, detail))
         return at

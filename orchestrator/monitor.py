@@ -107,6 +107,7 @@ class TriggerMonitor:
         self._lock = threading.Lock()
         self.pause_requested: str | None = None
         self.cycles = 0
+        self.source_errors: dict[str, int] = {}
         self.fired: list[Firing] = []  # every fire, including notify/pause ones
         self.hosts: list[Host] = []
         self.triggers: list[Trigger] = []
@@ -123,19 +124,26 @@ class TriggerMonitor:
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
-              dry_run: bool, recorder: Recorder | None = None,
-              baselines: dict[tuple[str, str], float] | None = None) -> None:
+              dry_run: bool, recorder: Recorder | None = None) -> None:
+        """Take baselines, then watch in a background thread until `stop`."""
+        self.prepare(run_id, phase, hosts, cancel, dry_run, recorder)
+        if not self.triggers:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="trigger-monitor", daemon=True)
+        self._thread.start()
+
+    def prepare(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
+                dry_run: bool, recorder: Recorder | None = None,
+                baselines: dict[tuple[str, str], float] | None = None) -> None:
+        """Everything `start` does but the thread: `migrate watch` drives `cycle` itself."""
         self.run_id, self.phase_number, self.hosts = run_id, phase.number, hosts
         self.cancel, self.dry_run, self.recorder = cancel, dry_run, recorder
         self.triggers = [self.project.triggers[n] for n in phase.triggers]
         self.reader.t0 = self.clock.monotonic()
         self.reader.run_id, self.reader.phase = run_id, phase.number
-        if not self.triggers:
-            return
-        self._prepare_baselines(baselines or {})
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="trigger-monitor", daemon=True)
-        self._thread.start()
+        if self.triggers:
+            self._prepare_baselines(baselines or {})
 
     def stop(self) -> None:
         self._stop.set()
@@ -207,6 +215,9 @@ class TriggerMonitor:
             readings = dict(read(p) for p in pairs)
         now = self.clock.monotonic()
         self.cycles += 1
+        for (_, metric), reading in readings.items():
+            if reading.error:
+                self.source_errors[metric] = self.source_errors.get(metric, 0) + 1
         for host in self.hosts:
             for t in self.triggers:
                 self._fold(host, t, readings[(host.name, t.metric)], now)

@@ -55,7 +55,7 @@ STEP_EDGES: Mapping[StepState, frozenset[StepState]] = {
     S.SUCCEEDED: frozenset({S.ROLLING_BACK}),
     S.FAILED: frozenset({S.ROLLING_BACK}),
     S.SKIPPED: frozenset(),
-    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
+    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED, S.ROLLING_BACK}),
     S.ROLLED_BACK: frozenset(),
     S.ROLLBACK_FAILED: frozenset({S.ROLLING_BACK}),
 }

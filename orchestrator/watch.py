@@ -1,0 +1,192 @@
+"""`migrate watch`: the on-call watcher of completed phases.
+
+Every poll interval it evaluates the triggers of every completed phase on the
+watched hosts, each against that phase's own baseline (the phase-start baseline
+its run recorded, or the named one). When a trigger with `action: rollback`
+fires, it rolls back the latest completed phase on that host through the same
+`Rollback` the engine uses, notifies, and stops with exit 1 (3 if the rollback
+failed). It serves its own Prometheus metrics so that the watcher is watched.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.clock import CancelToken
+from orchestrator.engine import EngineParts, Firing, Rollback, RunOutcome, RunReport, new_run_id
+from orchestrator.inventory import Host
+from orchestrator.model import Phase, Project
+from orchestrator.monitor import PHASE_START, TriggerMonitor, needs_baseline
+from orchestrator.recorder import JournalRecorder, NotifyingRecorder, Recorder
+from orchestrator.states import PhaseState
+from orchestrator.triggers import TriggerStatus
+
+_STATUS_CODE = {TriggerStatus.OK: 0, TriggerStatus.PENDING: 1, TriggerStatus.FIRING: 2}
+
+
+class WatchMetrics:
+    """prometheus-client gauges and counters on a private registry, served on a port."""
+
+    def __init__(self, port: int, addr: str = "127.0.0.1") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        labels = ["host", "phase", "trigger"]
+        self.value = Gauge("migrate_trigger_value", "Latest value of the trigger's metric",
+                           labels, registry=self.registry)
+        self.state = Gauge("migrate_trigger_state", "0 ok, 1 pending, 2 firing", labels,
+                           registry=self.registry)
+        self.last_poll = Gauge("migrate_watch_last_poll_timestamp_seconds",
+                               "Unix time of the last completed poll", registry=self.registry)
+        self.polls = Counter("migrate_watch_polls", "Poll cycles completed",
+                             registry=self.registry)
+        self.rollbacks = Counter("migrate_watch_rollbacks", "Rollbacks started by watch",
+                                 registry=self.registry)
+        self.errors = Gauge("migrate_source_errors", "Failed metric reads since start",
+                            ["metric"], registry=self.registry)
+        self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@dataclass
+class Watched:
+    host: Host
+    phase: Phase
+    run_id: str  # the run that completed the phase
+    monitor: TriggerMonitor
+
+
+@dataclass
+class WatchResult:
+    fired: list[Firing] = field(default_factory=list)
+    rollback: RunReport | None = None
+    cycles: int = 0
+    watched: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    def __init__(self, project: Project, inventory: Any, parts: EngineParts, hosts: list[Host],
+                 act: bool = True, metrics_port: int | None = None) -> None:
+        self.project = project
+        self.inventory = inventory
+        self.parts = parts
+        self.hosts = hosts
+        self.act = act
+        self.stop_event = threading.Event()
+        self.metrics = WatchMetrics(metrics_port) if metrics_port else None
+        self.run_id = new_run_id()
+        recorder: Recorder = JournalRecorder(parts.journal)
+        if parts.notifications is not None:
+            recorder = NotifyingRecorder(recorder, parts.notifications)
+        self.recorder = recorder
+
+    def _watched(self) -> list[Watched]:
+        journal = self.parts.journal
+        out = []
+        for host in self.hosts:
+            for number in sorted(self.project.phases):
+                rec = journal.phase_record(host.name, number)
+                if rec.state is not PhaseState.COMPLETED or rec.run_id is None:
+                    continue
+                phase = self.project.phases[number]
+                monitor = TriggerMonitor(self.project, self.inventory, journal,
+                                         self.parts.clock, self.parts.commands, self.parts.say)
+                monitor.act = self.act
+                baselines = {}
+                for name in phase.triggers:
+                    t = self.project.triggers[name]
+                    if not needs_baseline(t):
+                        continue
+                    source = f"{PHASE_START}:{rec.run_id}" if t.baseline == PHASE_START \
+                        else t.baseline
+                    value = journal.baseline(host.name, source).get(t.metric)
+                    if value is not None:
+                        baselines[(host.name, name)] = value
+                monitor.prepare(self.run_id, phase, [host], CancelToken(), False,
+                                self.recorder, baselines)
+                out.append(Watched(host, phase, rec.run_id, monitor))
+        return out
+
+    def run(self, duration: float | None, once: bool) -> WatchResult:
+        journal = self.parts.journal
+        names = [h.name for h in self.hosts]
+        journal.create_run(self.run_id, None, names, "migrate watch", "watch", False, {})
+        result = WatchResult()
+        watched = self._watched()
+        result.watched = [f"{w.host.name}/phase {w.phase.number}" for w in watched]
+        self.parts.say(f"watching {', '.join(result.watched) or 'nothing (no completed phase)'}"
+                       f" every {self.project.poll_interval:g}s")
+        clock = self.parts.clock
+        deadline = clock.monotonic() + duration if duration else None
+        try:
+            while not self.stop_event.is_set():
+                for w in watched:
+                    w.monitor.cycle()
+                result.cycles += 1
+                self._export(watched)
+                fire = self._first_rollback_fire(watched)
+                for w in watched:
+                    result.fired.extend(f for f in w.monitor.fired if f not in result.fired)
+                if fire is not None:
+                    result.rollback = self._roll_back(fire)
+                    break
+                if once or (deadline is not None and clock.monotonic() >= deadline):
+                    break
+                if self.stop_event.wait(self.project.poll_interval):
+                    break
+        finally:
+            outcome = result.rollback.outcome.value if result.rollback else "watched"
+            journal.end_run(self.run_id, outcome)
+            if self.metrics is not None:
+                self.metrics.close()
+        return result
+
+    def _first_rollback_fire(self, watched: list[Watched]) -> tuple[Watched, Firing] | None:
+        for w in watched:
+            if w.monitor.firing is not None:
+                return w, w.monitor.firing
+        return None
+
+    def _roll_back(self, fire: tuple[Watched, Firing]) -> RunReport:
+        w, firing = fire
+        host = w.host
+        journal = self.parts.journal
+        latest = max(n for n in self.project.phases
+                     if journal.phase_record(host.name, n).state is PhaseState.COMPLETED)
+        phase = self.project.phases[latest]
+        origin = journal.phase_record(host.name, latest).run_id or self.run_id
+        self.parts.say(f"{firing.reason} on {host.name}: rolling back phase {latest}")
+        if self.metrics is not None:
+            self.metrics.rollbacks.inc()
+        journal.acquire([host.name], self.run_id, "migrate watch (rollback)")
+        try:
+            return Rollback(self.project, self.inventory, phase, [host], self.parts, origin,
+                            self.recorder).execute(f"{firing.reason} (migrate watch)")
+        finally:
+            journal.release(self.run_id)
+
+    def _export(self, watched: list[Watched]) -> None:
+        if self.metrics is None:
+            return
+        import time
+
+        for w in watched:
+            for (host, trigger), (state, _) in w.monitor.snapshot().items():
+                labels = (host, str(w.phase.number), trigger)
+                if state.last_value is not None:
+                    self.metrics.value.labels(*labels).set(state.last_value)
+                self.metrics.state.labels(*labels).set(_STATUS_CODE[state.status])
+            for metric, count in w.monitor.source_errors.items():
+                self.metrics.errors.labels(metric).set(count)
+        self.metrics.polls.inc()
+        self.metrics.last_poll.set(time.time())
+
+
+def watch_exit_outcome(result: WatchResult) -> RunOutcome:
+    if result.rollback is None:
+        return RunOutcome.COMPLETED
+    return result.rollback.outcome
