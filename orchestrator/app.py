@@ -6,28 +6,24 @@ prints the final answer and never exits. The CLI renders what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError, RefusedError
 from orchestrator.clock import CancelToken, Clock, SystemClock
-from orchestrator.engine import (
-    EngineParts,
-    Monitor,
-    NoTty,
-    PhaseRun,
-    Prompter,
-    Rollback,
-    RunReport,
-    Say,
-    new_run_id,
-)
 from orchestrator.inventory import Host, Inventory
 from orchestrator.journal import Journal, open_journal
 from orchestrator.model import Phase, Project
+from orchestrator.outcomes import RunReport
 from orchestrator.project import checked_project
 from orchestrator.states import ACTIVE, ROLLBACKABLE, PhaseState
+
+if TYPE_CHECKING:  # the engine is imported where a command runs something, not for status
+    from orchestrator.engine import EngineParts, Monitor, Prompter
+
+Say = Callable[[str], None]
 
 
 @dataclass
@@ -75,6 +71,7 @@ class App:
 
     def parts(self, prompter: Prompter | None = None,
               monitor: Monitor | None = None) -> EngineParts:
+        from orchestrator.engine import EngineParts, NoTty
         from orchestrator.monitor import MetricChecker, TriggerMonitor
         from orchestrator.notify import Notifications
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
@@ -142,9 +139,10 @@ class App:
     def run_phase(self, number: int, host_names: tuple[str, ...], dry_run: bool,
                   prompter: Prompter, cancel: CancelToken, command: str,
                   parts: EngineParts | None = None) -> RunReport:
-        project, inventory = self.load()
+        from orchestrator.engine import PhaseRun
         from orchestrator.monitor import raise_missing_baselines
 
+        project, inventory = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
         raise_missing_baselines(project, phase, hosts, self.journal)
@@ -160,6 +158,8 @@ class App:
     def rollback(self, host_names: tuple[str, ...], number: int | None, command: str,
                  parts: EngineParts | None = None) -> RunReport:
         """Roll back phase N (default: the latest phase not pending or rolled back)."""
+        from orchestrator.engine import new_run_id
+
         project, inventory = self.load()
         hosts = self.hosts(host_names)
         journal = self.journal
@@ -188,7 +188,7 @@ class App:
     def _rollback_each(self, project: Project, inventory: Inventory, phase: Phase,
                        hosts: list[Host], parts: EngineParts, run_id: str) -> RunReport:
         """Each host's phase is undone from the run that last moved it."""
-        from orchestrator.engine import RunOutcome
+        from orchestrator.engine import Rollback, RunOutcome
 
         by_run: dict[str, list[Host]] = {}
         for host in hosts:
@@ -255,7 +255,7 @@ class App:
         unless `accept_changes`. A run that died while rolling back, or after a step had
         failed, resumes its rollback instead.
         """
-        from orchestrator.engine import file_checksums
+        from orchestrator.engine import PhaseRun, Rollback, file_checksums
 
         project, inventory = self.load()
         hosts = self.hosts(host_names)

@@ -19,7 +19,6 @@ import click
 
 from orchestrator._exceptions import ConfigError, MigrateError
 from orchestrator.clock import CancelToken
-from orchestrator.engine import RunOutcome, RunReport
 from orchestrator.exit_codes import (
     BAD_CONFIG,
     FIRED_AND_ROLLED_BACK,
@@ -27,6 +26,7 @@ from orchestrator.exit_codes import (
     OK,
     exit_code_for,
 )
+from orchestrator.outcomes import RunOutcome, RunReport
 
 
 @dataclass

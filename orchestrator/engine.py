@@ -14,7 +14,6 @@ started on each host is undone in reverse order.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import secrets
 import shutil
@@ -25,14 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator._exceptions import RefusedError
 from orchestrator.clock import CancelToken, Clock, SystemClock
 from orchestrator.inventory import Host, Inventory
 from orchestrator.journal import Journal
 from orchestrator.model import MetricKind, Phase, Project, Step, StepAction, UndoKind
-from orchestrator.notify import Notifications
+from orchestrator.outcomes import RunOutcome, RunReport
 from orchestrator.recorder import DryRunRecorder, JournalRecorder, NotifyingRecorder, Recorder
 from orchestrator.runners.base import (
     CommandRequest,
@@ -45,19 +44,10 @@ from orchestrator.runners.base import (
 from orchestrator.states import STARTABLE, PhaseState, StepState
 from orchestrator.templating import context_for, render
 
+if TYPE_CHECKING:
+    from orchestrator.notify import Notifications
+
 Say = Callable[[str], None]
-
-
-class RunOutcome(enum.Enum):
-    """How a run ended; `exit_codes.exit_code_for` turns it into the process's exit code."""
-
-    COMPLETED = "completed"
-    ROLLED_BACK = "rolled_back"
-    ROLLBACK_FAILED = "rollback_failed"
-    INTERRUPTED_ROLLED_BACK = "interrupted_rolled_back"
-    INTERRUPTED = "interrupted"
-    DRY_RUN_PASSED = "dry_run_passed"
-    DRY_RUN_FAILED = "dry_run_failed"
 
 
 class Prompter(Protocol):
@@ -139,16 +129,6 @@ class EngineParts:
     say: Say = lambda line: None
     undo_attempts: int = 3
     undo_retry_delay: float = 2.0
-
-
-@dataclass
-class RunReport:
-    run_id: str
-    phase: int
-    hosts: list[str]
-    outcome: RunOutcome
-    reason: str | None = None
-    needs_human: list[str] = field(default_factory=list)  # "host: step (why)"
 
 
 def private_dirs(top: Path, path: Path) -> None:

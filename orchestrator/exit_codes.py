@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator._exceptions import MigrateError
-from orchestrator.engine import RunOutcome
+from orchestrator.outcomes import RunOutcome
 
 OK = 0
 FIRED_AND_ROLLED_BACK = 1

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator.journal import Journal, utc_stamp
-from orchestrator.notify import Notifications
 from orchestrator.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
+
+if TYPE_CHECKING:
+    from orchestrator.notify import Notifications
 
 
 class Recorder(Protocol):

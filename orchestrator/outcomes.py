@@ -1,0 +1,31 @@
+"""How a run ended, as data: the engine returns these and `exit_codes` maps them.
+
+Kept apart from the engine so that the CLI can name outcomes without importing it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RunOutcome(enum.Enum):
+    """How a run ended; `exit_codes.exit_code_for` turns it into the process's exit code."""
+
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    INTERRUPTED_ROLLED_BACK = "interrupted_rolled_back"
+    INTERRUPTED = "interrupted"
+    DRY_RUN_PASSED = "dry_run_passed"
+    DRY_RUN_FAILED = "dry_run_failed"
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    phase: int
+    hosts: list[str]
+    outcome: RunOutcome
+    reason: str | None = None
+    needs_human: list[str] = field(default_factory=list)  # "host: step (why)"

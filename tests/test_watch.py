@@ -1,0 +1,165 @@
+"""On-call: `migrate watch` against an agent endpoint the test controls, its /metrics
+scraped over HTTP, and Ctrl-C pressed twice leaving the run interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.projects import Proj, make_project
+from tests.servers import AgentServer, serving
+
+pytestmark = pytest.mark.integration
+
+MIGRATION = """\
+name: watched
+inventory: inventory/hosts.yml
+poll_interval: 300ms
+metrics:
+  failures:
+    source: http
+    url: '{agent}/health'
+    field: model_load_failures
+  health:
+    source: http
+    url: '{agent}/health'
+    expect: {{status: ok}}
+triggers:
+  model_load_failure: {{metric: failures, increase: 0}}
+  health_failure: {{metric: health, failing: true, for: 1s}}
+"""
+
+PHASES = {
+    1: "phase: 1\nsteps:\n  - id: one\n    playbook: playbooks/touch.yml\n"
+       "    rollback: rollback/untouch.yml\n",
+    2: "phase: 2\nrequires: [1]\nsteps:\n  - id: two\n    playbook: playbooks/touch.yml\n"
+       "    rollback: rollback/untouch.yml\n",
+}
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentServer]:
+    with serving(AgentServer()) as server:
+        yield server
+
+
+def completed(tmp_path: Path, agent: AgentServer) -> Proj:
+    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+    for n, body in PHASES.items():
+        proj.phase(n, f"p{n}", body)
+    for n in PHASES:
+        res = proj.migrate("phase", str(n), "--host", "main")
+        assert res.returncode == 0, res.stderr
+    return proj
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_once_reports_nothing_fired(tmp_path: Path, agent: AgentServer) -> None:
+    proj = completed(tmp_path, agent)
+    res = proj.migrate("--output", "json", "watch", "--host", "main", "--once")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["watched"] == ["main/phase 1", "main/phase 2"] and doc["cycles"] == 1
+
+
+def test_watch_rolls_back_latest_phase_and_serves_metrics(tmp_path: Path,
+                                                          agent: AgentServer) -> None:
+    proj = completed(tmp_path, agent)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
+                             "--output", "json", "watch", "--host", "main", "--for", "60s",
+                             "--metrics-port", str(port)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body = ""
+        deadline = time.monotonic() + 20
+        while "migrate_watch_polls_total" not in body or "migrate_trigger_state" not in body:
+            assert time.monotonic() < deadline, body
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        assert 'migrate_trigger_value{host="main",phase="2",trigger="model_load_failure"} 0.0' \
+            in body
+        assert 'migrate_trigger_state{host="main",phase="1",trigger="health_failure"} 0.0' in body
+        agent.health["model_load_failures"] = 2
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    doc = json.loads(out)
+    assert doc["rollback"]["phase"] == 2 and doc["rollback"]["outcome"] == "rolled_back"
+    assert "model_load_failure" in doc["rollback"]["reason"]
+    assert not (proj.markers / "main-two").exists()
+    assert (proj.markers / "main-one").exists()  # only the latest completed phase
+    status = json.loads(proj.migrate("--output", "json", "status").stdout)
+    assert status["hosts"]["main"]["phases"]["2"]["state"] == "rolled_back"
+    assert status["hosts"]["main"]["phases"]["1"]["state"] == "completed"
+
+
+def test_no_rollback_only_records_and_sigterm_stops_cleanly(tmp_path: Path,
+                                                             agent: AgentServer) -> None:
+    proj = completed(tmp_path, agent)
+    agent.health["model_load_failures"] = 5
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
+                             "--output", "json", "watch", "--host", "main", "--no-rollback"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # baselines are taken from the phases' own runs, so this fires at once
+    deadline = time.monotonic() + 20
+    while True:
+        events = json.loads(proj.migrate("--output", "json", "history").stdout)["events"]
+        if any(e["kind"] == "trigger_fired" for e in events):
+            break
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "watch stopping" in err
+    assert json.loads(out)["rollback"] is None
+    status = json.loads(proj.migrate("--output", "json", "status").stdout)
+    assert status["hosts"]["main"]["phases"]["2"]["state"] == "completed"
+
+
+def test_ctrl_c_twice_leaves_the_run_interrupted(tmp_path: Path, agent: AgentServer) -> None:
+    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+    proj.phase(1, "slow", "phase: 1\ntriggers: []\nsteps:\n  - id: one\n"
+               "    playbook: playbooks/touch.yml\n    rollback: rollback/untouch.yml\n"
+               "  - id: soak\n    wait: 60s\n")
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
+                             "phase", "1", "--host", "main"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (proj.markers / "main-one").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "stopping at once" in err
+    status = json.loads(proj.migrate("--output", "json", "status").stdout)
+    assert status["hosts"]["main"]["phases"]["1"]["state"] == "interrupted"
+    refused = proj.migrate("phase", "1", "--host", "main")
+    assert refused.returncode == 4
+    rolled = proj.migrate("rollback", "--host", "main", "--yes")
+    assert rolled.returncode == 0, rolled.stderr
+    assert not (proj.markers / "main-one").exists()
