@@ -102,7 +102,9 @@ class App:
         project, _ = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
-        raise_missing_baselines(project, phase, hosts, self.journal)
+        from orchestrator.runners.ssh import HostCommandRunner
+
+        raise_missing_baselines(project, phase, hosts, self.journal, HostCommandRunner())
         doc = plan_document(project, phase, hosts, self._inventory())
         for t in doc["triggers"]:
             baseline = project.triggers[t["name"]].baseline
@@ -145,8 +147,8 @@ class App:
         project, inventory = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
-        raise_missing_baselines(project, phase, hosts, self.journal)
         parts = parts or self.parts(prompter)
+        raise_missing_baselines(project, phase, hosts, self.journal, parts.commands)
         run = PhaseRun(project, inventory, phase, hosts, parts, dry_run=dry_run,
                        command=command, cancel=cancel)
         try:

@@ -371,8 +371,31 @@ def refuse_failing_preconditions(checker: MetricChecker, phase: Phase,
     return failing
 
 
+def nvml_problems(project: Project, phase: Phase, hosts: list[Host],
+                  commands: CommandRunner | None) -> list[Problem]:
+    """Every nvml metric the phase reads must work on every host: a clear error up front,
+    not a crash mid-phase."""
+    from orchestrator.sources.nvml import nvml_available
+
+    names = {project.triggers[t].metric for t in phase.triggers} | set(phase.preconditions) | {
+        s.target for s in phase.steps if s.action.value == "check"}
+    problems = []
+    for name in sorted(names):
+        metric = project.metrics[name]
+        if metric.source != "nvml":
+            continue
+        for host in hosts:
+            why = nvml_available(host, commands)
+            if why is not None:
+                problems.append(Problem("migration.yaml", metric.line,
+                                        f"metric {name!r} (nvml) cannot be read: {why}"))
+    return problems
+
+
 def raise_missing_baselines(project: Project, phase: Phase, hosts: list[Host],
-                            journal: Journal) -> None:
+                            journal: Journal, commands: CommandRunner | None = None) -> None:
+    """Config problems that need the hosts or the journal: missing baselines, no NVML."""
     problems = missing_baselines(project, phase, hosts, journal)
+    problems += nvml_problems(project, phase, hosts, commands)
     if problems:
         raise ConfigError(problems)

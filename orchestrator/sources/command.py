@@ -1,0 +1,39 @@
+"""`command`: run a command on the host; exit 0 passes, or `parse: number` reads stdout."""
+
+from __future__ import annotations
+
+import re
+
+from orchestrator.clock import CancelToken
+from orchestrator.model import Metric
+from orchestrator.runners.base import CommandRequest
+from orchestrator.sources.base import ReadContext, Reading, register
+from orchestrator.sources.tcp import probe_dir
+from orchestrator.templating import render
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+class CommandSource:
+    def read(self, metric: Metric, ctx: ReadContext) -> Reading:
+        if ctx.commands is None:
+            return Reading(None, "no command runner")
+        origin = ctx.hosts.get(str(metric.config["from"])) if "from" in metric.config \
+            else ctx.host
+        if origin is None:
+            return Reading(None, f"from: unknown host {metric.config['from']!r}")
+        command = render(str(metric.config["command"]), ctx.template_context(), shell=True)
+        result = ctx.commands.run_command(
+            CommandRequest(host=origin, command=command, artifacts_dir=probe_dir(),
+                           timeout=ctx.timeout), CancelToken())
+        if metric.config.get("parse") != "number":
+            return Reading.passed(result.ok, None if result.ok else result.detail)
+        if not result.ok:
+            return Reading(None, result.detail)
+        match = _NUMBER.search(result.stdout or "")
+        if match is None:
+            return Reading(None, f"no number in the output of {command!r}")
+        return Reading(float(match.group(0)))
+
+
+register("command", CommandSource())
