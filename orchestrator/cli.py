@@ -335,6 +335,18 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
     return OK if drill.passed else FIRED_AND_ROLLED_BACK
 
 
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_obj
+def analyze(opts: Options, path: Path) -> int:
+    """Migration-risk analysis of an agent's source (a .py file or a directory)."""
+    from orchestrator.analyze import analyze_path, render_text
+
+    result = analyze_path(path)
+    opts.emit(result, render_text(result))
+    return OK
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the only place that turns outcomes and exceptions into an exit code."""
     try:
