@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -658,3 +660,18 @@ def test_render_text(tmp_path: Path) -> None:
         f"  10/60 LOW       {tmp_path / 'other.py'}",
     ]
     assert render_text(analyze_file(path)).splitlines()[0] == str(path)
+
+
+def test_cli_analyze_json_and_syntax_error_exit_2(tmp_path: Path) -> None:
+    good = tmp_path / "agent.py"
+    good.write_text("import socket\ns = socket.socket()\n")
+    bad = tmp_path / "bad.py"
+    bad.write_text("def broken(:\n    pass\n")
+    ok = subprocess.run([sys.executable, "-m", "orchestrator", "--output", "json", "analyze", str(good)],
+                 capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["reports"][0]["sockets"]["raw"] == 1
+    res = subprocess.run([sys.executable, "-m", "orchestrator", "analyze", str(bad)],
+                  capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"{bad}:1:") and "Traceback" not in res.stderr

@@ -1,0 +1,69 @@
+"""A real Prometheus server (Debian's `prometheus`) on a free loopback port, scraping an
+exporter the test controls every second. Skips without the binary, fails under CI=true."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def query(url: str, promql: str) -> list[dict[str, object]]:
+    q = urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=2) as resp:
+        return list(json.loads(resp.read())["data"]["result"])
+
+
+@contextmanager
+def prometheus(tmp: Path, target: str, first_series: str) -> Iterator[str]:
+    """Start Prometheus scraping `target` (host:port); yield its URL once `first_series`
+    has been scraped."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and Debian's prometheus is not installed")
+        pytest.skip("prometheus is not installed")
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                   "scrape_configs:\n  - job_name: agent\n"
+                   f"    static_configs: [{{targets: ['{target}']}}]\n")
+    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'db'}",
+                             f"--web.listen-address=127.0.0.1:{port}",
+                             "--query.lookback-delta=3s"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "prometheus exited"
+            try:
+                if query(url, first_series):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "prometheus never scraped the exporter"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
