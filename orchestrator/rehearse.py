@@ -125,8 +125,16 @@ def sandbox_dir(host: Host, inventory_path: Path, project_root: Path) -> Path:
     raw = host.vars.get("sandbox_dir")
     if not raw:
         return project_root / ".migrate" / "sandbox" / host.name
-    text = render(str(raw), {"inventory_dir": str(inventory_path.parent),
-                             "inventory_hostname": host.name, **host.vars})
+    context = {**host.vars, "inventory_dir": str(inventory_path.parent),
+               "inventory_hostname": host.name}
+    text = str(raw)
+    for _ in range(5):  # inventory variables may refer to each other, as Ansible allows
+        if "{{" not in text:
+            break
+        text = render(text, context)
+    if "{{" in text or not Path(text).is_absolute():
+        raise ConfigError(f"{inventory_path}: sandbox_dir of {host.name} does not resolve to "
+                          f"an absolute path: {text!r}")
     return Path(text).resolve()
 
 

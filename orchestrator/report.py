@@ -77,9 +77,11 @@ def _chart(trigger: str, host: str, rows: list[dict[str, Any]], fire_t: float | 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
-    ts = [r["t"] for r in rows if r["value"] is not None]
+    # no data is a gap in the line (NaN), never a straight line drawn across it
+    ax.plot([r["t"] for r in rows],
+            [r["value"] if r["value"] is not None else float("nan") for r in rows],
+            marker="o", markersize=3, linewidth=1.5, label=rows[0]["metric"])
     vs = [r["value"] for r in rows if r["value"] is not None]
-    ax.plot(ts, vs, marker="o", markersize=3, linewidth=1.5, label=rows[0]["metric"])
     nodata = [r["t"] for r in rows if r["value"] is None]
     if nodata:
         ax.scatter(nodata, [min(vs) if vs else 0] * len(nodata), marker="x", color="grey",
