@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check orchestrator tests
 mypy
+ansible-lint --offline --nocolor -q playbooks rollback
 python3 -m pytest -q "$@"
