@@ -34,6 +34,7 @@ class App:
     clock: Clock = field(default_factory=SystemClock)
     state_dir: Path | None = None  # rehearsals keep their own journal
     time_scale: float = 1.0  # rehearsals shorten durations (never thresholds)
+    trigger_view_every: float = 0.0  # > 0: print live trigger values this often
     _loaded: tuple[Project, Inventory] | None = None
     _journal: Journal | None = None
 
@@ -82,8 +83,12 @@ class App:
         parts = EngineParts(journal=self.journal, playbooks=AnsiblePlaybookRunner(),
                             commands=commands, clock=self.clock,
                             prompter=prompter or NoTty(), say=self.say)
-        parts.monitor = monitor or TriggerMonitor(project, inventory, self.journal, self.clock,
-                                                  commands, self.say)
+        if monitor is None:
+            live = TriggerMonitor(project, inventory, self.journal, self.clock, commands,
+                                  self.say)
+            live.view_every = self.trigger_view_every
+            monitor = live
+        parts.monitor = monitor
         parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands)
         parts.notifications = Notifications(project.notify, project.name, log=self.say)
         return parts

@@ -29,7 +29,7 @@ from orchestrator.journal import Journal, utc_stamp
 from orchestrator.model import Condition, Metric, MetricKind, Phase, Project, Trigger, TriggerAction
 from orchestrator.runners.base import CommandRunner, Result
 from orchestrator.sources.base import ReadContext, Reading, read_metric
-from orchestrator.triggers import TriggerState, TriggerStatus, evaluate
+from orchestrator.triggers import TriggerState, TriggerStatus, effective_threshold, evaluate
 
 if TYPE_CHECKING:
     from orchestrator.recorder import Recorder
@@ -117,6 +117,8 @@ class TriggerMonitor:
         self.phase_number = 0
         self.run_id = ""
         self.act = True  # watch --no-rollback turns acting off
+        self.view_every = 0.0  # > 0: say a line of trigger values this often (rehearsals)
+        self._last_view = 0.0
 
     @property
     def firing(self) -> Firing | None:
@@ -192,6 +194,7 @@ class TriggerMonitor:
         with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
             while not self._stop.is_set():
                 self.cycle(pool)
+                self._view()
                 next_at += interval
                 delay = next_at - self.clock.monotonic()
                 if delay < 0:  # a slow cycle: skip ahead rather than burst
@@ -282,6 +285,22 @@ class TriggerMonitor:
     def _event(self, host: Host, t: Trigger | None, kind: str, detail: str) -> None:
         if self.recorder is not None:
             self.recorder.event(self.run_id, host.name, self.phase_number, None, kind, detail)
+
+    def _view(self) -> None:
+        """A live line of every trigger's latest value against its limit, for the operator."""
+        now = self.clock.monotonic()
+        if not self.view_every or now - self._last_view < self.view_every:
+            return
+        self._last_view = now
+        parts = []
+        for (host, name), (state, baseline) in sorted(self.snapshot().items()):
+            value = "no data" if state.last_value is None else f"{state.last_value:g}"
+            t = self.project.triggers[name]
+            limit = effective_threshold(t, baseline)
+            shown = f"{value}" + (f"/{limit:g}" if limit is not None else "")
+            mark = "" if state.status is TriggerStatus.OK else f" {state.status.value.upper()}"
+            parts.append(f"{name}@{host}={shown}{mark}")
+        self.say("    triggers: " + "  ".join(parts))
 
     def snapshot(self) -> dict[tuple[str, str], tuple[TriggerState, float | None]]:
         with self._lock:

@@ -180,7 +180,7 @@ class Rehearsal:
         rid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{name}"
         state_dir = self.root / ".migrate" / "rehearsals" / rid
         app = App(root=self.root, inventory_override=self.inventory, say=self.say,
-                  state_dir=state_dir, time_scale=self.time_scale)
+                  state_dir=state_dir, time_scale=self.time_scale, trigger_view_every=2.0)
         project, inventory = app.load()
         hosts = list(inventory.hosts.values())
         drill = Drill(scenario, rid, self.time_scale)

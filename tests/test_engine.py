@@ -219,3 +219,46 @@ def test_wait_is_cut_short_by_cancel(tmp_path: Path) -> None:
     report = run.execute()
     assert report.outcome is RunOutcome.ROLLED_BACK
     assert report.reason == "trigger x fired"
+
+
+class PausingMonitor:
+    """A monitor whose `action: pause` trigger has fired before the second step."""
+
+    def __init__(self) -> None:
+        self.pause_requested: str | None = None
+
+    def start(self, run_id: str, phase: object, hosts: object, cancel: object, dry_run: bool,
+              recorder: object = None) -> None:
+        self.pause_requested = "trigger gpu_util_high: 97 > 95"
+
+    def stop(self) -> None:
+        return None
+
+    @property
+    def firing(self) -> None:
+        return None
+
+
+class Answer:
+    def __init__(self, yes: bool) -> None:
+        self.yes = yes
+        self.asked: list[str] = []
+
+    def confirm(self, message: str) -> bool | None:
+        self.asked.append(message)
+        return self.yes
+
+
+@pytest.mark.parametrize("yes", [True, False])
+def test_pause_action_asks_the_operator_before_the_next_step(tmp_path: Path, yes: bool) -> None:
+    answer = Answer(yes)
+    run, rec, journal = build(tmp_path, THREE_STEPS, prompter=answer)
+    run.parts.monitor = PausingMonitor()  # type: ignore[assignment]
+    report = run.execute()
+    assert answer.asked and "gpu_util_high" in answer.asked[0]
+    if yes:
+        assert report.outcome is RunOutcome.COMPLETED
+    else:
+        assert report.outcome is RunOutcome.ROLLED_BACK
+        assert rec.log == []  # asked before the first step: nothing ran, nothing to undo
+        assert "operator chose rollback" in (report.reason or "")

@@ -270,3 +270,28 @@ def test_check_step_and_preconditions(tmp_path: Path, agent: AgentServer,
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert "health still failing after 1.5s" in json.loads(out)["reason"]
+
+
+def test_status_while_running_shows_trigger_values(tmp_path: Path, agent: AgentServer,
+                                                   hook: WebhookSink) -> None:
+    proj = project(tmp_path, agent, hook, "[vram_degradation, health_failure]")
+    proc = start(proj, "phase", "1", "--host", "main")
+    try:
+        wait_for(proj.markers / "main-one", proc)
+        agent.gauges["DCGM_FI_DEV_FB_USED"] = 1100  # +10%: breaching nothing yet
+        deadline = time.monotonic() + 20
+        while True:
+            doc = json.loads(proj.migrate("--output", "json", "status").stdout)
+            phase = doc["hosts"]["main"]["phases"]["1"]
+            vram = [t for t in phase.get("triggers", []) if t["trigger"] == "vram_degradation"]
+            if vram and vram[0]["value"] == 1100:
+                break
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.3)
+        assert phase["state"] == "running"
+        assert (vram[0]["threshold"], vram[0]["baseline"], vram[0]["status"]) == (1200, 1000, "ok")
+        text = proj.migrate("status").stdout
+        assert "vram_degradation" in text and "1100 vs limit 1200 (baseline 1000)" in text
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)

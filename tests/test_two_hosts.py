@@ -195,3 +195,15 @@ def test_unreachable_host_fails_bounded_and_rollback_failure_names_it(tmp_path: 
     kinds = [e["kind"] for e in events]
     assert "step_rollback_retry" in kinds  # the undo on the unreachable host was retried
     assert (proj.markers / "main-one").exists()  # the marker really was left behind
+
+
+def test_remote_host_without_nvml_is_a_clear_error_at_plan_time(tmp_path: Path, lab: Lab) -> None:
+    proj = project(tmp_path, lab)
+    proj.write("migration.yaml", MIGRATION.replace(
+        "triggers:\n", "  gpu_mem:\n    source: nvml\n    field: memory_used_mib\n"
+        "triggers:\n  gpu_full: {metric: gpu_mem, above: 20000}\n"))
+    proj.phase(1, "gpu", "phase: 1\ntriggers: [gpu_full]\nsteps:\n  - id: w\n    wait: 1s\n")
+    res = proj.migrate("plan", "1", "--host", "main")
+    assert res.returncode == 2, res.stderr
+    assert "metric 'gpu_mem' (nvml) cannot be read: main: NVML unavailable" in res.stderr
+    assert "Traceback" not in res.stderr
