@@ -85,18 +85,21 @@ def test_watch_rolls_back_latest_phase_and_serves_metrics(tmp_path: Path,
                              "--metrics-port", str(port)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # HELP/TYPE lines exist before the first poll; wait for the samples themselves.
+        wanted = ('migrate_trigger_value{host="main",phase="2",trigger="model_load_failure"} 0.0',
+                  'migrate_trigger_state{host="main",phase="1",trigger="health_failure"} 0.0')
         body = ""
         deadline = time.monotonic() + 20
-        while "migrate_watch_polls_total" not in body or "migrate_trigger_state" not in body:
+        while not all(line in body for line in wanted):
             assert time.monotonic() < deadline, body
+            assert proc.poll() is None, proc.communicate()
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
                     body = r.read().decode()
             except OSError:
-                time.sleep(0.2)
-        assert 'migrate_trigger_value{host="main",phase="2",trigger="model_load_failure"} 0.0' \
-            in body
-        assert 'migrate_trigger_state{host="main",phase="1",trigger="health_failure"} 0.0' in body
+                pass
+            time.sleep(0.2)
+        assert "migrate_watch_polls_total" in body
         agent.health["model_load_failures"] = 2
         out, err = proc.communicate(timeout=60)
     finally:
