@@ -87,6 +87,12 @@ class Proj:
                                *args], capture_output=True, text=True, timeout=timeout,
                               env=full_env, stdin=subprocess.DEVNULL)
 
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """`migrate` in the background, for tests that act on it while it runs."""
+        return subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(self.root),
+                                 *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
 
 def make_project(tmp: Path, migration: str | None = None, hosts: tuple[str, ...] = ("main", "pc2"),
                  ) -> Proj:

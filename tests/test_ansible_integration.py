@@ -138,9 +138,7 @@ def test_second_concurrent_run_is_refused_and_sigterm_rolls_back(tmp_path: Path)
           - id: soak
             wait: 60s
         """)
-    first = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                              "phase", "1", "--host", "main"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proj.spawn("phase", "1", "--host", "main")
     try:
         deadline = time.monotonic() + 60
         while not (proj.markers / "main-one").exists():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,9 +86,7 @@ def project(tmp_path: Path, agent: AgentServer, hook: WebhookSink, triggers: str
 
 
 def start(proj: Proj, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                             "--output", "json", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proj.spawn("--output", "json", *args)
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str], limit: float = 60) -> None:

@@ -4,8 +4,6 @@ by it: the exporter the test controls is scraped every second."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -58,10 +56,7 @@ def test_vram_degradation_seen_through_prometheus_rolls_back(tmp_path: Path) -> 
             "triggers:\n  vram_degradation: {metric: vram_used_mib, degrade_pct: 20}\n"))
         proj.phase(1, "soak", "phase: 1\nsteps:\n  - id: one\n    playbook: playbooks/touch.yml\n"
                    "    rollback: rollback/untouch.yml\n  - id: soak\n    wait: 60s\n")
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project",
-                                 str(proj.root), "--output", "json", "phase", "1", "--host",
-                                 "main"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = proj.spawn("--output", "json", "phase", "1", "--host", "main")
         try:
             deadline = time.monotonic() + 60
             while not (proj.markers / "main-one").exists():

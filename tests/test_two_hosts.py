@@ -4,8 +4,6 @@ over SSH and by fabric; tcp probes run *from* main; cut-offs and unreachable hos
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,10 +120,7 @@ def test_cutting_pc2_off_rolls_main_back(tmp_path: Path, lab: Lab) -> None:
           - id: soak
             wait: 60s
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                             "--output", "json", "phase", "1", "--host", "main"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = proj.spawn("--output", "json", "phase", "1", "--host", "main")
     try:
         deadline = time.monotonic() + 60
         while not (proj.markers / "main-one").exists():
@@ -168,10 +163,7 @@ def test_unreachable_host_fails_bounded_and_rollback_failure_names_it(tmp_path: 
             rollback: none
             timeout: 10s
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                             "--output", "json", "phase", "1", "--host", "main"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = proj.spawn("--output", "json", "phase", "1", "--host", "main")
     try:
         deadline = time.monotonic() + 60
         while "do main one" not in proj.order():  # the play's last task has run

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -80,10 +78,8 @@ def test_watch_rolls_back_latest_phase_and_serves_metrics(tmp_path: Path,
                                                           agent: AgentServer) -> None:
     proj = completed(tmp_path, agent)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                             "--output", "json", "watch", "--host", "main", "--for", "60s",
-                             "--metrics-port", str(port)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = proj.spawn("--output", "json", "watch", "--host", "main", "--for", "60s",
+                      "--metrics-port", str(port))
     try:
         # HELP/TYPE lines exist before the first poll; wait for the samples themselves.
         wanted = ('migrate_trigger_value{host="main",phase="2",trigger="model_load_failure"} 0.0',
@@ -120,10 +116,7 @@ def test_no_rollback_only_records_and_sigterm_stops_cleanly(tmp_path: Path,
                                                              agent: AgentServer) -> None:
     proj = completed(tmp_path, agent)
     agent.health["model_load_failures"] = 5
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                             "--output", "json", "watch", "--host", "main", "--no-rollback"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = proj.spawn("--output", "json", "watch", "--host", "main", "--no-rollback")
     time.sleep(0.5)  # baselines are taken from the phases' own runs, so this fires at once
     deadline = time.monotonic() + 20
     while True:
@@ -146,9 +139,7 @@ def test_ctrl_c_twice_leaves_the_run_interrupted(tmp_path: Path, agent: AgentSer
     proj.phase(1, "slow", "phase: 1\ntriggers: []\nsteps:\n  - id: one\n"
                "    playbook: playbooks/touch.yml\n    rollback: rollback/untouch.yml\n"
                "  - id: soak\n    wait: 60s\n")
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
-                             "phase", "1", "--host", "main"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = proj.spawn("phase", "1", "--host", "main")
     deadline = time.monotonic() + 60
     while not (proj.markers / "main-one").exists():
         assert time.monotonic() < deadline and proc.poll() is None
