@@ -91,8 +91,12 @@ class SignalGuard:
                      "(press again to stop at once and leave the run interrupted)")
             self.cancel.cancel(f"interrupted by the operator ({name})", by_operator=True)
         else:
-            self.log(f"{name} again: stopping at once; the run is left interrupted for "
-                     "`migrate resume` or `migrate rollback`")
+            self.log(f"{name} again: stopping at once (with the playbooks and commands "
+                     "started under it); the run is left interrupted for `migrate resume` or "
+                     "`migrate rollback`")
+            from orchestrator.descendants import kill_descendants
+
+            kill_descendants()
             os._exit(INTERRUPTED)
 
 

@@ -94,6 +94,19 @@ class Proj:
                                 stderr=subprocess.PIPE, text=True)
 
 
+def running(token: str) -> list[int]:
+    """Pids of the processes whose command line contains `token` (read from /proc)."""
+    pids = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            line = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if token.encode() in line and int(name) != os.getpid():
+            pids.append(int(name))
+    return pids
+
+
 def make_project(tmp: Path, migration: str | None = None, hosts: tuple[str, ...] = ("main", "pc2"),
                  ) -> Proj:
     root = tmp / "proj"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import Proj, make_project
+from tests.projects import Proj, make_project, running
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +180,38 @@ def test_status_is_fast_enough_to_not_import_ansible(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ))
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_playbook_step_timeout_stops_the_task_and_rolls_back(tmp_path: Path) -> None:
+    proj = make_project(tmp_path)
+    proj.write("playbooks/hang.yml", """\
+- name: hangs
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: begin
+      ansible.builtin.file: {path: "{{ marker_dir }}/hang-began", state: touch, mode: "0644"}
+    - name: hang
+      ansible.builtin.command: sleep 30.75
+      changed_when: true
+""")
+    proj.phase(1, "hang", """\
+        phase: 1
+        steps:
+          - id: one
+            playbook: playbooks/touch.yml
+            rollback: rollback/untouch.yml
+          - id: hang
+            playbook: playbooks/hang.yml
+            rollback: rollback/untouch.yml
+            timeout: 3s
+        """)
+    t0 = time.monotonic()
+    res = proj.migrate("--output", "json", "phase", "1", "--host", "main")
+    took = time.monotonic() - t0
+    assert res.returncode == 1, res.stderr
+    assert (proj.markers / "hang-began").exists()
+    assert "timed out after 3s" in json.loads(res.stdout)["reason"]
+    assert took < 25  # the 30 s task did not run out its time
+    assert running("sleep 30.75") == []  # nor does it go on behind the rollback
+    assert not (proj.markers / "main-one").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import Proj, make_project
+from tests.projects import Proj, make_project, running
 from tests.servers import AgentServer, WebhookSink, serving
 
 pytestmark = pytest.mark.integration
@@ -143,7 +143,7 @@ def test_trigger_cancels_a_running_playbook(tmp_path: Path, agent: AgentServer,
       ansible.builtin.shell: "echo do {{ inventory_hostname }} slow >> {{ marker_dir }}/order.log; touch {{ marker_dir }}/slow-started"
       changed_when: true
     - name: take long
-      ansible.builtin.command: sleep 120
+      ansible.builtin.command: sleep 120.25
       changed_when: true
 """)
     proj.write("rollback/slow.yml", """\
@@ -172,6 +172,8 @@ def test_trigger_cancels_a_running_playbook(tmp_path: Path, agent: AgentServer,
     assert time.monotonic() - t0 < 30, "the 120 s playbook was not cancelled"
     assert json.loads(out)["reason"].startswith("trigger model_load_failure: 1 rose by 1")
     assert proj.order() == ["do main slow", "undo main slow"]
+    # ansible-core's task workers live in sessions of their own: the task itself is gone too
+    assert running("sleep 120.25") == []
 
 
 def test_flap_shorter_than_for_does_not_fire_and_bake_completes(

@@ -4,6 +4,7 @@ scraped over HTTP, and Ctrl-C pressed twice leaving the run interrupted."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import Proj, make_project
+from tests.projects import Proj, make_project, running
 from tests.servers import AgentServer, serving
 
 pytestmark = pytest.mark.integration
@@ -157,3 +158,44 @@ def test_ctrl_c_twice_leaves_the_run_interrupted(tmp_path: Path, agent: AgentSer
     rolled = proj.migrate("rollback", "--host", "main", "--yes")
     assert rolled.returncode == 0, rolled.stderr
     assert not (proj.markers / "main-one").exists()
+
+
+SLOW_PLAY = """\
+- name: slow
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: started
+      ansible.builtin.file: {path: "{{ marker_dir }}/slow-started", state: touch, mode: "0644"}
+    - name: long
+      ansible.builtin.command: sleep 47.25
+      changed_when: true
+    - name: after
+      ansible.builtin.file: {path: "{{ marker_dir }}/slow-after", state: touch, mode: "0644"}
+"""
+
+
+def test_ctrl_c_twice_during_a_playbook_stops_the_playbook_too(tmp_path: Path,
+                                                               agent: AgentServer) -> None:
+    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+    proj.write("playbooks/slow.yml", SLOW_PLAY)
+    proj.phase(1, "slow", "phase: 1\ntriggers: []\nsteps:\n  - id: slow\n"
+               "    playbook: playbooks/slow.yml\n    rollback: rollback/untouch.yml\n")
+    proc = proj.spawn("phase", "1", "--host", "main")
+    deadline = time.monotonic() + 60
+    while not running("sleep 47.25"):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    time.sleep(0.5)
+    left = running("sleep 47.25") + running(str(proj.root / "playbooks" / "slow.yml"))
+    for pid in left:  # do not leave them running if the assertion below fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"the playbook outlived a double Ctrl-C: {err[-600:]}"
+    assert not (proj.markers / "slow-after").exists()
+    status = json.loads(proj.migrate("--output", "json", "status").stdout)
+    assert status["hosts"]["main"]["phases"]["1"]["state"] == "interrupted"

@@ -3,17 +3,22 @@
 One Ansible run per step for all of the run's hosts (`limit`), so Ansible's forks
 give the parallelism. Task progress is streamed to the operator from runner
 events; per-host outcome comes from the play recap (`failures`, `dark`).
-Cancellation is ansible-runner's `cancel_callback`, polled while the play runs.
+Cancellation and the step's timeout go through ansible-runner's `cancel_callback`,
+polled while the play runs; before answering "stop" it kills the playbook's whole
+process tree itself, because ansible-runner's own kill (the playbook's process group)
+misses ansible-core's task workers, which run in sessions of their own.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from typing import Any
 
 from orchestrator._exceptions import RunnerError
 from orchestrator.clock import CancelToken
+from orchestrator.descendants import cmdline, descendants, kill_trees
 from orchestrator.runners.base import GroupResult, PlaybookRequest, Result
 
 
@@ -55,6 +60,7 @@ class AnsiblePlaybookRunner:
         for passthrough in ("ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_SSH_ARGS"):
             if passthrough in os.environ:
                 env[passthrough] = os.environ[passthrough]
+        stop = _Stopper(cancel, request.timeout, marker=f"@{private / 'env' / 'extravars'} ")
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(private),
@@ -65,8 +71,7 @@ class AnsiblePlaybookRunner:
                 cmdline=cmdline,
                 envvars=env,
                 event_handler=on_event,
-                cancel_callback=lambda: cancel.cancelled,
-                timeout=int(request.timeout) if request.timeout else None,
+                cancel_callback=stop.should_stop,
                 quiet=True,
                 # how often ansible-runner polls cancel_callback: a fired trigger must reach
                 # the playbook within a fraction of a second, not the default 5 s
@@ -76,7 +81,7 @@ class AnsiblePlaybookRunner:
         except Exception as exc:  # ansible-runner raises plain exceptions on bad setup
             raise RunnerError(f"ansible-runner could not start {request.playbook}: {exc}") from exc
 
-        status = runner.status
+        status = "timeout" if stop.timed_out else runner.status
         stats = runner.stats or {}
         failures = stats.get("failures") or {}
         dark = stats.get("dark") or {}
@@ -100,3 +105,31 @@ class AnsiblePlaybookRunner:
             else:
                 out[name] = Result(name, True, "ok", runner.rc)
         return GroupResult(out)
+
+
+class _Stopper:
+    """ansible-runner's cancel callback: the run's cancel token and the step's timeout.
+
+    On the first "stop" it SIGKILLs every process of this playbook run: the processes
+    below us whose command line names this run's extravars file (`ansible-playbook -e
+    @PRIVATE/env/extravars`, unique per step and host), with everything below them.
+    """
+
+    def __init__(self, cancel: CancelToken, timeout: float | None, marker: str) -> None:
+        self.cancel = cancel
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.marker = marker
+        self.timed_out = False
+        self.stopped = False
+
+    def should_stop(self) -> bool:
+        if self.stopped:
+            return True
+        if not self.cancel.cancelled:
+            if self.deadline is None or time.monotonic() < self.deadline:
+                return False
+            self.timed_out = True
+        self.stopped = True
+        mine = descendants(os.getpid())
+        kill_trees([pid for pid in mine if self.marker in cmdline(pid)])
+        return True
