@@ -113,7 +113,49 @@ def _render_report(opts: Options, report: RunReport) -> int:
     return exit_code_for(report.outcome)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the subcommand wins over the one given before it."""
+    opts = ctx.find_object(Options)
+    if opts is None or param.name is None or value in (None, 0):
+        return
+    if param.name == "verbose":
+        opts.verbose += value
+    else:
+        setattr(opts, param.name, value)
+
+
+def _global_options() -> list[click.Option]:
+    """`--project`, `--inventory`, `--output` and `-v` as every subcommand also takes them.
+
+    The spec writes `migrate status --output json`, users write `migrate --output json
+    status`; both must work, so each subcommand carries the options too and lets them
+    override the group's (they are not passed to the command function).
+    """
+    return [
+        click.Option(["--project"], metavar="DIR", expose_value=False, callback=_override,
+                     help="Migration project (default $MIGRATE_PROJECT or .)"),
+        click.Option(["--inventory"], metavar="FILE", expose_value=False, callback=_override,
+                     help="Inventory overriding migration.yaml's."),
+        click.Option(["--output"], type=click.Choice(["text", "json"]), expose_value=False,
+                     callback=_override, help="text (default) or json."),
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_override),
+    ]
+
+
+class _Group(click.Group):
+    """A group whose subcommands (nested groups' included) take the global options too."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group):
+            cmd.params.extend(_global_options())
+        super().add_command(cmd, name)
+
+    def group(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Group)
+        return super().group(*args, **kwargs)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--project", metavar="DIR", help="Migration project (default $MIGRATE_PROJECT or .)")
 @click.option("--inventory", metavar="FILE", help="Inventory overriding migration.yaml's.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -165,3 +165,23 @@ def test_unknown_host_is_usage_error(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "unknown host or group 'gpu9'" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_global_options_work_before_and_after_the_subcommand(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    proj = make_project(tmp_path)
+    proj.phase(1, "one", "phase: 1\nsteps:\n  - id: soak\n    wait: 1s\n")
+    after = subprocess.run([sys.executable, "-m", "orchestrator", "status", "--project",
+                            str(proj.root), "--output", "json"], capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr
+    before = proj.migrate("--output", "json", "status")
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+    assert json.loads(after.stdout)["hosts"]["main"]["phases"]["1"]["state"] == "pending"
+    # the one after the subcommand wins
+    text = proj.migrate("--output", "json", "status", "--output", "text")
+    assert text.returncode == 0 and text.stdout.lstrip().startswith("main")
+    nested = proj.migrate("baseline", "capture", "--host", "nowhere", "--output", "json")
+    assert nested.returncode == 2 and "nowhere" in nested.stderr
