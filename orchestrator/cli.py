@@ -129,7 +129,8 @@ def _global_options() -> list[click.Option]:
 
     The spec writes `migrate status --output json`, users write `migrate --output json
     status`; both must work, so each subcommand carries the options too and lets them
-    override the group's (they are not passed to the command function).
+    override the group's (they are not passed to the command function). A subcommand's
+    own option of the same name (`rehearse --inventory`) keeps its own meaning.
     """
     return [
         click.Option(["--project"], metavar="DIR", expose_value=False, callback=_override,
@@ -147,7 +148,8 @@ class _Group(click.Group):
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if not isinstance(cmd, click.Group):
-            cmd.params.extend(_global_options())
+            own = {o for p in cmd.params for o in p.opts}
+            cmd.params.extend(g for g in _global_options() if not own & set(g.opts))
         super().add_command(cmd, name)
 
     def group(self, *args: Any, **kwargs: Any) -> Any:

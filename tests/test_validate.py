@@ -185,3 +185,14 @@ def test_global_options_work_before_and_after_the_subcommand(tmp_path: Path) -> 
     assert text.returncode == 0 and text.stdout.lstrip().startswith("main")
     nested = proj.migrate("baseline", "capture", "--host", "nowhere", "--output", "json")
     assert nested.returncode == 2 and "nowhere" in nested.stderr
+
+
+def test_every_subcommand_help_is_clean_of_duplicate_options() -> None:
+    import subprocess
+    import sys
+
+    for args in (["rehearse"], ["baseline", "capture"], ["status"], ["watch"], ["analyze"]):
+        res = subprocess.run([sys.executable, "-W", "error", "-m", "orchestrator", *args,
+                              "--help"], capture_output=True, text=True)
+        assert res.returncode == 0 and "--output" in res.stdout, (args, res.stderr)
+        assert res.stdout.count("--inventory") == 1, (args, res.stdout)
