@@ -156,6 +156,8 @@ def load_project(root: Path, inventory_override: Path | None = None) -> tuple[Pr
     """Load and check everything; raise ConfigError listing every problem found."""
     problems: list[Problem] = []
     project = _load_migration(root, problems)
+    if not (root / MIGRATION_FILE).exists():
+        raise ConfigError(problems)  # not a project: its other files would only add noise
     inv_path = inventory_override.resolve() if inventory_override else project.inventory_path
     project.inventory_path = inv_path
     inventory, inv_problems = load_inventory(inv_path, _rel(root, inv_path))

@@ -196,3 +196,15 @@ def test_every_subcommand_help_is_clean_of_duplicate_options() -> None:
                               "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "--output" in res.stdout, (args, res.stderr)
         assert res.stdout.count("--inventory") == 1, (args, res.stdout)
+
+
+def test_a_directory_that_is_no_project_says_so_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "orchestrator", "--project", str(tmp_path),
+                          "status"], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"migration.yaml:0: no migration.yaml in {tmp_path} (use --project DIR or "
+        "$MIGRATE_PROJECT)"]
