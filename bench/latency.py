@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.app import App  # noqa: E402
-from orchestrator.clock import CancelToken  # noqa: E402
-from orchestrator.engine import AutoYes  # noqa: E402
+from orchestrator.core.clock import CancelToken  # noqa: E402
+from orchestrator.engine.phase_run import AutoYes  # noqa: E402
 from tests.projects import make_project  # noqa: E402
 from tests.servers import AgentServer, serving  # noqa: E402
 

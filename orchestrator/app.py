@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError, RefusedError
-from orchestrator.clock import CancelToken, Clock, SystemClock
-from orchestrator.inventory import Host, Inventory
-from orchestrator.journal import Journal, open_journal
-from orchestrator.model import Phase, Project
-from orchestrator.outcomes import RunReport
-from orchestrator.project import checked_project
-from orchestrator.states import ACTIVE, ROLLBACKABLE, PhaseState
+from orchestrator.config.inventory import Host, Inventory
+from orchestrator.config.project import checked_project
+from orchestrator.core.clock import CancelToken, Clock, SystemClock
+from orchestrator.core.model import Phase, Project
+from orchestrator.core.outcomes import RunReport
+from orchestrator.core.states import ACTIVE, ROLLBACKABLE, PhaseState
+from orchestrator.state.journal import Journal, open_journal
 
 if TYPE_CHECKING:  # the engine is imported where a command runs something, not for status
-    from orchestrator.engine import EngineParts, Monitor, Prompter
+    from orchestrator.engine.phase_run import EngineParts, Monitor, Prompter
 
 Say = Callable[[str], None]
 
@@ -42,7 +42,7 @@ class App:
     def load(self) -> tuple[Project, Inventory]:
         """Validate everything; raises ConfigError listing every problem."""
         if self._loaded is None:
-            from orchestrator.scaling import scaled
+            from orchestrator.config.scaling import scaled
 
             project, inventory = checked_project(self.root, self.inventory_override)
             project = scaled(project, self.time_scale)
@@ -72,9 +72,9 @@ class App:
 
     def parts(self, prompter: Prompter | None = None,
               monitor: Monitor | None = None) -> EngineParts:
-        from orchestrator.engine import EngineParts, NoTty
-        from orchestrator.monitor import MetricChecker, TriggerMonitor
-        from orchestrator.notify import Notifications
+        from orchestrator.engine.phase_run import EngineParts, NoTty
+        from orchestrator.monitoring.monitor import MetricChecker, TriggerMonitor
+        from orchestrator.monitoring.notify import Notifications
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
         from orchestrator.runners.ssh import HostCommandRunner
 
@@ -101,8 +101,8 @@ class App:
                 "triggers": sorted(project.triggers), "problems": []}
 
     def plan(self, number: int, host_names: tuple[str, ...]) -> dict[str, Any]:
-        from orchestrator.monitor import raise_missing_baselines
-        from orchestrator.views import plan_document
+        from orchestrator.monitoring.monitor import raise_missing_baselines
+        from orchestrator.reporting.views import plan_document
 
         project, _ = self.load()
         phase = self.phase(number)
@@ -122,7 +122,7 @@ class App:
 
     def baseline_capture(self, host_names: tuple[str, ...], name: str,
                          duration: float) -> dict[str, Any]:
-        from orchestrator.monitor import MetricChecker
+        from orchestrator.monitoring.monitor import MetricChecker
         from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
@@ -146,8 +146,8 @@ class App:
     def run_phase(self, number: int, host_names: tuple[str, ...], dry_run: bool,
                   prompter: Prompter, cancel: CancelToken, command: str,
                   parts: EngineParts | None = None) -> RunReport:
-        from orchestrator.engine import PhaseRun
-        from orchestrator.monitor import raise_missing_baselines
+        from orchestrator.engine.phase_run import PhaseRun
+        from orchestrator.monitoring.monitor import raise_missing_baselines
 
         project, inventory = self.load()
         phase = self.phase(number)
@@ -165,7 +165,7 @@ class App:
     def rollback(self, host_names: tuple[str, ...], number: int | None, command: str,
                  parts: EngineParts | None = None) -> RunReport:
         """Roll back phase N (default: the latest phase not pending or rolled back)."""
-        from orchestrator.engine import new_run_id
+        from orchestrator.engine.phase_run import new_run_id
 
         project, inventory = self.load()
         hosts = self.hosts(host_names)
@@ -195,7 +195,7 @@ class App:
     def _rollback_each(self, project: Project, inventory: Inventory, phase: Phase,
                        hosts: list[Host], parts: EngineParts, run_id: str) -> RunReport:
         """Each host's phase is undone from the run that last moved it."""
-        from orchestrator.engine import Rollback, RunOutcome
+        from orchestrator.engine.phase_run import Rollback, RunOutcome
 
         by_run: dict[str, list[Host]] = {}
         for host in hosts:
@@ -226,7 +226,7 @@ class App:
         return candidates[0]
 
     def status(self, host_names: tuple[str, ...]) -> dict[str, Any]:
-        from orchestrator.views import status_document
+        from orchestrator.reporting.views import status_document
 
         project, inventory = self.load()
         hosts = self.hosts(host_names) if host_names else list(inventory.hosts.values())
@@ -236,7 +236,7 @@ class App:
         return {"events": [e.as_json() for e in self.journal.events(host, run_id)]}
 
     def report(self, run_id: str, fmt: str) -> tuple[Path, str]:
-        from orchestrator.report import find_run, write_report
+        from orchestrator.reporting.report import find_run, write_report
 
         project, _ = self.load()
         rehearsals = project.root / ".migrate" / "rehearsals"
@@ -247,7 +247,7 @@ class App:
         return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)
 
     def watcher(self, host_names: tuple[str, ...], act: bool, metrics_port: int | None) -> Any:
-        from orchestrator.watch import Watcher
+        from orchestrator.monitoring.watch import Watcher
 
         project, inventory = self.load()
         hosts = self.hosts(host_names)
@@ -262,7 +262,7 @@ class App:
         unless `accept_changes`. A run that died while rolling back, or after a step had
         failed, resumes its rollback instead.
         """
-        from orchestrator.engine import PhaseRun, Rollback, file_checksums
+        from orchestrator.engine.phase_run import PhaseRun, Rollback, file_checksums
 
         project, inventory = self.load()
         hosts = self.hosts(host_names)

@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from orchestrator._exceptions import ConfigError, MigrateError
-from orchestrator.clock import CancelToken
+from orchestrator.core.clock import CancelToken
+from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.exit_codes import (
     BAD_CONFIG,
     FIRED_AND_ROLLED_BACK,
@@ -26,7 +27,6 @@ from orchestrator.exit_codes import (
     OK,
     exit_code_for,
 )
-from orchestrator.outcomes import RunOutcome, RunReport
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Options:
 
     def app(self) -> Any:
         from orchestrator.app import App
-        from orchestrator.project import resolve_project_dir
+        from orchestrator.config.project import resolve_project_dir
 
         root = resolve_project_dir(self.project)
         inv = Path(self.inventory) if self.inventory else None
@@ -94,7 +94,7 @@ class SignalGuard:
             self.log(f"{name} again: stopping at once (with the playbooks and commands "
                      "started under it); the run is left interrupted for `migrate resume` or "
                      "`migrate rollback`")
-            from orchestrator.descendants import kill_descendants
+            from orchestrator.runners.descendants import kill_descendants
 
             kill_descendants()
             os._exit(INTERRUPTED)
@@ -185,7 +185,7 @@ def validate(opts: Options) -> int:
 @click.pass_obj
 def plan(opts: Options, number: int, hosts: tuple[str, ...]) -> int:
     """Print the steps, rollbacks, triggers and baselines of phase N; change nothing."""
-    from orchestrator.views import plan_text
+    from orchestrator.reporting.views import plan_text
 
     doc = opts.app().plan(number, hosts)
     opts.emit(doc, plan_text(doc))
@@ -256,7 +256,7 @@ def baseline() -> None:
 @click.pass_obj
 def baseline_capture(opts: Options, hosts: tuple[str, ...], name: str, duration: str) -> int:
     """Sample every numeric metric over DURATION and store the median as NAME."""
-    from orchestrator.durations import parse_duration
+    from orchestrator.core.durations import parse_duration
 
     try:
         seconds = parse_duration(duration)
@@ -275,7 +275,7 @@ def baseline_capture(opts: Options, hosts: tuple[str, ...], name: str, duration:
 @click.pass_obj
 def status(opts: Options, hosts: tuple[str, ...]) -> int:
     """State of every phase on every host, and why a phase was rolled back."""
-    from orchestrator.views import status_text
+    from orchestrator.reporting.views import status_text
 
     doc = opts.app().status(hosts)
     opts.emit(doc, status_text(doc))
@@ -288,7 +288,7 @@ def status(opts: Options, hosts: tuple[str, ...]) -> int:
 @click.pass_obj
 def history(opts: Options, host: str | None, run_id: str | None) -> int:
     """The journal: every transition with its time, oldest first."""
-    from orchestrator.views import history_text
+    from orchestrator.reporting.views import history_text
 
     doc = opts.app().history(host, run_id)
     opts.emit(doc, history_text(doc))
@@ -305,8 +305,8 @@ def history(opts: Options, host: str | None, run_id: str | None) -> int:
 def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
           no_rollback: bool, metrics_port: int | None) -> int:
     """On-call: watch completed phases; on a fire, roll back the latest one and exit 1."""
-    from orchestrator.durations import parse_duration
-    from orchestrator.watch import watch_exit_outcome
+    from orchestrator.core.durations import parse_duration
+    from orchestrator.monitoring.watch import watch_exit_outcome
 
     try:
         duration = parse_duration(for_) if for_ else None
@@ -364,8 +364,8 @@ def report(opts: Options, run_id: str, fmt: str) -> int:
 def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | None,
              keep: bool) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
-    from orchestrator.project import resolve_project_dir
-    from orchestrator.rehearse import DEFAULT_SCENARIO, SCENARIOS, Rehearsal
+    from orchestrator.config.project import resolve_project_dir
+    from orchestrator.rehearsal.rehearse import DEFAULT_SCENARIO, SCENARIOS, Rehearsal
 
     if list_:
         doc = {n: s.fault for n, s in SCENARIOS.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator._exceptions import MigrateError
-from orchestrator.outcomes import RunOutcome
+from orchestrator.core.outcomes import RunOutcome
 
 OK = 0
 FIRED_AND_ROLLED_BACK = 1

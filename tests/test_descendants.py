@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from orchestrator.descendants import descendants, kill_descendants
+from orchestrator.runners.descendants import descendants, kill_descendants
 
 
 def test_finds_and_kills_grandchildren_but_not_the_parent_or_strangers() -> None:

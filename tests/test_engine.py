@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator._exceptions import LockHeldError, RefusedError
-from orchestrator.clock import CancelToken, FakeClock
-from orchestrator.engine import AutoYes, EngineParts, NoTty, PhaseRun, RunOutcome
-from orchestrator.journal import Journal
-from orchestrator.project import load_project
+from orchestrator.config.project import load_project
+from orchestrator.core.clock import CancelToken, FakeClock
+from orchestrator.core.states import PhaseState, StepState
+from orchestrator.engine.phase_run import AutoYes, EngineParts, NoTty, PhaseRun, RunOutcome
 from orchestrator.runners.base import CommandRequest, PlaybookRequest, Result
 from orchestrator.runners.fake import FakeCommandRunner, FakePlaybookRunner
-from orchestrator.states import PhaseState, StepState
+from orchestrator.state.journal import Journal
 from tests.projects import make_project
 
 THREE_STEPS = """\

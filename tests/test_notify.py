@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any
 
-from orchestrator.model import Notifier
-from orchestrator.notify import Notifications
+from orchestrator.core.model import Notifier
+from orchestrator.monitoring.notify import Notifications
 
 
 def test_a_dead_webhook_never_blocks_the_sender() -> None:

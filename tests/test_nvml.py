@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from orchestrator._exceptions import NvmlUnavailableError
-from orchestrator.inventory import Host
-from orchestrator.model import Metric, MetricKind
-from orchestrator.sources.base import ReadContext
-from orchestrator.sources.nvml import NvmlBackend, NvmlSource, nvml_available
+from orchestrator.config.inventory import Host
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import ReadContext
+from orchestrator.monitoring.sources.nvml import NvmlBackend, NvmlSource, nvml_available
 
 MIB = 1024 * 1024
 

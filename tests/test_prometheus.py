@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.inventory import Host
-from orchestrator.model import Metric, MetricKind
-from orchestrator.sources.base import ReadContext, read_metric
+from orchestrator.config.inventory import Host
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import ReadContext, read_metric
 from tests.projects import make_project
 from tests.prom import prometheus
 from tests.servers import AgentServer, serving

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.inventory import read_inventory
-from orchestrator.rehearse import agent_revision
+from orchestrator.config.inventory import read_inventory
+from orchestrator.rehearsal.rehearse import agent_revision
 
 pytestmark = pytest.mark.integration
 

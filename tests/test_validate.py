@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator._exceptions import ConfigError
-from orchestrator.project import load_project
+from orchestrator.config.project import load_project
 from tests.projects import make_project
 
 GOOD_PHASE = """\

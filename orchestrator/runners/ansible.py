@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from orchestrator._exceptions import RunnerError
-from orchestrator.clock import CancelToken
-from orchestrator.descendants import cmdline, descendants, kill_trees
+from orchestrator.core.clock import CancelToken
 from orchestrator.runners.base import GroupResult, PlaybookRequest, Result
+from orchestrator.runners.descendants import cmdline, descendants, kill_trees
 
 
 class AnsiblePlaybookRunner:

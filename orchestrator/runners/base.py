@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.clock import CancelToken
-from orchestrator.inventory import Host
+from orchestrator.config.inventory import Host
+from orchestrator.core.clock import CancelToken
 
 #: Called with (host or "", one line of progress) while a runner works.
 OutputSink = Callable[[str, str], None]

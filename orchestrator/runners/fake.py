@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator.clock import CancelToken
+from orchestrator.core.clock import CancelToken
 from orchestrator.runners.base import CommandRequest, GroupResult, PlaybookRequest, Result
 
 

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from orchestrator.clock import CancelToken
+from orchestrator.core.clock import CancelToken
 from orchestrator.runners.base import CommandRequest, Result
 
 

@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from orchestrator._exceptions import RunnerError
-from orchestrator.clock import CancelToken
-from orchestrator.inventory import Host
+from orchestrator.config.inventory import Host
+from orchestrator.core.clock import CancelToken
 from orchestrator.runners.base import CommandRequest, Result
 
 

@@ -12,11 +12,11 @@ import json
 import threading
 from typing import TYPE_CHECKING, Protocol
 
-from orchestrator.journal import Journal, utc_stamp
-from orchestrator.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
+from orchestrator.core.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
+from orchestrator.state.journal import Journal, utc_stamp
 
 if TYPE_CHECKING:
-    from orchestrator.notify import Notifications
+    from orchestrator.monitoring.notify import Notifications
 
 
 class Recorder(Protocol):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from orchestrator.durations import format_duration
-from orchestrator.model import Condition, Metric, MetricKind, Trigger
+from orchestrator.core.durations import format_duration
+from orchestrator.core.model import Condition, Metric, MetricKind, Trigger
 
 
 class TriggerStatus(enum.Enum):

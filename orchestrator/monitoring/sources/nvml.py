@@ -17,13 +17,13 @@ import threading
 from typing import Any
 
 from orchestrator._exceptions import NvmlUnavailableError
-from orchestrator.clock import CancelToken
-from orchestrator.inventory import Host
-from orchestrator.model import Metric
+from orchestrator.config.inventory import Host
+from orchestrator.config.templating import render
+from orchestrator.core.clock import CancelToken
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
-from orchestrator.sources.base import ReadContext, Reading, register
-from orchestrator.sources.tcp import probe_dir
-from orchestrator.templating import render
 
 MIB = 1024 * 1024
 NVML_MISSING_EXIT = 3

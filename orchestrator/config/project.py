@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
-from orchestrator.durations import parse_duration
-from orchestrator.inventory import Inventory, load_inventory
-from orchestrator.model import (
+from orchestrator.config.inventory import Inventory, load_inventory
+from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yaml
+from orchestrator.core.durations import parse_duration
+from orchestrator.core.model import (
     Condition,
     Metric,
     MetricKind,
@@ -30,7 +31,6 @@ from orchestrator.model import (
     Undo,
     UndoKind,
 )
-from orchestrator.yamlsource import YamlLoadError, YDict, YList, load_yaml
 
 MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")

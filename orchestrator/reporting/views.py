@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.inventory import Host, Inventory
-from orchestrator.journal import Journal
-from orchestrator.model import Phase, Project, StepAction
-from orchestrator.states import PhaseState
+from orchestrator.config.inventory import Host, Inventory
+from orchestrator.core.model import Phase, Project, StepAction
+from orchestrator.core.states import PhaseState
+from orchestrator.state.journal import Journal
 
 
 def plan_document(project: Project, phase: Phase, hosts: list[Host],

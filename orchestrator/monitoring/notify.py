@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.model import Notifier
+from orchestrator.core.model import Notifier
 
 Post = Callable[[str, dict[str, Any]], None]
 

@@ -22,17 +22,30 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError, Problem
-from orchestrator.clock import CancelToken, Clock
-from orchestrator.engine import Firing
-from orchestrator.inventory import Host, Inventory
-from orchestrator.journal import Journal, utc_stamp
-from orchestrator.model import Condition, Metric, MetricKind, Phase, Project, Trigger, TriggerAction
+from orchestrator.config.inventory import Host, Inventory
+from orchestrator.core.clock import CancelToken, Clock
+from orchestrator.core.model import (
+    Condition,
+    Metric,
+    MetricKind,
+    Phase,
+    Project,
+    Trigger,
+    TriggerAction,
+)
+from orchestrator.engine.phase_run import Firing
+from orchestrator.monitoring.sources.base import ReadContext, Reading, read_metric
+from orchestrator.monitoring.triggers import (
+    TriggerState,
+    TriggerStatus,
+    effective_threshold,
+    evaluate,
+)
 from orchestrator.runners.base import CommandRunner, Result
-from orchestrator.sources.base import ReadContext, Reading, read_metric
-from orchestrator.triggers import TriggerState, TriggerStatus, effective_threshold, evaluate
+from orchestrator.state.journal import Journal, utc_stamp
 
 if TYPE_CHECKING:
-    from orchestrator.recorder import Recorder
+    from orchestrator.state.recorder import Recorder
 
 PHASE_START = "phase-start"
 BASELINE_SAMPLES = 3
@@ -394,7 +407,7 @@ def nvml_problems(project: Project, phase: Phase, hosts: list[Host],
                   commands: CommandRunner | None) -> list[Problem]:
     """Every nvml metric the phase reads must work on every host: a clear error up front,
     not a crash mid-phase."""
-    from orchestrator.sources.nvml import nvml_available
+    from orchestrator.monitoring.sources.nvml import nvml_available
 
     names = {project.triggers[t].metric for t in phase.triggers} | set(phase.preconditions) | {
         s.target for s in phase.steps if s.action.value == "check"}

@@ -7,9 +7,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from orchestrator.model import Metric
-from orchestrator.sources.base import ReadContext, Reading, register
-from orchestrator.templating import render
+from orchestrator.config.templating import render
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
 
 _MISSING = object()
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import ConfigError
-from orchestrator.clock import CancelToken
-from orchestrator.engine import AutoYes, RunOutcome, RunReport
-from orchestrator.inventory import Host
-from orchestrator.states import PhaseState
+from orchestrator.config.inventory import Host
+from orchestrator.core.clock import CancelToken
+from orchestrator.core.states import PhaseState
+from orchestrator.engine.phase_run import AutoYes, RunOutcome, RunReport
 
 DEFAULT_SCENARIO = "vram-leak"
 TIME_SCALE = 1 / 30
@@ -120,7 +120,7 @@ class Drill:
 
 
 def sandbox_dir(host: Host, inventory_path: Path, project_root: Path) -> Path:
-    from orchestrator.templating import render
+    from orchestrator.config.templating import render
 
     raw = host.vars.get("sandbox_dir")
     if not raw:
@@ -284,7 +284,7 @@ class Rehearsal:
         return checks
 
     def _write_report(self, app: Any, drill: Drill, state_dir: Path) -> Path:
-        from orchestrator.report import write_report
+        from orchestrator.reporting.report import write_report
 
         lines = [f"# Rehearsal {drill.rehearsal_id}", "",
                  f"- scenario: **{drill.scenario.name}** (fault: {drill.scenario.fault})",

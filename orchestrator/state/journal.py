@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import LockHeldError
-from orchestrator.proc import ProcessId
-from orchestrator.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
+from orchestrator.core.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
+from orchestrator.state.proc import ProcessId
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -6,9 +6,9 @@ several is no data with a message saying to aggregate, never a silent pick.
 
 from __future__ import annotations
 
-from orchestrator.model import Metric
-from orchestrator.sources.base import ReadContext, Reading, register
-from orchestrator.templating import render
+from orchestrator.config.templating import render
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
 
 
 class PrometheusSource:

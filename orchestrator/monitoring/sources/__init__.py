@@ -10,4 +10,4 @@ def load_all() -> None:
     import importlib
 
     for name in ("http", "tcp", "command", "scripted", "exporter", "prometheus", "nvml"):
-        importlib.import_module(f"orchestrator.sources.{name}")
+        importlib.import_module(f"orchestrator.monitoring.sources.{name}")

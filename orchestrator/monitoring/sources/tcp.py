@@ -8,11 +8,11 @@ import socket
 import tempfile
 from pathlib import Path
 
-from orchestrator.clock import CancelToken
-from orchestrator.model import Metric
+from orchestrator.config.templating import render
+from orchestrator.core.clock import CancelToken
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
 from orchestrator.runners.base import CommandRequest
-from orchestrator.sources.base import ReadContext, Reading, register
-from orchestrator.templating import render
 
 PROBE = ("import socket,sys\n"
          "try:\n"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.clock import CancelToken
-from orchestrator.model import Metric
+from orchestrator.config.templating import render
+from orchestrator.core.clock import CancelToken
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest
-from orchestrator.sources.base import ReadContext, Reading, register
-from orchestrator.sources.tcp import probe_dir
-from orchestrator.templating import render
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from orchestrator.model import Project
+from orchestrator.core.model import Project
 
 MIN_POLL = 0.25
 MIN_CAPTURE = 1.0

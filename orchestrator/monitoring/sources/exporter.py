@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.model import Metric
-from orchestrator.sources.base import ReadContext, Reading, register
-from orchestrator.sources.http import fetch
-from orchestrator.templating import render
+from orchestrator.config.templating import render
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.monitoring.sources.http import fetch
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from orchestrator.inventory import Host
-from orchestrator.model import Metric
+from orchestrator.config.inventory import Host
+from orchestrator.core.model import Metric
 from orchestrator.runners.base import CommandRunner
 
 
@@ -47,7 +47,7 @@ class ReadContext:
     hosts: dict[str, Host] = field(default_factory=dict)  # by name, for `from:`
 
     def template_context(self) -> dict[str, Any]:
-        from orchestrator.templating import context_for
+        from orchestrator.config.templating import context_for
 
         return context_for(self.host.name, self.hostvars, self.phase, self.run_id)
 
@@ -66,7 +66,7 @@ def register(name: str, source: Source) -> None:
 def read_metric(metric: Metric, ctx: ReadContext) -> Reading:
     """Read one metric; any unexpected error is no data with the error's text, never a crash."""
     from orchestrator._exceptions import NvmlUnavailableError
-    from orchestrator.sources import load_all
+    from orchestrator.monitoring.sources import load_all
 
     load_all()
     source = SOURCES[metric.source]

@@ -14,14 +14,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.clock import CancelToken
-from orchestrator.engine import EngineParts, Firing, Rollback, RunOutcome, RunReport, new_run_id
-from orchestrator.inventory import Host
-from orchestrator.model import Phase, Project
-from orchestrator.monitor import PHASE_START, TriggerMonitor, needs_baseline
-from orchestrator.recorder import JournalRecorder, NotifyingRecorder, Recorder
-from orchestrator.states import PhaseState
-from orchestrator.triggers import TriggerStatus
+from orchestrator.config.inventory import Host
+from orchestrator.core.clock import CancelToken
+from orchestrator.core.model import Phase, Project
+from orchestrator.core.states import PhaseState
+from orchestrator.engine.phase_run import (
+    EngineParts,
+    Firing,
+    Rollback,
+    RunOutcome,
+    RunReport,
+    new_run_id,
+)
+from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline
+from orchestrator.monitoring.triggers import TriggerStatus
+from orchestrator.state.recorder import JournalRecorder, NotifyingRecorder, Recorder
 
 _STATUS_CODE = {TriggerStatus.OK: 0, TriggerStatus.PENDING: 1, TriggerStatus.FIRING: 2}
 

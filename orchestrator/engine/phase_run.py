@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from orchestrator._exceptions import RefusedError
-from orchestrator.clock import CancelToken, Clock, SystemClock
-from orchestrator.inventory import Host, Inventory
-from orchestrator.journal import Journal
-from orchestrator.model import MetricKind, Phase, Project, Step, StepAction, UndoKind
-from orchestrator.outcomes import RunOutcome, RunReport
-from orchestrator.recorder import DryRunRecorder, JournalRecorder, NotifyingRecorder, Recorder
+from orchestrator.config.inventory import Host, Inventory
+from orchestrator.config.templating import context_for, render
+from orchestrator.core.clock import CancelToken, Clock, SystemClock
+from orchestrator.core.model import MetricKind, Phase, Project, Step, StepAction, UndoKind
+from orchestrator.core.outcomes import RunOutcome, RunReport
+from orchestrator.core.states import STARTABLE, PhaseState, StepState
 from orchestrator.runners.base import (
     CommandRequest,
     CommandRunner,
@@ -41,11 +41,11 @@ from orchestrator.runners.base import (
     PlaybookRunner,
     Result,
 )
-from orchestrator.states import STARTABLE, PhaseState, StepState
-from orchestrator.templating import context_for, render
+from orchestrator.state.journal import Journal
+from orchestrator.state.recorder import DryRunRecorder, JournalRecorder, NotifyingRecorder, Recorder
 
 if TYPE_CHECKING:
-    from orchestrator.notify import Notifications
+    from orchestrator.monitoring.notify import Notifications
 
 Say = Callable[[str], None]
 

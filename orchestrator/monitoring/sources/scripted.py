@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrator.durations import parse_duration
-from orchestrator.model import Metric
-from orchestrator.sources.base import ReadContext, Reading, register
+from orchestrator.core.durations import parse_duration
+from orchestrator.core.model import Metric
+from orchestrator.monitoring.sources.base import ReadContext, Reading, register
 
 
 class ScriptedSource:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
-from orchestrator.yamlsource import YamlLoadError, YDict, load_yaml
+from orchestrator.config.yamlsource import YamlLoadError, YDict, load_yaml
 
 _GROUP_KEYS = {"hosts", "children", "vars"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import ConfigError
-from orchestrator.journal import Journal
+from orchestrator.state.journal import Journal
 
 
 def find_run(state_dirs: list[Path], run_id: str) -> tuple[Journal, Path]:
