@@ -2,13 +2,21 @@
 
 Each method does one command's work and returns data (or a RunReport); it never
 prints the final answer and never exits. The CLI renders what it returns.
+
+`App` is a context manager and owns every long-lived resource a command opens: the
+journal, the SSH connection pool, the notifier's worker and watch's /metrics
+server. `with App(...) as app:` closes them all, in reverse order, whatever
+happened; nothing is closed by hand elsewhere. Everything that changes hosts goes
+through one `RunLifecycle` (`engine.lifecycle`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError, RefusedError
@@ -17,11 +25,13 @@ from orchestrator.config.project import checked_project
 from orchestrator.core.clock import CancelToken, Clock, SystemClock
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunReport
-from orchestrator.core.states import ACTIVE, ROLLBACKABLE, PhaseState
+from orchestrator.core.states import PhaseState
 from orchestrator.state.journal import Journal, open_journal
 
 if TYPE_CHECKING:  # the engine is imported where a command runs something, not for status
-    from orchestrator.engine.phase_run import EngineParts, Monitor, Prompter
+    from orchestrator.core.events import Hook
+    from orchestrator.engine.context import EngineParts, Monitor, Prompter
+    from orchestrator.engine.lifecycle import RunLifecycle
 
 Say = Callable[[str], None]
 
@@ -35,8 +45,26 @@ class App:
     state_dir: Path | None = None  # rehearsals keep their own journal
     time_scale: float = 1.0  # rehearsals shorten durations (never thresholds)
     trigger_view_every: float = 0.0  # > 0: print live trigger values this often
+    verbose: bool = False  # stream Ansible's task lines to the operator
+    hooks: list[Hook] = field(default_factory=list)  # extra event listeners (live view)
     _loaded: tuple[Project, Inventory] | None = None
     _journal: Journal | None = None
+    _parts: EngineParts | None = None
+    _resources: ExitStack = field(default_factory=ExitStack)
+
+    # --- lifetime ---------------------------------------------------------------------------
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close everything this app opened, newest first."""
+        self._resources.close()
+        self._parts = None
+        self._journal = None
 
     # --- loading ----------------------------------------------------------------------------
     def load(self) -> tuple[Project, Inventory]:
@@ -54,7 +82,9 @@ class App:
     def journal(self) -> Journal:
         if self._journal is None:
             project, _ = self.load()
-            self._journal = open_journal(project.state_dir)
+            journal = open_journal(project.state_dir)
+            self._resources.callback(journal.close)
+            self._journal = journal
         return self._journal
 
     def phase(self, number: int) -> Phase:
@@ -72,17 +102,38 @@ class App:
 
     def parts(self, prompter: Prompter | None = None,
               monitor: Monitor | None = None) -> EngineParts:
-        from orchestrator.engine.phase_run import EngineParts, NoTty
+        """The engine's collaborators, built once per app and closed with it."""
+        if self._parts is not None:
+            if prompter is not None:
+                self._parts.prompter = prompter
+            if monitor is not None:
+                self._parts.monitor = monitor
+            return self._parts
+        from orchestrator.core.events import EventHooks
+        from orchestrator.engine.context import EngineParts, NoTty
         from orchestrator.monitoring.monitor import MetricChecker, TriggerMonitor
         from orchestrator.monitoring.notify import Notifications
+        from orchestrator.monitoring.notify_hook import NotificationHook
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
         from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
         commands = HostCommandRunner()
+        self._resources.callback(commands.close)  # the SSH connection pool
+        notifications = Notifications(project.notify, project.name, log=self.say)
+        self._resources.callback(notifications.close, 5.0)
+        hooks = EventHooks(log=self.say)
+        hooks.subscribe(NotificationHook(notifications))
+        for hook in self.hooks:
+            hooks.subscribe(hook)
         parts = EngineParts(journal=self.journal, playbooks=AnsiblePlaybookRunner(),
                             commands=commands, clock=self.clock,
-                            prompter=prompter or NoTty(), say=self.say)
+                            prompter=prompter or NoTty(), say=self.say, hooks=hooks,
+                            verbose=self.verbose, forks=project.forks)
+        defaults = project.defaults
+        parts.step_timeout = defaults.step_timeout
+        parts.undo_attempts = defaults.undo_retries + 1
+        parts.undo_retry_delay = defaults.undo_retry_delay
         if monitor is None:
             live = TriggerMonitor(project, inventory, self.journal, self.clock, commands,
                                   self.say)
@@ -90,8 +141,14 @@ class App:
             monitor = live
         parts.monitor = monitor
         parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands)
-        parts.notifications = Notifications(project.notify, project.name, log=self.say)
+        self._parts = parts
         return parts
+
+    def lifecycle(self, prompter: Prompter | None = None) -> RunLifecycle:
+        from orchestrator.engine.lifecycle import RunLifecycle
+
+        project, inventory = self.load()
+        return RunLifecycle(project, inventory, self.parts(prompter))
 
     # --- verbs ------------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
@@ -145,72 +202,28 @@ class App:
 
     def run_phase(self, number: int, host_names: tuple[str, ...], dry_run: bool,
                   prompter: Prompter, cancel: CancelToken, command: str,
-                  parts: EngineParts | None = None) -> RunReport:
-        from orchestrator.engine.phase_run import PhaseRun
+                  waves: tuple[int | str, ...] | None = None,
+                  max_failed: int | str | None = None) -> RunReport:
+        from orchestrator.engine.phase_run import FleetPlan
         from orchestrator.monitoring.monitor import raise_missing_baselines
 
-        project, inventory = self.load()
+        project, _ = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
-        parts = parts or self.parts(prompter)
-        raise_missing_baselines(project, phase, hosts, self.journal, parts.commands)
-        run = PhaseRun(project, inventory, phase, hosts, parts, dry_run=dry_run,
-                       command=command, cancel=cancel)
-        try:
-            return run.execute()
-        finally:
-            if parts.notifications is not None:
-                parts.notifications.close(timeout=5.0)
+        lifecycle = self.lifecycle(prompter)
+        raise_missing_baselines(project, phase, hosts, self.journal, lifecycle.parts.commands)
+        plan = FleetPlan(waves if waves else phase.waves,
+                         max_failed if max_failed is not None else phase.max_failed,
+                         phase.on_fire)
+        return lifecycle.run_phase(phase, hosts, command, cancel, dry_run, plan)
 
-    def rollback(self, host_names: tuple[str, ...], number: int | None, command: str,
-                 parts: EngineParts | None = None) -> RunReport:
+    def rollback(self, host_names: tuple[str, ...], number: int | None,
+                 command: str) -> RunReport:
         """Roll back phase N (default: the latest phase not pending or rolled back)."""
-        from orchestrator.engine.phase_run import new_run_id
-
-        project, inventory = self.load()
         hosts = self.hosts(host_names)
-        journal = self.journal
         if number is None:
             number = self._latest_rollbackable(hosts)
-        phase = self.phase(number)
-        for host in hosts:
-            rec = journal.phase_record(host.name, number)
-            if rec.state not in ROLLBACKABLE or rec.state in ACTIVE:
-                raise RefusedError(f"host {host.name}: phase {number} is {rec.state.value}; "
-                                   "there is nothing to roll back")
-        run_id = new_run_id()
-        parts = parts or self.parts()
-        journal.acquire([h.name for h in hosts], run_id, command)
-        try:
-            journal.create_run(run_id, number, [h.name for h in hosts], command, "rollback",
-                               False, {})
-            report = self._rollback_each(project, inventory, phase, hosts, parts, run_id)
-            journal.end_run(run_id, report.outcome.value)
-            return report
-        finally:
-            journal.release(run_id)
-            if parts.notifications is not None:
-                parts.notifications.close(timeout=5.0)
-
-    def _rollback_each(self, project: Project, inventory: Inventory, phase: Phase,
-                       hosts: list[Host], parts: EngineParts, run_id: str) -> RunReport:
-        """Each host's phase is undone from the run that last moved it."""
-        from orchestrator.engine.phase_run import Rollback, RunOutcome
-
-        by_run: dict[str, list[Host]] = {}
-        for host in hosts:
-            rec = self.journal.phase_record(host.name, phase.number)
-            by_run.setdefault(rec.run_id or run_id, []).append(host)
-        reports = []
-        for origin, group in by_run.items():
-            self.journal.event(run_id, None, phase.number, None, "rollback_requested",
-                               f"undoing run {origin} on {', '.join(h.name for h in group)}")
-            reports.append(Rollback(project, inventory, phase, group, parts, origin).execute(
-                f"requested by operator (migrate rollback, run {run_id})"))
-        worst = max(reports, key=lambda r: r.outcome is RunOutcome.ROLLBACK_FAILED)
-        worst.needs_human = [n for r in reports for n in r.needs_human]
-        worst.hosts = [h.name for h in hosts]
-        return worst
+        return self.lifecycle().rollback(self.phase(number), hosts, command)
 
     def _latest_rollbackable(self, hosts: list[Host]) -> int:
         project, _ = self.load()
@@ -247,69 +260,18 @@ class App:
         return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)
 
     def watcher(self, host_names: tuple[str, ...], act: bool, metrics_port: int | None) -> Any:
-        from orchestrator.monitoring.watch import Watcher
+        from orchestrator.monitoring.watch import Watcher, WatchMetrics
 
-        project, inventory = self.load()
         hosts = self.hosts(host_names)
-        return Watcher(project, inventory, self.parts(), hosts, act=act,
-                       metrics_port=metrics_port)
+        metrics = None
+        if metrics_port:
+            metrics = WatchMetrics(metrics_port)
+            metrics.start()
+            self._resources.callback(metrics.close)
+        return Watcher(self.lifecycle(), hosts, act=act, metrics=metrics)
 
     def resume(self, host_names: tuple[str, ...], accept_changes: bool, prompter: Prompter,
                cancel: CancelToken, command: str) -> RunReport:
-        """Continue the interrupted run on the hosts from the step that was in flight.
-
-        Refused (exit 4) when the phase file or a playbook changed since the run began,
-        unless `accept_changes`. A run that died while rolling back, or after a step had
-        failed, resumes its rollback instead.
-        """
-        from orchestrator.engine.phase_run import PhaseRun, Rollback, file_checksums
-
-        project, inventory = self.load()
+        """Continue the interrupted run on the hosts (or finish its rollback)."""
         hosts = self.hosts(host_names)
-        journal = self.journal
-        found = {}
-        for host in hosts:
-            recs = [journal.phase_record(host.name, n) for n in sorted(project.phases)]
-            interrupted = [r for r in recs if r.state is PhaseState.INTERRUPTED]
-            if not interrupted:
-                raise RefusedError(f"host {host.name} has no interrupted run to resume")
-            found[host.name] = interrupted[-1]
-        runs = {(r.run_id, r.phase) for r in found.values()}
-        if len(runs) != 1:
-            raise RefusedError("the hosts were interrupted in different runs; resume them "
-                               "one at a time: " + ", ".join(f"{h}: phase {r.phase} run "
-                                                             f"{r.run_id}"
-                                                             for h, r in found.items()))
-        (run_id, number), = runs
-        assert run_id is not None
-        phase = self.phase(number)
-        info = journal.run_info(run_id) or {}
-        then = info.get("checksums", {})
-        now = file_checksums(project, phase)
-        changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-        if changed and not accept_changes:
-            raise RefusedError(f"phase {number} changed since run {run_id} began: "
-                               f"{', '.join(changed)}; review, then resume with "
-                               "--accept-changes (or roll back)")
-        parts = self.parts(prompter)
-        if changed:
-            journal.event(run_id, None, number, None, "changes_accepted", ", ".join(changed))
-        events = journal.events(run_id=run_id)
-        rolling = any(e.kind == "rollback_started" for e in events)
-        failed = [e for e in events if e.kind == "step_failed"]
-        try:
-            if rolling or failed:
-                reason = next((e.detail for e in events if e.kind == "rollback_started"), None) \
-                    or f"step {failed[0].step} failed on {failed[0].host}: {failed[0].detail}"
-                journal.acquire([h.name for h in hosts], run_id, command)
-                try:
-                    return Rollback(project, inventory, phase, hosts, parts, run_id).execute(
-                        f"{reason} (resumed after interruption)")
-                finally:
-                    journal.release(run_id)
-            run = PhaseRun(project, inventory, phase, hosts, parts, command=command,
-                           cancel=cancel, run_id=run_id, resume=True)
-            return run.execute()
-        finally:
-            if parts.notifications is not None:
-                parts.notifications.close(timeout=5.0)
+        return self.lifecycle(prompter).resume(hosts, accept_changes, cancel, command)

@@ -42,7 +42,10 @@ class Options:
 
         root = resolve_project_dir(self.project)
         inv = Path(self.inventory) if self.inventory else None
-        return App(root=root, inventory_override=inv, say=self.log)
+        # the click context owns the app: its journal, SSH pool, notifier and servers are
+        # closed when the command ends, however it ends
+        return click.get_current_context().with_resource(
+            App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0))
 
     def log(self, line: str) -> None:
         click.echo(line, err=True)
@@ -197,15 +200,24 @@ def plan(opts: Options, number: int, hosts: tuple[str, ...]) -> int:
 @click.option("--host", "hosts", multiple=True, required=True, help="Host or group (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Ansible check mode; record only a rehearsal entry.")
 @click.option("--yes", is_flag=True, help="Pass manual gates (pause steps).")
+@click.option("--waves", default=None, metavar="LIST",
+              help="Cumulative shares of the hosts per wave, e.g. 1,10%,50%,100%.")
+@click.option("--max-failed", default=None, metavar="N|P%",
+              help="Failure budget: hosts that may fail (each rolled back alone).")
 @click.pass_obj
-def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes: bool) -> int:
+def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes: bool,
+          waves: str | None, max_failed: str | None) -> int:
     """Run phase N on the hosts; roll back on a trigger or a failed step."""
+    from orchestrator.engine.waves import parse_spec
+
+    wave_specs = tuple(parse_spec(w) for w in waves.split(",") if w.strip()) if waves else None
+    budget = parse_spec(max_failed) if max_failed is not None else None
     app = opts.app()
     cancel = CancelToken()
     command = " ".join(["migrate", *sys.argv[1:]]) if sys.argv else "migrate phase"
     with SignalGuard(cancel, opts.log):
         report = app.run_phase(number, hosts, dry_run, _Yes() if yes else TtyPrompter(),
-                               cancel, command)
+                               cancel, command, wave_specs, budget)
     return _render_report(opts, report)
 
 
@@ -324,9 +336,6 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        parts = watcher.parts
-        if parts.notifications is not None:
-            parts.notifications.close(timeout=5.0)
     doc = {"watched": result.watched, "cycles": result.cycles,
            "fired": [f.__dict__ for f in result.fired],
            "rollback": None if result.rollback is None else {

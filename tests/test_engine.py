@@ -11,7 +11,9 @@ from orchestrator._exceptions import LockHeldError, RefusedError
 from orchestrator.config.project import load_project
 from orchestrator.core.clock import CancelToken, FakeClock
 from orchestrator.core.states import PhaseState, StepState
-from orchestrator.engine.phase_run import AutoYes, EngineParts, NoTty, PhaseRun, RunOutcome
+from orchestrator.core.outcomes import RunOutcome, RunReport
+from orchestrator.engine.context import AutoYes, EngineParts, Firing, NoTty
+from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.runners.base import CommandRequest, PlaybookRequest, Result
 from orchestrator.runners.fake import FakeCommandRunner, FakePlaybookRunner
 from orchestrator.state.journal import Journal
@@ -58,9 +60,25 @@ class Recorder:
         return Result(req.host.name, ok, "ok" if ok else "exit 1", 0 if ok else 1)
 
 
+class Run:
+    """`migrate phase N` through the lifecycle, as the CLI does it, with fake runners."""
+
+    def __init__(self, lifecycle: RunLifecycle, number: int, hosts: list) -> None:  # type: ignore[type-arg]
+        self.lifecycle, self.number, self.hosts = lifecycle, number, hosts
+        self.cancel = CancelToken()
+        self.run_id: str | None = None
+        self.parts = lifecycle.parts
+
+    def execute(self) -> RunReport:
+        report = self.lifecycle.run_phase(self.lifecycle.project.phases[self.number], self.hosts,
+                                          "migrate phase", self.cancel)
+        self.run_id = report.run_id
+        return report
+
+
 def build(tmp_path: Path, body: str, hosts: tuple[str, ...] = ("main",), rec: Recorder | None = None,
           prompter: object = None, number: int = 1, extra_phases: dict[int, str] | None = None,
-          ) -> tuple[PhaseRun, Recorder, Journal]:
+          ) -> tuple[Run, Recorder, Journal]:
     proj = make_project(tmp_path)
     proj.phase(number, "p", body)
     for n, text in (extra_phases or {}).items():
@@ -71,8 +89,7 @@ def build(tmp_path: Path, body: str, hosts: tuple[str, ...] = ("main",), rec: Re
     parts = EngineParts(journal=journal, playbooks=rec.playbooks, commands=rec.commands,
                         clock=FakeClock(), prompter=prompter or NoTty(),  # type: ignore[arg-type]
                         undo_retry_delay=0)
-    run = PhaseRun(project, inventory, project.phases[number], inventory.resolve(list(hosts)),
-                   parts)
+    run = Run(RunLifecycle(project, inventory, parts), number, inventory.resolve(list(hosts)))
     return run, rec, journal
 
 
@@ -222,20 +239,20 @@ def test_wait_is_cut_short_by_cancel(tmp_path: Path) -> None:
 
 
 class PausingMonitor:
-    """A monitor whose `action: pause` trigger has fired before the second step."""
+    """A monitor whose `action: pause` trigger has fired before the first step."""
 
-    def __init__(self) -> None:
-        self.pause_requested: str | None = None
-
-    def start(self, run_id: str, phase: object, hosts: object, cancel: object, dry_run: bool,
+    def start(self, run_id: str, phase: object, hosts: object, on_fire: object, dry_run: bool,
               recorder: object = None) -> None:
-        self.pause_requested = "trigger gpu_util_high: 97 > 95"
+        on_fire(Firing("gpu_util_high", "trigger gpu_util_high: 97 > 95", "main",  # type: ignore[operator]
+                       "pause"))
 
-    def stop(self) -> None:
+    def watch_more(self, hosts: object) -> None:
         return None
 
-    @property
-    def firing(self) -> None:
+    def forget(self, hosts: object) -> None:
+        return None
+
+    def stop(self) -> None:
         return None
 
 

@@ -115,8 +115,11 @@ def test_vram_degradation_fires_cuts_the_wait_and_rolls_back(
     history = json.loads(proj.migrate("--output", "json", "history").stdout)["events"]
     fired = [e for e in history if e["kind"] == "trigger_fired"]
     assert len(fired) == 1
-    detail = json.loads(fired[0]["detail"])
-    assert (detail["value"], detail["threshold"], detail["baseline"]) == (1301, 1200, 1000)
+    # the human detail stays text; the facts are in the payload beside it
+    assert fired[0]["detail"].startswith("trigger vram_degradation: 1301 > 1200")
+    payload = fired[0]["payload"]
+    assert (payload["value"], payload["threshold"], payload["baseline"]) == (1301, 1200, 1000)
+    assert payload["trigger"] == "vram_degradation"
     kinds = [e["kind"] for e in history]
     assert kinds.index("trigger_fired") < kinds.index("rollback_started")
     status = json.loads(proj.migrate("--output", "json", "status").stdout)

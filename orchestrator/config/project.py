@@ -36,7 +36,7 @@ MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
 
 _TOP_KEYS = {"name", "inventory", "poll_interval", "prometheus", "metrics", "triggers",
-             "notify", "description"}
+             "notify", "description", "ssh", "defaults", "forks", "alertmanager"}
 _COMMON_METRIC_KEYS = {"source", "nodata", "nodata_alert", "timeout", "description"}
 SOURCE_KEYS: dict[str, set[str]] = {
     "prometheus": {"query", "url"},
@@ -61,7 +61,8 @@ NVML_FIELDS = {"memory_used_mib", "memory_used_pct", "utilization_pct", "xid_err
 _TRIGGER_KEYS = {"metric", "direction", "for", "action", "baseline", "description"}
 _CONDITIONS = {c.value for c in Condition}
 _PHASE_KEYS = {"phase", "name", "requires", "triggers", "bake", "preconditions", "steps",
-               "serial", "description"}
+               "serial", "description", "waves", "max_failed", "on_fire"}
+_SHARE = re.compile(r"^\d+(\.\d+)?%$")
 _STEP_KEYS = {"id", "name", "rollback", "rollback_command", "timeout", "retries", "hosts",
               "description", "duration"}
 _ACTIONS = {a.value for a in StepAction}
@@ -193,6 +194,11 @@ def _load_migration(root: Path, problems: list[Problem]) -> Project:
     if poll is not None and poll <= 0:
         c.add(top.line_of("poll_interval"), "poll_interval must be more than 0s")
     project.poll_interval = poll if poll and poll > 0 else 5.0
+    forks = top.get("forks", 50)
+    if isinstance(forks, bool) or not isinstance(forks, int) or forks < 1:
+        c.add(top.line_of("forks"), f"forks must be a whole number of at least 1, not {forks!r}")
+    else:
+        project.forks = forks
     if "prometheus" in top:
         prom = c.mapping(top["prometheus"], top.line_of("prometheus"), "prometheus")
         if prom is not None:
@@ -216,6 +222,8 @@ def _load_migration(root: Path, problems: list[Problem]) -> Project:
             if t is not None:
                 project.triggers[name] = t
     project.notify = tuple(_load_notify(c, top))
+    _load_ssh_and_defaults(c, top, project)
+    _load_alertmanager(c, top, project)
     return project
 
 
@@ -302,6 +310,8 @@ def _load_trigger(c: _Checker, name: str, body: Any, line: int, metrics: dict[st
     d = c.mapping(body, line, what)
     if d is None:
         return None
+    if "alert" in d:  # `alert: NAME` has its own keys and no metric
+        return _load_alert_trigger(c, name, d)
     c.unknown_keys(d, _TRIGGER_KEYS | _CONDITIONS, what)
     metric_name = d.get("metric")
     ok = True
@@ -367,6 +377,112 @@ def _load_trigger(c: _Checker, name: str, body: Any, line: int, metrics: dict[st
                    baseline=str(baseline), line=d.line)
 
 
+_ALERT_TRIGGER_KEYS = {"alert", "match", "host_label", "action", "description"}
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _load_alert_trigger(c: _Checker, name: str, d: YDict) -> Trigger | None:
+    """`{alert: NAME, match: {label: value}, host_label: LABEL, action: ...}`: no metric,
+    no `for:` (the rule's own `for` already held), no baseline."""
+    from orchestrator.core.model import AlertSpec
+
+    what = f"trigger {name!r}"
+    ok = True
+    conds = [k for k in d if k in _CONDITIONS]
+    if len(conds) != 1:
+        c.add(d.line_of(conds[1]), f"{what} must hold exactly one condition of "
+              f"{', '.join(sorted(_CONDITIONS))}; it has {len(conds)} ({', '.join(conds)})")
+        ok = False
+    for key in d:
+        if key == "metric":
+            c.add(d.line_of(key), f"{what}: an alert trigger takes no metric "
+                  "(the alert rule says what is measured)")
+            ok = False
+        elif key == "for":
+            c.add(d.line_of(key), f"{what}: for: is the alert rule's business; "
+                  "set `for` in the Prometheus rule")
+            ok = False
+        elif key in ("baseline", "direction"):
+            c.add(d.line_of(key), f"{what}: {key} does not apply to an alert trigger")
+            ok = False
+        elif key not in _ALERT_TRIGGER_KEYS and key not in _CONDITIONS:
+            hint = _closest(key, _ALERT_TRIGGER_KEYS)
+            c.add(d.line_of(key), f"unknown key {key!r} in {what}"
+                  + (f" (did you mean {hint!r}?)" if hint else ""))
+    alert = c.string(d, "alert", what)
+    if alert is None:
+        ok = False
+    match: list[tuple[str, str]] = []
+    if "match" in d:
+        m = c.mapping(d["match"], d.line_of("match"), f"match in {what}")
+        if m is None:
+            ok = False
+        else:
+            for label, value in m.items():
+                if not isinstance(label, str) or not _LABEL_NAME.match(label):
+                    c.add(m.line_of(label), f"{what}: match: {label!r} is not a label name")
+                    ok = False
+                elif isinstance(value, bool) or not isinstance(value, str | int | float):
+                    c.add(m.line_of(label), f"{what}: match: {label} must be a string "
+                          f"(quote it), not {value!r}")
+                    ok = False
+                else:
+                    match.append((label, str(value)))
+    host_label = d.get("host_label", "instance")
+    if not isinstance(host_label, str) or not _LABEL_NAME.match(host_label):
+        c.add(d.line_of("host_label"), f"{what}: host_label must be a label name "
+              f"(like instance or Hostname), not {host_label!r}")
+        ok = False
+    try:
+        action = TriggerAction(d.get("action", "rollback"))
+    except ValueError:
+        c.add(d.line_of("action"), f"{what}: action must be rollback, notify or pause")
+        ok = False
+    if not ok or alert is None:
+        return None
+    return Trigger(name=name, metric="", condition=Condition.ALERT, threshold=0.0,
+                   direction="up", for_seconds=0.0, action=action, baseline="phase-start",
+                   line=d.line, alert=AlertSpec(alert, tuple(sorted(match)), host_label))
+
+
+def _load_alertmanager(c: _Checker, top: YDict, project: Project) -> None:
+    """`alertmanager: {listen, token_env, url}`; and every alert trigger needs a source."""
+    from orchestrator.core.model import AlertmanagerConfig, is_loopback_host, split_listen
+
+    if "alertmanager" in top:
+        d = c.mapping(top["alertmanager"], top.line_of("alertmanager"), "alertmanager")
+        if d is not None:
+            c.unknown_keys(d, {"listen", "token_env", "url"}, "alertmanager")
+            listen = c.string(d, "listen", "alertmanager")
+            token_env = c.string(d, "token_env", "alertmanager")
+            url = c.string(d, "url", "alertmanager")
+            if listen:
+                try:
+                    host, port = split_listen(listen)
+                    if port == 0:
+                        raise ValueError(f"{listen!r} must name a port")
+                    if not is_loopback_host(host) and not token_env:
+                        c.add(d.line_of("listen"), f"alertmanager: listen {listen} is not a "
+                              "loopback address: set token_env (a Bearer token is required)")
+                except ValueError as exc:
+                    c.add(d.line_of("listen"), f"alertmanager: listen: {exc}")
+            if token_env and not _ENV_NAME.match(token_env):
+                c.add(d.line_of("token_env"), f"alertmanager: token_env {token_env!r} is not "
+                      "an environment variable name")
+            if url and not url.startswith(("http://", "https://")):
+                c.add(d.line_of("url"), f"alertmanager: url {url!r} must start with "
+                      "http:// or https://")
+            if not listen and not url and "listen" not in d and "url" not in d:
+                c.add(d.line, "alertmanager needs listen (push receiver), url (poll) or both")
+            project.alertmanager = AlertmanagerConfig(listen, token_env, url, d.line)
+    if project.alertmanager is None and not project.prometheus_url:
+        for t in project.triggers.values():
+            if t.alert is not None:
+                c.add(t.line, f"trigger {t.name!r}: an alert trigger needs alertmanager "
+                      "(listen or url) or prometheus.url to read alerts from")
+
+
 def _load_notify(c: _Checker, top: YDict) -> list[Notifier]:
     out: list[Notifier] = []
     if "notify" not in top or top["notify"] is None:
@@ -392,6 +508,47 @@ def _load_notify(c: _Checker, top: YDict) -> list[Notifier]:
         if url:
             out.append(Notifier(url=url, events=tuple(str(e) for e in events)))
     return out
+
+
+def _load_ssh_and_defaults(c: _Checker, top: YDict, project: Project) -> None:
+    """`ssh: {keepalive, keepalive_count, connect_timeout}` and
+    `defaults: {step_timeout, undo_retries, undo_retry_delay}`; absent keys keep defaults."""
+    from dataclasses import replace
+
+    def whole(d: YDict, key: str, what: str, default: int, least: int) -> int:
+        value = d.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            c.add(d.line_of(key), f"{key} in {what} must be a whole number >= {least}, "
+                  f"not {value!r}")
+            return default
+        return value
+
+    def seconds(d: YDict, key: str, what: str, default: float, least: float) -> float:
+        value = c.duration(d, key, default)
+        if value is None or value < least:
+            c.add(d.line_of(key), f"{key} in {what} must be at least {least:g}s")
+            return default
+        return value
+
+    ssh = project.ssh
+    if "ssh" in top and c.mapping(top["ssh"], top.line_of("ssh"), "ssh") is not None:
+        d = top["ssh"]
+        c.unknown_keys(d, {"keepalive", "keepalive_count", "connect_timeout"}, "ssh")
+        project.ssh = replace(
+            ssh, keepalive=seconds(d, "keepalive", "ssh", ssh.keepalive, 1.0),
+            keepalive_count=whole(d, "keepalive_count", "ssh", ssh.keepalive_count, 1),
+            connect_timeout=seconds(d, "connect_timeout", "ssh", ssh.connect_timeout, 1.0))
+    dflt = project.defaults
+    if "defaults" in top and c.mapping(top["defaults"], top.line_of("defaults"),
+                                       "defaults") is not None:
+        d = top["defaults"]
+        c.unknown_keys(d, {"step_timeout", "undo_retries", "undo_retry_delay"}, "defaults")
+        project.defaults = replace(
+            dflt, step_timeout=seconds(d, "step_timeout", "defaults",
+                                       dflt.step_timeout or 1800.0, 1.0),
+            undo_retries=whole(d, "undo_retries", "defaults", dflt.undo_retries, 0),
+            undo_retry_delay=seconds(d, "undo_retry_delay", "defaults",
+                                     dflt.undo_retry_delay, 0.0))
 
 
 def _load_phases(project: Project, problems: list[Problem]) -> None:
@@ -436,7 +593,16 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
     if declared != number:
         c.add(d.line_of("phase"), f"phase: {declared!r} does not match the file name's {number}")
     requires: list[int] = []
+    observed: dict[int, float] = {}
     for item, line in c.names(d, "requires", "phase"):
+        if isinstance(item, YDict):  # {phase: 2, observed: 24h}
+            c.unknown_keys(item, {"phase", "observed"}, "requires")
+            seconds = c.duration(item, "observed", None)
+            item_phase = item.get("phase")
+            if seconds is not None and not isinstance(item_phase, bool) \
+                    and isinstance(item_phase, int):
+                observed[item_phase] = seconds
+            item = item_phase
         if isinstance(item, bool) or not isinstance(item, int):
             c.add(line, f"requires: {item!r} is not a phase number")
         elif item == number:
@@ -467,6 +633,14 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
     if serial not in (0, 1):
         c.add(d.line_of("serial"), "serial must be 1 (one host at a time) or 0")
         serial = 0
+    waves = tuple(_share(c, item, line, "waves") for item, line in c.names(d, "waves", "phase"))
+    if any(w is None for w in waves):
+        waves = ()
+    max_failed = _share(c, d.get("max_failed", 0), d.line_of("max_failed"), "max_failed")
+    on_fire = d.get("on_fire", "wave")
+    if on_fire not in ("wave", "run"):
+        c.add(d.line_of("on_fire"), f"on_fire must be wave or run, not {on_fire!r}")
+        on_fire = "wave"
     steps: list[Step] = []
     raw_steps = d.get("steps")
     if not isinstance(raw_steps, YList) or not raw_steps:
@@ -486,7 +660,21 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
     name = c.string(d, "name", "phase") or path.stem
     return Phase(number=number, name=name, path=path, requires=tuple(requires),
                  triggers=tuple(triggers), bake=bake, preconditions=tuple(preconditions),
-                 steps=tuple(steps), serial=int(serial))
+                 steps=tuple(steps), serial=int(serial),
+                 waves=tuple(w for w in waves if w is not None),
+                 max_failed=max_failed if max_failed is not None else 0, on_fire=on_fire,
+                 observed=observed)
+
+
+def _share(c: _Checker, value: Any, line: int, key: str) -> int | str | None:
+    """A count of hosts (`3`) or a share of them (`10%`), as `waves:` and `max_failed:` take."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _SHARE.match(value.strip()) \
+            and float(value.strip()[:-1]) <= 100:
+        return value.strip()
+    c.add(line, f"{key}: {value!r} is not a count of hosts or a share like 10%")
+    return None
 
 
 def _check_playbook(project: Project, c: _Checker, d: YDict, key: str, rel: str) -> None:

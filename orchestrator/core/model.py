@@ -69,10 +69,12 @@ class Phase:
     preconditions: tuple[str, ...]
     steps: tuple[Step, ...]
     serial: int = 0  # 0: all hosts step by step; 1: the whole phase on one host at a time
-
-    @property
-    def slug(self) -> str:
-        return self.path.stem
+    #: cumulative shares of the run's hosts: ints are counts, "10%" shares; () = one wave
+    waves: tuple[int | str, ...] = ()
+    max_failed: int | str = 0  # failure budget: a count or a share ("2%") of the run's hosts
+    on_fire: str = "wave"  # what an exhausted budget rolls back: "wave" or "run"
+    #: phase -> seconds it must have been completed (and quiet) on the host: `observed:`
+    observed: dict[int, float] = field(default_factory=dict)
 
 
 class MetricKind(enum.Enum):
@@ -98,12 +100,33 @@ class Condition(enum.Enum):
     DEGRADE_PCT = "degrade_pct"
     INCREASE = "increase"
     FAILING = "failing"
+    ALERT = "alert"  # a Prometheus alert is firing for the host; the trigger has no metric
 
 
 class TriggerAction(enum.Enum):
     ROLLBACK = "rollback"
     NOTIFY = "notify"
     PAUSE = "pause"
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """What an `alert:` trigger waits for: a firing alert of this name whose labels hold
+    `match` and whose `host_label` names the host (inventory name or ansible_host, ":port"
+    ignored). The rule's own `for:` decides when it fires, so migrate keeps no clock."""
+
+    name: str
+    match: tuple[tuple[str, str], ...] = ()  # sorted label equalities (hashable)
+    host_label: str = "instance"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.match)
+
+    def describe(self) -> str:
+        match = ", ".join(f'{k}="{v}"' for k, v in self.match)
+        return (f"alert {self.name}" + (f"{{{match}}}" if match else "")
+                + f" firing for the host (label {self.host_label})")
 
 
 @dataclass(frozen=True)
@@ -117,8 +140,11 @@ class Trigger:
     action: TriggerAction
     baseline: str  # "phase-start" or a captured baseline's name
     line: int
+    alert: AlertSpec | None = None  # set exactly when condition is ALERT (metric is then "")
 
     def describe(self) -> str:
+        if self.alert is not None:
+            return f"{self.alert.describe()} -> {self.action.value}"
         cond = {
             Condition.ABOVE: f"> {self.threshold:g}",
             Condition.BELOW: f"< {self.threshold:g}",
@@ -134,9 +160,68 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class AlertmanagerConfig:
+    """`alertmanager:` in migration.yaml: the push receiver and the Alertmanager to poll."""
+
+    listen: str | None  # "127.0.0.1:9095": POST /alerts receiver while a phase or watch runs
+    token_env: str | None  # environment variable holding the Bearer token
+    url: str | None  # Alertmanager base URL, polled at /api/v2/alerts every poll interval
+    line: int = 0
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """"HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces) -> (host, port); ValueError if not."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{listen!r}: write an IPv6 address in brackets, [::1]:PORT")
+    return host, int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost"; an empty host (all interfaces) is not."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class Notifier:
     url: str
     events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """`defaults:` in migration.yaml: what a step or an undo gets when it says nothing."""
+
+    step_timeout: float | None = 1800.0  # playbook and command steps, and undos (30m)
+    undo_retries: int = 3  # further attempts of an undo whose host was unreachable
+    undo_retry_delay: float = 10.0
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """`ssh:` in migration.yaml: every SSH connection (Ansible's, fabric's, probes run
+    `from:` a host) sends a keepalive every `keepalive` seconds and gives up on a peer
+    that leaves `keepalive_count` of them unanswered."""
+
+    keepalive: float = 5.0  # ServerAliveInterval
+    keepalive_count: int = 3  # ServerAliveCountMax
+    connect_timeout: float = 10.0  # ConnectTimeout
+
+    @property
+    def lost_after(self) -> float:
+        """Seconds of silence after which a peer counts as lost."""
+        return self.keepalive * self.keepalive_count
 
 
 @dataclass
@@ -152,9 +237,10 @@ class Project:
     phases: dict[int, Phase] = field(default_factory=dict)
     #: where the journal and run artifacts live; rehearsals use their own
     state_dir_override: Path | None = None
-
-    def phase(self, number: int) -> Phase:
-        return self.phases[number]
+    alertmanager: AlertmanagerConfig | None = None  # `alertmanager:`; None when absent
+    defaults: RunDefaults = field(default_factory=RunDefaults)  # `defaults:`
+    ssh: SshSettings = field(default_factory=SshSettings)  # `ssh:`
+    forks: int = 50  # `forks:`: Ansible's fan-out in one step, and ours
 
     @property
     def state_dir(self) -> Path:

@@ -4,8 +4,9 @@
 `migrate watch`). Each cycle reads every (host, metric) pair the phase's triggers
 need concurrently, each read with a timeout shorter than the interval, folds the
 samples into each trigger with the pure `triggers.evaluate`, and journals what
-changed. A fire with `action: rollback` cancels the step in flight through the
-run's CancelToken: rollback is then the engine's ordinary failure edge.
+changed. A fire is handed to the run's `on_fire` callback (`PhaseRun.on_fire`),
+which decides with the failure budget whether the host alone is rolled back or
+the run stops: rollback is then the engine's ordinary failure edge.
 
 `MetricChecker` serves `check` and `baseline` steps, preconditions and the
 post-rollback re-check with the same sources.
@@ -13,7 +14,6 @@ post-rollback re-check with the same sources.
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +33,9 @@ from orchestrator.core.model import (
     Trigger,
     TriggerAction,
 )
-from orchestrator.engine.phase_run import Firing
+from orchestrator.core.events import EventKind
+from orchestrator.engine.context import Firing, FireSink
+from orchestrator.engine.fanout import fan_out
 from orchestrator.monitoring.sources.base import ReadContext, Reading, read_metric
 from orchestrator.monitoring.triggers import (
     TriggerState,
@@ -118,14 +120,14 @@ class TriggerMonitor:
         self._thread: threading.Thread | None = None
         self._live: dict[tuple[str, str], _Live] = {}
         self._lock = threading.Lock()
-        self.pause_requested: str | None = None
         self.cycles = 0
         self.source_errors: dict[str, int] = {}
         self.fired: list[Firing] = []  # every fire, including notify/pause ones
         self.hosts: list[Host] = []
         self.triggers: list[Trigger] = []
         self.recorder: Recorder | None = None
-        self.cancel: CancelToken | None = None
+        self.on_fire: FireSink | None = None
+        self.phase: Phase | None = None
         self.dry_run = False
         self.phase_number = 0
         self.run_id = ""
@@ -138,27 +140,45 @@ class TriggerMonitor:
         return self._firing
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
+    def start(self, run_id: str, phase: Phase, hosts: list[Host], on_fire: FireSink,
               dry_run: bool, recorder: Recorder | None = None) -> None:
-        """Take baselines, then watch in a background thread until `stop`."""
-        self.prepare(run_id, phase, hosts, cancel, dry_run, recorder)
+        """Take baselines, then watch in a background thread until `stop`; more hosts
+        join with `watch_more` as their wave starts."""
+        self.prepare(run_id, phase, hosts, on_fire, dry_run, recorder)
         if not self.triggers:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="trigger-monitor", daemon=True)
         self._thread.start()
 
-    def prepare(self, run_id: str, phase: Phase, hosts: list[Host], cancel: CancelToken,
+    def prepare(self, run_id: str, phase: Phase, hosts: list[Host], on_fire: FireSink | None,
                 dry_run: bool, recorder: Recorder | None = None,
                 baselines: dict[tuple[str, str], float] | None = None) -> None:
         """Everything `start` does but the thread: `migrate watch` drives `cycle` itself."""
-        self.run_id, self.phase_number, self.hosts = run_id, phase.number, hosts
-        self.cancel, self.dry_run, self.recorder = cancel, dry_run, recorder
+        self.run_id, self.phase_number, self.phase = run_id, phase.number, phase
+        self.on_fire, self.dry_run, self.recorder = on_fire, dry_run, recorder
         self.triggers = [self.project.triggers[n] for n in phase.triggers]
         self.reader.t0 = self.clock.monotonic()
         self.reader.run_id, self.reader.phase = run_id, phase.number
+        self.hosts = []
+        self.watch_more(hosts, baselines)
+
+    def watch_more(self, hosts: list[Host],
+                   baselines: dict[tuple[str, str], float] | None = None) -> None:
+        """Start watching `hosts` too (a new wave); their phase-start baselines are sampled
+        for all of them at once."""
+        new = [h for h in hosts if h.name not in {x.name for x in self.hosts}]
+        if not new:
+            return
         if self.triggers:
-            self._prepare_baselines(baselines or {})
+            self._prepare_baselines(new, baselines or {})
+        with self._lock:
+            self.hosts = [*self.hosts, *new]
+
+    def forget(self, hosts: list[str]) -> None:
+        """Stop watching hosts that left the run (rolled back on their own)."""
+        with self._lock:
+            self.hosts = [h for h in self.hosts if h.name not in hosts]
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,16 +186,16 @@ class TriggerMonitor:
             self._thread.join(timeout=self.project.poll_interval + 5)
         self._thread = None
 
-    def _prepare_baselines(self, given: dict[tuple[str, str], float]) -> None:
-        phase_start: dict[str, dict[str, float]] = {}
-        for host in self.hosts:
+    def _prepare_baselines(self, hosts: list[Host],
+                           given: dict[tuple[str, str], float]) -> None:
+        def one(host: Host) -> dict[str, float]:
+            cached: dict[str, float] = {}
             for t in self.triggers:
                 live = _Live()
                 if needs_baseline(t):
                     if (host.name, t.name) in given:
                         live.baseline = given[(host.name, t.name)]
                     elif t.baseline == PHASE_START:
-                        cached = phase_start.setdefault(host.name, {})
                         if t.metric not in cached:
                             value = self.sample_median(self.project.metrics[t.metric], host,
                                                        BASELINE_SAMPLES, 0.2)
@@ -184,7 +204,11 @@ class TriggerMonitor:
                         live.baseline = cached.get(t.metric)
                     else:
                         live.baseline = self.journal.baseline(host.name, t.baseline).get(t.metric)
-                self._live[(host.name, t.name)] = live
+                with self._lock:
+                    self._live[(host.name, t.name)] = live
+            return cached
+
+        phase_start = fan_out(hosts, one, 64)
         if not self.dry_run:
             for host_name, values in phase_start.items():
                 if values:
@@ -218,8 +242,10 @@ class TriggerMonitor:
 
     # --- one poll cycle --------------------------------------------------------------------
     def cycle(self, pool: ThreadPoolExecutor | None = None) -> None:
-        pairs = sorted({(h.name, t.metric) for h in self.hosts for t in self.triggers})
-        hosts = {h.name: h for h in self.hosts}
+        with self._lock:
+            watched = list(self.hosts)
+        pairs = sorted({(h.name, t.metric) for h in watched for t in self.triggers})
+        hosts = {h.name: h for h in watched}
 
         def read(pair: tuple[str, str]) -> tuple[tuple[str, str], Reading]:
             host, metric = pair
@@ -234,7 +260,7 @@ class TriggerMonitor:
         for (_, metric), reading in readings.items():
             if reading.error:
                 self.source_errors[metric] = self.source_errors.get(metric, 0) + 1
-        for host in self.hosts:
+        for host in watched:
             for t in self.triggers:
                 self._fold(host, t, readings[(host.name, t.metric)], now)
 
@@ -262,42 +288,44 @@ class TriggerMonitor:
         if verdict.nodata_alert:
             msg = (f"no data from {t.metric} on {host.name} for over "
                    f"{metric.nodata_alert:g}s: {reading.error}")
-            self._event(host, None, "metric_nodata", msg)
+            self._event(host, None, EventKind.METRIC_NODATA, msg, metric=t.metric,
+                        error=reading.error)
             self.say(f"WARNING {msg}")
         if verdict.changed_to is None:
             return
         reason = f"trigger {t.name}: {verdict.text}"
+        facts = {"trigger": t.name, "metric": t.metric, "value": reading.value,
+                 "threshold": verdict.threshold, "baseline": live.baseline}
         if verdict.changed_to is TriggerStatus.PENDING:
-            self._event(host, t, "trigger_pending", reason)
+            self._event(host, t, EventKind.TRIGGER_PENDING, reason, **facts)
         elif verdict.changed_to is TriggerStatus.OK:
-            if old.status is TriggerStatus.FIRING:
-                self._event(host, t, "trigger_resolved", reason)
-            else:
-                self._event(host, t, "trigger_reset", reason)
+            kind = EventKind.TRIGGER_RESOLVED if old.status is TriggerStatus.FIRING \
+                else EventKind.TRIGGER_RESET
+            self._event(host, t, kind, reason, **facts)
         elif verdict.fired:
             self._fire(host, t, reason, reading, verdict.threshold, live.baseline)
 
     def _fire(self, host: Host, t: Trigger, reason: str, reading: Reading,
               threshold: float | None, baseline: float | None) -> None:
-        firing = Firing(t.name, reason, host.name)
+        firing = Firing(t.name, reason, host.name, t.action.value)
         self.fired.append(firing)
-        detail = json.dumps({"reason": reason, "value": reading.value, "threshold": threshold,
-                             "baseline": baseline, "action": t.action.value})
         prefix = "dry run: would fire: " if self.dry_run else ""
         self.say(f"{prefix}{reason} on {host.name} -> {t.action.value}")
-        self._event(host, t, "trigger_fired", detail)
+        self._event(host, t, EventKind.TRIGGER_FIRED, reason, trigger=t.name, metric=t.metric,
+                    value=reading.value, threshold=threshold, baseline=baseline,
+                    action=t.action.value)
         if self.dry_run or not self.act:
             return
         if t.action is TriggerAction.ROLLBACK and self._firing is None:
             self._firing = firing
-            assert self.cancel is not None
-            self.cancel.cancel(reason)
-        elif t.action is TriggerAction.PAUSE and self.pause_requested is None:
-            self.pause_requested = reason
+        if t.action in (TriggerAction.ROLLBACK, TriggerAction.PAUSE) and self.on_fire:
+            self.on_fire(firing)
 
-    def _event(self, host: Host, t: Trigger | None, kind: str, detail: str) -> None:
+    def _event(self, host: Host, t: Trigger | None, kind: EventKind, detail: str,
+               **payload: Any) -> None:
         if self.recorder is not None:
-            self.recorder.event(self.run_id, host.name, self.phase_number, None, kind, detail)
+            self.recorder.event(kind, self.run_id, host.name, self.phase_number, None, detail,
+                                **payload)
 
     def _view(self) -> None:
         """A live line of every trigger's latest value against its limit, for the operator."""
@@ -331,14 +359,18 @@ class MetricChecker:
         self.reader = MetricReader(project, inventory, commands, clock)
 
     def check(self, metric: str, host: Host, phase: int, run_id: str, timeout: float,
-              cancel: CancelToken) -> Result:
+              cancel: CancelToken, t0: float | None = None) -> Result:
+        """Poll until the metric passes or `timeout`. `t0` is the phase's start on this
+        clock, so a scripted timeline's `at:` counts from phase start, not from boot."""
         m = self.project.metrics[metric]
-        self.reader.run_id, self.reader.phase = run_id, phase
+        reader = MetricReader(self.project, self.reader.inventory, self.reader.commands,
+                              self.clock, self.clock.monotonic() if t0 is None else t0,
+                              run_id, phase)
         deadline = self.clock.monotonic() + timeout
         interval = min(self.project.poll_interval, 1.0)
         last = Reading(None, "not read")
         while True:
-            last = self.reader.read(m, host)
+            last = reader.read(m, host)
             if last.value is not None and last.value >= 0.5:
                 return Result(host.name, True, f"{metric} passes")
             if self.clock.monotonic() + interval > deadline:

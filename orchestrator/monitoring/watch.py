@@ -3,9 +3,11 @@
 Every poll interval it evaluates the triggers of every completed phase on the
 watched hosts, each against that phase's own baseline (the phase-start baseline
 its run recorded, or the named one). When a trigger with `action: rollback`
-fires, it rolls back the latest completed phase on that host through the same
-`Rollback` the engine uses, notifies, and stops with exit 1 (3 if the rollback
-failed). It serves its own Prometheus metrics so that the watcher is watched.
+fires, it asks `RunLifecycle.watch_rollback` (the engine's one place a rollback
+begins) to roll back the latest completed phase on that host, and stops with exit
+1 (3 if the rollback failed). Notifications come from the run's event hooks. It
+serves its own Prometheus metrics so that the watcher is watched; the server is
+started and closed by its owner (`App`), never inside a constructor.
 """
 
 from __future__ import annotations
@@ -15,20 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.config.inventory import Host
-from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import Phase, Project
+from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
-from orchestrator.engine.phase_run import (
-    EngineParts,
-    Firing,
-    Rollback,
-    RunOutcome,
-    RunReport,
-    new_run_id,
-)
+from orchestrator.engine.context import EngineParts, Firing, new_run_id
+from orchestrator.engine.lifecycle import RunLifecycle
+from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline
 from orchestrator.monitoring.triggers import TriggerStatus
-from orchestrator.state.recorder import JournalRecorder, NotifyingRecorder, Recorder
+from orchestrator.state.recorder import JournalRecorder, Recorder
 
 _STATUS_CODE = {TriggerStatus.OK: 0, TriggerStatus.PENDING: 1, TriggerStatus.FIRING: 2}
 
@@ -37,7 +34,9 @@ class WatchMetrics:
     """prometheus-client gauges and counters on a private registry, served on a port."""
 
     def __init__(self, port: int, addr: str = "127.0.0.1") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.port, self.addr = port, addr
 
         self.registry = CollectorRegistry()
         labels = ["host", "phase", "trigger"]
@@ -53,10 +52,20 @@ class WatchMetrics:
                                  registry=self.registry)
         self.errors = Gauge("migrate_source_errors", "Failed metric reads since start",
                             ["metric"], registry=self.registry)
-        self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
+        self.role = Gauge("migrate_watch_active", "1 while this watcher is the active one, "
+                          "0 while it stands by", registry=self.registry)
+        self.server: Any = None
+
+    def start(self) -> None:
+        from prometheus_client import start_http_server
+
+        self.server, _ = start_http_server(self.port, addr=self.addr, registry=self.registry)
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
 
 @dataclass
@@ -76,20 +85,18 @@ class WatchResult:
 
 
 class Watcher:
-    def __init__(self, project: Project, inventory: Any, parts: EngineParts, hosts: list[Host],
-                 act: bool = True, metrics_port: int | None = None) -> None:
-        self.project = project
-        self.inventory = inventory
-        self.parts = parts
+    def __init__(self, lifecycle: RunLifecycle, hosts: list[Host], act: bool = True,
+                 metrics: WatchMetrics | None = None) -> None:
+        self.lifecycle = lifecycle
+        self.project: Project = lifecycle.project
+        self.inventory = lifecycle.inventory
+        self.parts: EngineParts = lifecycle.parts
         self.hosts = hosts
         self.act = act
         self.stop_event = threading.Event()
-        self.metrics = WatchMetrics(metrics_port) if metrics_port else None
+        self.metrics = metrics
         self.run_id = new_run_id()
-        recorder: Recorder = JournalRecorder(parts.journal)
-        if parts.notifications is not None:
-            recorder = NotifyingRecorder(recorder, parts.notifications)
-        self.recorder = recorder
+        self.recorder: Recorder = JournalRecorder(self.parts.journal, self.parts.hooks)
 
     def _watched(self) -> list[Watched]:
         journal = self.parts.journal
@@ -113,8 +120,8 @@ class Watcher:
                     value = journal.baseline(host.name, source).get(t.metric)
                     if value is not None:
                         baselines[(host.name, name)] = value
-                monitor.prepare(self.run_id, phase, [host], CancelToken(), False,
-                                self.recorder, baselines)
+                monitor.prepare(self.run_id, phase, [host], None, False, self.recorder,
+                                baselines)
                 out.append(Watched(host, phase, rec.run_id, monitor))
         return out
 
@@ -148,8 +155,6 @@ class Watcher:
         finally:
             outcome = result.rollback.outcome.value if result.rollback else "watched"
             journal.end_run(self.run_id, outcome)
-            if self.metrics is not None:
-                self.metrics.close()
         return result
 
     def _first_rollback_fire(self, watched: list[Watched]) -> tuple[Watched, Firing] | None:
@@ -160,21 +165,11 @@ class Watcher:
 
     def _roll_back(self, fire: tuple[Watched, Firing]) -> RunReport:
         w, firing = fire
-        host = w.host
-        journal = self.parts.journal
-        latest = max(n for n in self.project.phases
-                     if journal.phase_record(host.name, n).state is PhaseState.COMPLETED)
-        phase = self.project.phases[latest]
-        origin = journal.phase_record(host.name, latest).run_id or self.run_id
-        self.parts.say(f"{firing.reason} on {host.name}: rolling back phase {latest}")
         if self.metrics is not None:
             self.metrics.rollbacks.inc()
-        journal.acquire([host.name], self.run_id, "migrate watch (rollback)")
-        try:
-            return Rollback(self.project, self.inventory, phase, [host], self.parts, origin,
-                            self.recorder).execute(f"{firing.reason} (migrate watch)")
-        finally:
-            journal.release(self.run_id)
+        return self.lifecycle.watch_rollback(
+            w.host, Reason(Origin.WATCH, f"{firing.reason} (migrate watch)",
+                           trigger=firing.trigger, host=w.host.name), self.run_id)
 
     def _export(self, watched: list[Watched]) -> None:
         if self.metrics is None:

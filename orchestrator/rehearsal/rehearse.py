@@ -30,8 +30,9 @@ from typing import Any
 from orchestrator._exceptions import ConfigError
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
+from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
-from orchestrator.engine.phase_run import AutoYes, RunOutcome, RunReport
+from orchestrator.engine.context import AutoYes
 
 DEFAULT_SCENARIO = "vram-leak"
 TIME_SCALE = 1 / 30
@@ -205,6 +206,7 @@ class Rehearsal:
             drill.seconds = time.monotonic() - started
             drill.report_path = self._write_report(app, drill, state_dir)
         finally:
+            app.close()
             if not self.keep:
                 self._teardown()
         return drill
@@ -259,7 +261,7 @@ class Rehearsal:
                                 state is PhaseState.ROLLED_BACK, state.value))
         if expect.fired:
             fired = [e for e in journal.events() if e.kind == "trigger_fired"
-                     and f"trigger {expect.fired}:" in (e.detail or "")]
+                     and (e.payload or {}).get("trigger") == expect.fired]
             checks.append(Check(f"trigger {expect.fired} fired", bool(fired),
                                 f"{len(fired)} fire(s)"))
         for host, revision in expect.revision.items():

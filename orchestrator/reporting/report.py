@@ -42,13 +42,10 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
         series.setdefault((s["trigger"], s["host"]), []).append(s)
     fired: dict[tuple[str, str], dict[str, Any]] = {}
     for e in events:
-        if e["kind"] == "trigger_fired" and e["detail"]:
-            try:
-                d = json.loads(e["detail"])
-            except ValueError:
-                continue
-            name = d.get("reason", "").removeprefix("trigger ").split(":")[0]
-            fired.setdefault((name, e["host"]), dict(d, at=e["at"]))
+        payload = e.get("payload") or {}
+        if e["kind"] == "trigger_fired" and payload.get("trigger"):
+            fired.setdefault((payload["trigger"], e["host"]),
+                             dict(payload, reason=e["detail"], at=e["at"]))
     triggers = []
     for (trigger, host), rows in sorted(series.items()):
         fire_t = next((r["t"] for r in rows if r["state"] == "firing"), None)

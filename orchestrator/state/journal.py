@@ -1,72 +1,51 @@
-"""The durable record of every run: SQLite in WAL mode with synchronous writes.
+"""The durable record of every run, the same on SQLite and on PostgreSQL.
 
 Every transition is written before the action it announces starts and again when
 it ends, so a crash at any moment leaves a journal that says what was in flight.
-The file and its directory are created readable by their owner only.
+
+`Journal` holds every rule once (the transition graph, lock refusals, reaping);
+where the rows live is its `Store`: `SqliteStore` (`.migrate/state.db`, the
+default: one operator, one machine) or `PgStore` (a team's PostgreSQL database,
+`state.url`). See base.py for what a store supplies, schema.py for the tables and
+their versions, open.py for choosing a store from the project's settings.
 
 Tables: `runs` (one per `migrate phase`/`rollback`/`resume` invocation, with the
-checksums of the definitions it ran), `phase_states` (the current state of each
-phase on each host), `steps` (each step execution on each host), `events` (the
-append-only timeline that `migrate history` prints), `locks` (which run holds
-which host), `baselines` and `samples` (metrics, for triggers and reports).
+checksums of the definitions it ran) and `run_hosts`, `phase_states` (the current
+state of each phase on each host), `steps` (each step execution on each host),
+`events` (the append-only timeline that `migrate history` prints), `locks` (which
+run holds which host), `leaders` (the active `watch`), `baselines` and `samples`
+(metrics, for triggers and reports), `trigger_states`.
+
+Every read and write goes through `Availability` (`state.timeout`): transient
+failures are retried that long; after that the journal is unavailable, writes raise
+`JournalUnavailableError` (exit 3) at once, and `on_unavailable` has been called so
+that the engine can cancel the step in flight.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator._exceptions import LockHeldError
 from orchestrator.core.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
+from orchestrator.state.base import Availability, Conn, HostClaim, Store
 from orchestrator.state.proc import ProcessId
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, phase INTEGER, hosts TEXT, command TEXT, kind TEXT,
-    pid INTEGER, pid_start INTEGER, machine TEXT, started_at TEXT, ended_at TEXT,
-    dry_run INTEGER, outcome TEXT, checksums TEXT
-);
-CREATE TABLE IF NOT EXISTS phase_states (
-    host TEXT, phase INTEGER, state TEXT, run_id TEXT, updated_at TEXT, reason TEXT,
-    PRIMARY KEY (host, phase)
-);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT, host TEXT, phase INTEGER, step TEXT, idx INTEGER, state TEXT,
-    attempts INTEGER DEFAULT 0, started_at TEXT, ended_at TEXT, detail TEXT,
-    PRIMARY KEY (run_id, host, step)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT, run_id TEXT, host TEXT, phase INTEGER,
-    step TEXT, kind TEXT, detail TEXT
-);
-CREATE TABLE IF NOT EXISTS locks (
-    host TEXT PRIMARY KEY, run_id TEXT, pid INTEGER, pid_start INTEGER, machine TEXT,
-    command TEXT, since TEXT
-);
-CREATE TABLE IF NOT EXISTS baselines (
-    host TEXT, name TEXT, metric TEXT, value REAL, captured_at TEXT, run_id TEXT,
-    PRIMARY KEY (host, name, metric)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    run_id TEXT, host TEXT, phase INTEGER, trigger TEXT, metric TEXT, at TEXT, t REAL,
-    value REAL, breaching INTEGER, state TEXT, threshold REAL, baseline REAL
-);
-CREATE TABLE IF NOT EXISTS trigger_states (
-    host TEXT, phase INTEGER, trigger TEXT, run_id TEXT, status TEXT, value REAL,
-    threshold REAL, baseline REAL, breaching_since TEXT, updated_at TEXT, text TEXT,
-    PRIMARY KEY (host, phase, trigger)
-);
-CREATE INDEX IF NOT EXISTS events_run ON events (run_id);
-CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, trigger);
-"""
+if TYPE_CHECKING:
+    from orchestrator.state.base import LeaderLock
+
+T = TypeVar("T")
+
+#: Phase states in which a run is acting; its death leaves them `interrupted`.
+_IN_FLIGHT = (PhaseState.RUNNING, PhaseState.BAKING, PhaseState.ROLLING_BACK)
 
 
 def utc_stamp(moment: datetime | None = None) -> str:
@@ -96,10 +75,12 @@ class Event:
     step: str | None
     kind: str
     detail: str | None
+    payload: dict[str, Any] | None = None  # the structured facts behind `detail`
 
     def as_json(self) -> dict[str, Any]:
         return {"at": self.at, "run_id": self.run_id, "host": self.host, "phase": self.phase,
-                "step": self.step, "kind": self.kind, "detail": self.detail}
+                "step": self.step, "kind": self.kind, "detail": self.detail,
+                "payload": self.payload or {}}
 
 
 @dataclass(frozen=True)
@@ -111,108 +92,182 @@ class LockHolder:
     since: str
 
 
-class Journal:
-    """One SQLite database, shared by every thread of a run through one serialized connection."""
+@dataclass(frozen=True)
+class LeaderRecord:
+    """Who is the active `watch` for a key, as it wrote itself down (machine, pid, since)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        if not path.exists():
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        os.chmod(path, 0o600)
-        old_umask = os.umask(0o077)  # the -wal and -shm files, too
-        try:
-            self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        finally:
-            os.umask(old_umask)
-        self._mutex = threading.RLock()
+    name: str
+    process: ProcessId
+    command: str
+    since: str
+
+
+class Journal:
+    """The journal: every rule, over one store, shared by every thread of a process.
+
+    `Journal(path)` is the embedded SQLite journal (as it always was); pass a `Store`
+    for another backend. `timeout` is `state.timeout`; `clock` and `sleep` are
+    parameters for the tests of that rule.
+    """
+
+    def __init__(self, where: Path | Store, timeout: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if isinstance(where, Path):
+            from orchestrator.state.sqlite import SqliteStore
+
+            where = SqliteStore(where)
+        self.store: Store = where
+        self.path: Path | None = getattr(where, "path", None)
+        self.availability = Availability(timeout, where.location, clock, sleep)
+        opener = getattr(where, "open", None)
+        if opener is not None:  # connect and upgrade the schema, within state.timeout
+            self.availability.run(opener, where.is_transient, write=False)
+        self._claims: dict[str, list[HostClaim]] = {}
         self._events_written = 0
+        self._tx_events = 0
+        #: (run_id, host, phase, detail) of every phase that `reap` found interrupted
+        self.interrupted: list[tuple[str, str, int, str]] = []
         # Fault-injection seam for the crash tests: SIGKILL this process right after the
         # Nth journal event of this process is committed. Unset in normal use.
         self._kill_at = int(os.environ.get("MIGRATE_FAULT_KILL_AFTER_EVENT", "0") or 0)
 
+    # --- the state.timeout rule ------------------------------------------------------------
+    @property
+    def on_unavailable(self) -> Callable[[str], None] | None:
+        """Called once, from whichever thread notices, with a one-line reason, when the
+        journal has been unwritable for `timeout` or a run lost its host lock. Keep it
+        short and non-blocking: cancel the step in flight (e.g. `CancelToken.cancel`)."""
+        return self.availability.on_unavailable
+
+    @on_unavailable.setter
+    def on_unavailable(self, callback: Callable[[str], None] | None) -> None:
+        self.availability.on_unavailable = callback
+
+    @property
+    def unavailable(self) -> str | None:
+        """The reason the journal stopped accepting writes, or None while it works."""
+        return self.availability.reason
+
+    @property
+    def location(self) -> str:
+        return self.store.location
+
     def close(self) -> None:
-        with self._mutex:
-            self._db.close()
+        for claims in self._claims.values():
+            for claim in claims:
+                claim.release()
+        self._claims.clear()
+        self.store.close()
 
+    # --- transactions ----------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: other processes wait rather than interleave half a change."""
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            if self._kill_at and self._events_written >= self._kill_at:
-                import signal
+    def transaction(self) -> Iterator[Conn]:
+        """A raw write transaction (`?` placeholders), without retries: for tests and tools."""
+        with self.store.transaction() as db:
+            yield db
+        self._after_commit()
 
-                os.kill(os.getpid(), signal.SIGKILL)
+    def _after_commit(self) -> None:
+        if self._kill_at and self._events_written >= self._kill_at:
+            import signal
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._mutex:
-            cur = self._db.execute(sql, args)
-            return cur.fetchall()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _write(self, body: Callable[[Conn], T]) -> T:
+        """Run `body` in one write transaction, under the state.timeout rule.
+
+        Before each attempt the run's host locks are checked to be still held (on
+        PostgreSQL, a ping of their session), so that nothing is journaled, and then
+        done, by a run that lost its hosts.
+        """
+        def counted(db: Conn) -> tuple[T, int]:
+            self._tx_events = 0
+            result = body(db)
+            return result, self._tx_events
+
+        def attempt() -> tuple[T, int]:
+            for claims in list(self._claims.values()):
+                for claim in claims:
+                    claim.check()
+            return self.store.write(counted)
+
+        result, events = self.availability.run(attempt, self.store.is_transient, write=True)
+        self._events_written += events
+        self._after_commit()
+        return result
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        return self.availability.run(lambda: self.store.read(sql, args),
+                                     self.store.is_transient, write=False)
 
     # --- events ----------------------------------------------------------------------------
-    def _event(self, db: sqlite3.Connection, run_id: str | None, host: str | None,
-               phase: int | None, step: str | None, kind: str, detail: str | None) -> str:
+    def _event(self, db: Conn, run_id: str | None, host: str | None,
+               phase: int | None, step: str | None, kind: str, detail: str | None,
+               payload: dict[str, Any] | None = None) -> str:
         at = utc_stamp()
-        self._events_written += 1
-        db.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail) "
-                   "VALUES (?,?,?,?,?,?,?)", (at, run_id, host, phase, step, kind, detail))
+        self._tx_events += 1
+        db.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail, payload) "
+                   "VALUES (?,?,?,?,?,?,?,?)",
+                   (at, run_id, host, phase, step, kind, detail,
+                    json.dumps(payload) if payload else None))
         return at
 
     def event(self, run_id: str | None, host: str | None, phase: int | None, step: str | None,
-              kind: str, detail: str | None = None) -> None:
-        with self.transaction() as db:
-            self._event(db, run_id, host, phase, step, kind, detail)
+              kind: str, detail: str | None = None,
+              payload: dict[str, Any] | None = None) -> None:
+        self._write(lambda db: self._event(db, run_id, host, phase, step, kind, detail,
+                                           payload))
 
     def events(self, host: str | None = None, run_id: str | None = None) -> list[Event]:
-        sql = "SELECT seq, at, run_id, host, phase, step, kind, detail FROM events WHERE 1=1"
+        sql = ("SELECT seq, at, run_id, host, phase, step, kind, detail, payload FROM events "
+               "WHERE 1=1")
         args: list[Any] = []
         if host:
+            # exact membership in the run's hosts (run_hosts): LIKE would treat _ and % in
+            # a host name as wildcards, and its case rules differ between the backends
             sql += " AND (host = ? OR host IS NULL AND run_id IN " \
-                   "(SELECT id FROM runs WHERE hosts LIKE ?))"
-            args += [host, f'%"{host}"%']
+                   "(SELECT run_id FROM run_hosts WHERE host = ?))"
+            args += [host, host]
         if run_id:
             sql += " AND run_id = ?"
             args.append(run_id)
         sql += " ORDER BY seq"
-        return [Event(*row) for row in self._query(sql, tuple(args))]
+        return [Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                      json.loads(row[8]) if row[8] else None)
+                for row in self._query(sql, tuple(args))]
 
     # --- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, phase: int | None, hosts: list[str], command: str,
                    kind: str, dry_run: bool, checksums: dict[str, str]) -> None:
         me = ProcessId.current()
-        with self.transaction() as db:
+
+        def body(db: Conn) -> None:
             db.execute("INSERT INTO runs (id, phase, hosts, command, kind, pid, pid_start, "
                        "machine, started_at, dry_run, checksums) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (run_id, phase, json.dumps(hosts), command, kind, me.pid, me.start,
                         me.machine, utc_stamp(), int(dry_run), json.dumps(checksums)))
+            db.executemany("INSERT INTO run_hosts (run_id, host) VALUES (?, ?) "
+                           "ON CONFLICT (run_id, host) DO NOTHING",
+                           [(run_id, h) for h in dict.fromkeys(hosts)])
+
+        self._write(body)
 
     def end_run(self, run_id: str, outcome: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE runs SET ended_at = ?, outcome = ? WHERE id = ?",
-                       (utc_stamp(), outcome, run_id))
+        self._write(lambda db: db.execute("UPDATE runs SET ended_at = ?, outcome = ? "
+                                          "WHERE id = ?", (utc_stamp(), outcome, run_id)))
 
     def run_info(self, run_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT id, phase, hosts, command, kind, started_at, ended_at, "
-                           "dry_run, outcome, checksums FROM runs WHERE id = ?", (run_id,))
+                           "dry_run, outcome, checksums, machine, pid FROM runs WHERE id = ?",
+                           (run_id,))
         if not rows:
             return None
         r = rows[0]
         return {"id": r[0], "phase": r[1], "hosts": json.loads(r[2]), "command": r[3],
                 "kind": r[4], "started_at": r[5], "ended_at": r[6], "dry_run": bool(r[7]),
-                "outcome": r[8], "checksums": json.loads(r[9] or "{}")}
+                "outcome": r[8], "checksums": json.loads(r[9] or "{}"), "machine": r[10],
+                "pid": r[11]}
 
     # --- phase states ----------------------------------------------------------------------
     def phase_record(self, host: str, phase: int) -> PhaseRecord:
@@ -223,15 +278,22 @@ class Journal:
         state, run_id, updated_at, reason = rows[0]
         return PhaseRecord(host, phase, PhaseState(state), run_id, updated_at, reason)
 
-    def phase_records(self) -> list[PhaseRecord]:
+    def phase_records(self, hosts: list[str] | None = None) -> dict[tuple[str, int], PhaseRecord]:
+        """Every recorded phase state (of `hosts`), in one query: for `status` on many hosts.
+
+        Phases never started are absent (they are `pending`, as `phase_record` says).
+        """
         rows = self._query("SELECT host, phase, state, run_id, updated_at, reason "
                            "FROM phase_states ORDER BY host, phase")
-        return [PhaseRecord(h, p, PhaseState(s), r, u, why) for h, p, s, r, u, why in rows]
+        wanted = set(hosts) if hosts is not None else None
+        return {(h, p): PhaseRecord(h, p, PhaseState(s), r, u, why)
+                for h, p, s, r, u, why in rows if wanted is None or h in wanted}
 
     def move_phase(self, run_id: str, host: str, phase: int, new: PhaseState, kind: str,
-                   detail: str | None = None, reason: str | None = None) -> None:
+                   detail: str | None = None, reason: str | None = None,
+                   payload: dict[str, Any] | None = None) -> None:
         """Change a phase's state along a legal edge and journal it in one transaction."""
-        with self.transaction() as db:
+        def body(db: Conn) -> None:
             row = db.execute("SELECT state, reason FROM phase_states WHERE host = ? AND phase = ?",
                              (host, phase)).fetchone()
             old = PhaseState(row[0]) if row else PhaseState.PENDING
@@ -240,12 +302,14 @@ class Journal:
             keep_reason = reason if reason is not None else (
                 row[1] if row and new in (PhaseState.ROLLING_BACK, PhaseState.ROLLED_BACK,
                                           PhaseState.ROLLBACK_FAILED) else None)
-            at = self._event(db, run_id, host, phase, None, kind, detail)
+            at = self._event(db, run_id, host, phase, None, kind, detail, payload)
             db.execute("INSERT INTO phase_states (host, phase, state, run_id, updated_at, reason)"
                        " VALUES (?,?,?,?,?,?) ON CONFLICT (host, phase) DO UPDATE SET "
                        "state = excluded.state, run_id = excluded.run_id, "
                        "updated_at = excluded.updated_at, reason = excluded.reason",
                        (host, phase, new.value, run_id, at, keep_reason))
+
+        self._write(body)
 
     # --- steps -----------------------------------------------------------------------------
     def step_state(self, run_id: str, host: str, step: str) -> StepState:
@@ -254,13 +318,14 @@ class Journal:
         return StepState(rows[0][0]) if rows else StepState.PENDING
 
     def move_step(self, run_id: str, host: str, phase: int, step: str, idx: int,
-                  new: StepState, kind: str, detail: str | None = None) -> None:
-        with self.transaction() as db:
+                  new: StepState, kind: str, detail: str | None = None,
+                  payload: dict[str, Any] | None = None) -> None:
+        def body(db: Conn) -> None:
             row = db.execute("SELECT state FROM steps WHERE run_id = ? AND host = ? AND step = ?",
                              (run_id, host, step)).fetchone()
             old = StepState(row[0]) if row else StepState.PENDING
             advance(STEP_EDGES, old, new)  # type: ignore[arg-type]
-            at = self._event(db, run_id, host, phase, step, kind, detail)
+            at = self._event(db, run_id, host, phase, step, kind, detail, payload)
             if row is None:
                 db.execute("INSERT INTO steps (run_id, host, phase, step, idx, state, attempts, "
                            "started_at, detail) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -274,6 +339,8 @@ class Journal:
                            "WHERE run_id = ? AND host = ? AND step = ?",
                            (new.value, bump, ended, detail, run_id, host, step))
 
+        self._write(body)
+
     def steps_of(self, run_id: str, host: str) -> list[tuple[str, int, StepState]]:
         rows = self._query("SELECT step, idx, state FROM steps WHERE run_id = ? AND host = ? "
                            "ORDER BY idx", (run_id, host))
@@ -281,95 +348,203 @@ class Journal:
 
     # --- locks -----------------------------------------------------------------------------
     def acquire(self, hosts: list[str], run_id: str, command: str) -> None:
-        """Take every host or none; a dead holder's lock is taken over (its run is reaped)."""
+        """Take every host or none; a dead holder's lock is taken over (its run is reaped).
+
+        First the store's claim (on PostgreSQL: the hosts' advisory locks on a session
+        of this run's own), then the `locks` rows that name the holder, in one
+        transaction. A refusal raises LockHeldError naming the holder.
+        """
         self.reap()
         me = ProcessId.current()
-        with self.transaction() as db:
-            for host in hosts:
-                row = db.execute("SELECT run_id, pid, pid_start, machine, command, since "
-                                 "FROM locks WHERE host = ?", (host,)).fetchone()
-                if row is not None:
-                    raise LockHeldError(host, row[1], row[3], row[4], row[5])
-            now = utc_stamp()
-            for host in hosts:
-                db.execute("INSERT INTO locks VALUES (?,?,?,?,?,?,?)",
-                           (host, run_id, me.pid, me.start, me.machine, command, now))
+        claim = self.availability.run(
+            lambda: self.store.claim(run_id, list(hosts), self.availability),
+            self.store.is_transient, write=True)
+        try:
+            if claim.busy:
+                raise self._held_error(claim.busy[0])
+
+            def body(db: Conn) -> list[tuple[str, str, int, str]]:
+                interrupted: list[tuple[str, str, int, str]] = []
+                for host in hosts:
+                    row = db.execute("SELECT run_id, pid, pid_start, machine, command, since "
+                                     "FROM locks WHERE host = ?", (host,)).fetchone()
+                    if row is None:
+                        continue
+                    if not claim.exclusive:
+                        raise LockHeldError(host, row[1], row[3], row[4], row[5])
+                    # we hold the host's advisory lock, so the row is a dead run's
+                    interrupted += self._interrupt(db, row[0])
+                    db.execute("DELETE FROM locks WHERE host = ?", (host,))
+                now = utc_stamp()
+                for host in dict.fromkeys(hosts):
+                    db.execute("INSERT INTO locks (host, run_id, pid, pid_start, machine, "
+                               "command, since) VALUES (?,?,?,?,?,?,?)",
+                               (host, run_id, me.pid, me.start, me.machine, command, now))
+                return interrupted
+
+            self.interrupted.extend(self._write(body))
+        except BaseException:
+            claim.release()
+            raise
+        self._claims.setdefault(run_id, []).append(claim)
+
+    def _held_error(self, host: str, wait: float = 2.0) -> LockHeldError:
+        """The refusal, naming the holder (whose row may lag its lock by a moment)."""
+        deadline = time.monotonic() + wait
+        while True:
+            rows = self._query("SELECT pid, machine, command, since FROM locks WHERE host = ?",
+                               (host,))
+            if rows:
+                pid, machine, command, since = rows[0]
+                return LockHeldError(host, pid, machine, command, since)
+            if time.monotonic() > deadline:
+                return LockHeldError(host, 0, "another machine", "a run that is starting",
+                                     utc_stamp())
+            time.sleep(0.05)
 
     def release(self, run_id: str) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+        """Free the run's hosts. When the journal is unavailable the rows stay, so that the
+        run reads `interrupted` once it is back; the store's locks are let go regardless."""
+        claims = self._claims.pop(run_id, [])
+        try:
+            if self.availability.reason is None:
+                self._write(lambda db: db.execute("DELETE FROM locks WHERE run_id = ?",
+                                                  (run_id,)))
+        finally:
+            for claim in claims:
+                claim.release()
 
     def holders(self) -> list[LockHolder]:
         rows = self._query("SELECT host, run_id, pid, pid_start, machine, command, since "
-                           "FROM locks")
+                           "FROM locks ORDER BY host")
         return [LockHolder(h, r, ProcessId(p, s or 0, m), c, since)
                 for h, r, p, s, m, c, since in rows]
 
     def reap(self) -> list[str]:
-        """Mark runs whose process died as interrupted and free their hosts.
+        """Mark runs whose holder died as interrupted and free their hosts.
 
         Called by every command before it looks at state, so a run killed with -9 is
-        `interrupted` the next time anyone looks.
+        `interrupted` the next time anyone looks. "Died" is the store's call: a process
+        gone from this machine (SQLite), or a host whose advisory lock nobody holds
+        (PostgreSQL: the holder's process, machine or connection is gone). It is asked
+        again inside the write transaction, so a run resumed meanwhile under the same
+        run id is not reaped. The move to `interrupted` goes through the transition
+        graph like every other; what was interrupted is kept in `self.interrupted` so
+        that the caller can notify about it (the journal never sends anything itself).
         """
-        dead_runs: set[str] = set()
-        for holder in self.holders():
-            if not holder.process.is_alive():
-                dead_runs.add(holder.run_id)
-        for run_id in sorted(dead_runs):
-            with self.transaction() as db:
-                hosts = [r[0] for r in db.execute("SELECT host FROM locks WHERE run_id = ?",
-                                                  (run_id,))]
-                for host in hosts:
-                    for phase, state in db.execute(
-                            "SELECT phase, state FROM phase_states WHERE host = ? AND run_id = ?",
-                            (host, run_id)).fetchall():
-                        if PhaseState(state) in (PhaseState.RUNNING, PhaseState.BAKING,
-                                                 PhaseState.ROLLING_BACK):
-                            at = self._event(db, run_id, host, phase, None, "run_interrupted",
-                                             f"the process of run {run_id} died while the phase "
-                                             f"was {state}")
-                            db.execute("UPDATE phase_states SET state = ?, updated_at = ?, "
-                                       "reason = COALESCE(reason, ?) WHERE host = ? AND phase = ?",
-                                       (PhaseState.INTERRUPTED.value, at,
-                                        f"process died while {state}", host, phase))
-                db.execute("UPDATE runs SET outcome = COALESCE(outcome, 'interrupted'), "
-                           "ended_at = COALESCE(ended_at, ?) WHERE id = ?", (utc_stamp(), run_id))
-                db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
-        return sorted(dead_runs)
+        dead = self.store.dead_runs(None, self.holders())
+        reaped = []
+        for run_id in sorted(dead):
+            def body(db: Conn, run_id: str = run_id) -> list[tuple[str, str, int, str]] | None:
+                rows = db.execute("SELECT host, run_id, pid, pid_start, machine, command, since "
+                                  "FROM locks WHERE run_id = ?", (run_id,)).fetchall()
+                current = [LockHolder(h, r, ProcessId(p, s or 0, m), c, since)
+                           for h, r, p, s, m, c, since in rows]
+                if not current or run_id not in self.store.dead_runs(db, current):
+                    return None
+                return self._interrupt(db, run_id)
+
+            found = self._write(body)
+            if found is not None:
+                reaped.append(run_id)
+                self.interrupted.extend(found)
+        return reaped
+
+    def _interrupt(self, db: Conn, run_id: str) -> list[tuple[str, str, int, str]]:
+        """Inside a transaction: the dead run's phases in flight become `interrupted`, its
+        run ends `interrupted`, its lock rows go."""
+        out = []
+        hosts = [r[0] for r in db.execute("SELECT host FROM locks WHERE run_id = ?",
+                                          (run_id,)).fetchall()]
+        for host in hosts:
+            for phase, state in db.execute(
+                    "SELECT phase, state FROM phase_states WHERE host = ? AND run_id = ?",
+                    (host, run_id)).fetchall():
+                if PhaseState(state) not in _IN_FLIGHT:
+                    continue
+                new = advance(PHASE_EDGES, PhaseState(state),  # type: ignore[arg-type]
+                              PhaseState.INTERRUPTED)
+                detail = f"the process of run {run_id} died while the phase was {state}"
+                at = self._event(db, run_id, host, phase, None, "run_interrupted",
+                                 detail, {"was": state})
+                db.execute("UPDATE phase_states SET state = ?, updated_at = ?, "
+                           "reason = COALESCE(reason, ?) WHERE host = ? AND phase = ?",
+                           (new.value, at, f"process died while {state}", host, phase))
+                out.append((run_id, host, phase, detail))
+        db.execute("UPDATE runs SET outcome = COALESCE(outcome, 'interrupted'), "
+                   "ended_at = COALESCE(ended_at, ?) WHERE id = ?", (utc_stamp(), run_id))
+        db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+        return out
+
+    # --- leadership (HA watch; see leader.py) ----------------------------------------------
+    def leader_lock(self, name: str, on_lost: Callable[[str], None]) -> LeaderLock:
+        return self.store.leader_lock(name, self.availability, on_lost)
+
+    def set_leader(self, name: str, command: str) -> None:
+        """Write down who leads `name`: one attempt, no retries, never declares the journal
+        unavailable (the lock is the truth; this row is for people)."""
+        me = ProcessId.current()
+        self.store.write(lambda db: db.execute(
+            "INSERT INTO leaders (name, machine, pid, pid_start, command, since) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET machine = excluded.machine, "
+            "pid = excluded.pid, pid_start = excluded.pid_start, command = excluded.command, "
+            "since = excluded.since", (name, me.machine, me.pid, me.start, command, utc_stamp())))
+
+    def clear_leader(self, name: str) -> None:
+        me = ProcessId.current()
+        self.store.write(lambda db: db.execute(
+            "DELETE FROM leaders WHERE name = ? AND machine = ? AND pid = ?",
+            (name, me.machine, me.pid)))
+
+    def leader(self, name: str) -> LeaderRecord | None:
+        """The active watcher for `name`, if one is alive (a dead one's row is ignored)."""
+        rows = self._query("SELECT machine, pid, pid_start, command, since FROM leaders "
+                           "WHERE name = ?", (name,))
+        if not rows:
+            return None
+        machine, pid, start, command, since = rows[0]
+        process = ProcessId(pid, start or 0, machine)
+        if not self.store.leader_alive(name, process):
+            return None
+        return LeaderRecord(name, process, command, since)
 
     # --- baselines and samples (metrics) ---------------------------------------------------
     def save_baseline(self, host: str, name: str, values: dict[str, float],
                       run_id: str | None) -> None:
-        with self.transaction() as db:
-            at = utc_stamp()
-            for metric, value in values.items():
-                db.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?)",
-                           (host, name, metric, value, at, run_id))
+        at = utc_stamp()
+        self._write(lambda db: db.executemany(
+            "INSERT INTO baselines (host, name, metric, value, captured_at, run_id) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (host, name, metric) DO UPDATE SET "
+            "value = excluded.value, captured_at = excluded.captured_at, "
+            "run_id = excluded.run_id",
+            [(host, name, metric, value, at, run_id) for metric, value in values.items()]))
 
     def baseline(self, host: str, name: str) -> dict[str, float]:
         rows = self._query("SELECT metric, value FROM baselines WHERE host = ? AND name = ?",
                            (host, name))
         return {m: v for m, v in rows}
 
-    def baseline_names(self, host: str) -> list[str]:
-        return [r[0] for r in self._query("SELECT DISTINCT name FROM baselines WHERE host = ?",
-                                          (host,))]
-
     def add_sample(self, run_id: str, host: str, phase: int, trigger: str, metric: str,
                    t: float, value: float | None, breaching: bool, state: str,
                    threshold: float | None = None, baseline: float | None = None) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (run_id, host, phase, trigger, metric, utc_stamp(), t, value,
-                        int(breaching), state, threshold, baseline))
+        self._write(lambda db: db.execute(
+            "INSERT INTO samples (run_id, host, phase, trigger, metric, at, t, value, breaching, "
+            "state, threshold, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, host, phase, trigger, metric, utc_stamp(), t, value, int(breaching), state,
+             threshold, baseline)))
 
     def set_trigger_state(self, host: str, phase: int, trigger: str, run_id: str, status: str,
                           value: float | None, threshold: float | None, baseline: float | None,
                           breaching_since: str | None, text: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO trigger_states VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (host, phase, trigger, run_id, status, value, threshold, baseline,
-                        breaching_since, utc_stamp(), text))
+        self._write(lambda db: db.execute(
+            "INSERT INTO trigger_states (host, phase, trigger, run_id, status, value, threshold, "
+            "baseline, breaching_since, updated_at, text) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (host, phase, trigger) DO UPDATE SET run_id = excluded.run_id, "
+            "status = excluded.status, value = excluded.value, threshold = excluded.threshold, "
+            "baseline = excluded.baseline, breaching_since = excluded.breaching_since, "
+            "updated_at = excluded.updated_at, text = excluded.text",
+            (host, phase, trigger, run_id, status, value, threshold, baseline, breaching_since,
+             utc_stamp(), text)))
 
     def trigger_states(self, host: str, phase: int) -> list[dict[str, Any]]:
         rows = self._query("SELECT trigger, run_id, status, value, threshold, baseline, "
@@ -381,14 +556,15 @@ class Journal:
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT host, phase, trigger, metric, at, t, value, breaching, state, "
-                           "threshold, baseline FROM samples WHERE run_id = ? ORDER BY rowid",
-                           (run_id,))
+                           "threshold, baseline FROM samples WHERE run_id = ? ORDER BY "
+                           f"{self.store.dialect.samples_order}", (run_id,))
         keys = ("host", "phase", "trigger", "metric", "at", "t", "value", "breaching", "state",
                 "threshold", "baseline")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def open_journal(state_dir: Path) -> Journal:
+    """The embedded journal of a project (see open.open_state for `state.url`)."""
     journal = Journal(state_dir / "state.db")
     journal.reap()
     return journal
