@@ -35,6 +35,7 @@ class Options:
     inventory: str | None
     output: str
     verbose: int
+    view: Any = None  # the LiveView of a command that runs something (reporting.live)
 
     def app(self) -> Any:
         from orchestrator.app import App
@@ -45,10 +46,23 @@ class Options:
         # the click context owns the app: its journal, SSH pool, notifier and servers are
         # closed when the command ends, however it ends
         return click.get_current_context().with_resource(
-            App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0))
+            App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0,
+                hooks=[self.view] if self.view is not None else []))
 
     def log(self, line: str) -> None:
-        click.echo(line, err=True)
+        if self.view is not None and self.view.active:
+            self.view.say(line)  # above the live region, which keeps its place
+        else:
+            click.echo(line, err=True)
+
+    def live_view(self, title: str) -> Any:
+        """Subscribe the operator's view for this command: rich Live on a terminal, plain
+        transition lines otherwise (pipes, CI, --output json). Build it before `app()`."""
+        from orchestrator.reporting.live import LiveView, wants_live
+
+        self.view = LiveView(live=wants_live(sys.stderr, self.output), title=title,
+                             plain=lambda line: click.echo(line, err=True))
+        return self.view
 
     def emit(self, doc: Any, text: str) -> None:
         if self.output == "json":
@@ -58,10 +72,16 @@ class Options:
 
 
 class TtyPrompter:
+    def __init__(self, view: Any = None) -> None:
+        self.view = view
+
     def confirm(self, message: str) -> bool | None:
         if not sys.stdin.isatty():
             return None
-        return click.confirm(message, default=False, err=True)
+        if self.view is None:
+            return click.confirm(message, default=False, err=True)
+        with self.view.paused():  # a prompt under a redrawn region would be overwritten
+            return bool(click.confirm(message, default=False, err=True))
 
 
 class _Yes:
@@ -116,6 +136,16 @@ def _render_report(opts: Options, report: RunReport) -> int:
     return exit_code_for(report.outcome)
 
 
+def _outcome_line(report: RunReport) -> str:
+    """The live view's last line: the outcome and why, in one line (the run id is above)."""
+    line = f"phase {report.phase} {report.outcome.value}"
+    if report.reason:
+        line += f": {report.reason}"
+    if report.needs_human:
+        line += f"; A HUMAN IS NEEDED for {len(report.needs_human)} step(s)"
+    return line
+
+
 def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     """A global option given after the subcommand wins over the one given before it."""
     opts = ctx.find_object(Options)
@@ -165,10 +195,18 @@ class _Group(click.Group):
 @click.option("--inventory", metavar="FILE", help="Inventory overriding migration.yaml's.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("-v", "--verbose", count=True)
+@click.version_option(package_name="migrate", prog_name="migrate",
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 @click.pass_context
 def cli(ctx: click.Context, project: str | None, inventory: str | None, output: str,
         verbose: int) -> None:
-    """Carry a risky change through staged phases on GPU hosts; roll back on a trigger."""
+    """Carry a risky change through staged phases on GPU hosts; roll back on a trigger.
+
+    \b
+    Shell completion (bash, zsh):
+      eval "$(_MIGRATE_COMPLETE=bash_source migrate)"   # in ~/.bashrc
+      eval "$(_MIGRATE_COMPLETE=zsh_source migrate)"    # in ~/.zshrc
+    """
     ctx.obj = Options(project, inventory, output, verbose)
 
 
@@ -212,12 +250,20 @@ def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes
 
     wave_specs = tuple(parse_spec(w) for w in waves.split(",") if w.strip()) if waves else None
     budget = parse_spec(max_failed) if max_failed is not None else None
+    view = opts.live_view("migrate phase")
     app = opts.app()
+    view.attach(lambda: app.journal)
+    try:  # every step and host in the grid from the start; errors come from run_phase
+        view.expect(number, [s.id for s in app.phase(number).steps],
+                    [h.name for h in app.hosts(hosts)], app.phase(number).bake)
+    except MigrateError:
+        pass
     cancel = CancelToken()
     command = " ".join(["migrate", *sys.argv[1:]]) if sys.argv else "migrate phase"
-    with SignalGuard(cancel, opts.log):
-        report = app.run_phase(number, hosts, dry_run, _Yes() if yes else TtyPrompter(),
+    with view, SignalGuard(cancel, opts.log):
+        report = app.run_phase(number, hosts, dry_run, _Yes() if yes else TtyPrompter(view),
                                cancel, command, wave_specs, budget)
+        view.finish(_outcome_line(report))
     return _render_report(opts, report)
 
 
@@ -229,12 +275,15 @@ def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes
 @click.pass_obj
 def resume(opts: Options, hosts: tuple[str, ...], accept_changes: bool, yes: bool) -> int:
     """Continue an interrupted run from the step that was in flight."""
+    view = opts.live_view("migrate resume")
     app = opts.app()
+    view.attach(lambda: app.journal)
     cancel = CancelToken()
     command = " ".join(["migrate", *sys.argv[1:]])
-    with SignalGuard(cancel, opts.log):
-        report = app.resume(hosts, accept_changes, _Yes() if yes else TtyPrompter(), cancel,
+    with view, SignalGuard(cancel, opts.log):
+        report = app.resume(hosts, accept_changes, _Yes() if yes else TtyPrompter(view), cancel,
                             command)
+        view.finish(_outcome_line(report))
     return _render_report(opts, report)
 
 
@@ -245,13 +294,17 @@ def resume(opts: Options, hosts: tuple[str, ...], accept_changes: bool, yes: boo
 @click.pass_obj
 def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: bool) -> int:
     """Roll back phase N (default: the latest phase not pending or rolled back)."""
+    view = opts.live_view("migrate rollback")
     app = opts.app()
     if not yes and sys.stdin.isatty():
         what = f"phase {number}" if number else "the latest phase"
         if not click.confirm(f"Roll back {what} on {', '.join(hosts)}?", err=True):
             return OK
     command = " ".join(["migrate", *sys.argv[1:]])
-    report = app.rollback(hosts, number, command)
+    view.attach(lambda: app.journal)
+    with view:
+        report = app.rollback(hosts, number, command)
+        view.finish(_outcome_line(report))
     code = _render_report(opts, report)
     return OK if report.outcome is RunOutcome.ROLLED_BACK else code
 
@@ -290,7 +343,7 @@ def status(opts: Options, hosts: tuple[str, ...]) -> int:
     from orchestrator.reporting.views import status_text
 
     doc = opts.app().status(hosts)
-    opts.emit(doc, status_text(doc))
+    opts.emit(doc, status_text(doc, full=bool(hosts) or opts.verbose > 0))
     return OK
 
 
@@ -313,41 +366,54 @@ def history(opts: Options, host: str | None, run_id: str | None) -> int:
 @click.option("--once", is_flag=True, help="Evaluate one cycle and exit (cron, tests).")
 @click.option("--no-rollback", is_flag=True, help="Only notify and record.")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--checkpoint", default=None, metavar="DURATION",
+              help="Write an observation report this often and at the end (md and html).")
 @click.pass_obj
 def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
-          no_rollback: bool, metrics_port: int | None) -> int:
+          no_rollback: bool, metrics_port: int | None, checkpoint: str | None) -> int:
     """On-call: watch completed phases; on a fire, roll back the latest one and exit 1."""
     from orchestrator.core.durations import parse_duration
     from orchestrator.monitoring.watch import watch_exit_outcome
 
     try:
         duration = parse_duration(for_) if for_ else None
+        every = parse_duration(checkpoint) if checkpoint else None
     except ValueError as exc:
-        raise ConfigError(f"--for: {exc}") from exc
-    watcher = opts.app().watcher(hosts, act=not no_rollback, metrics_port=metrics_port)
+        raise ConfigError(f"--for/--checkpoint: {exc}") from exc
+    view = opts.live_view("migrate watch")
+    app = opts.app()
+    watcher = app.watcher(hosts, act=not no_rollback, metrics_port=metrics_port)
+    view.attach(lambda: app.journal, sorted(app.load()[0].phases))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         opts.log(f"{signal.Signals(signum).name}: watch stopping")
-        watcher.stop_event.set()
+        watcher.stop()
 
     old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = watcher.run(duration, once)
+        with view:
+            result = watcher.run(duration, once, every)
+            view.finish(_watch_text(result))
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     doc = {"watched": result.watched, "cycles": result.cycles,
+           "checkpoints": result.checkpoints,
            "fired": [f.__dict__ for f in result.fired],
            "rollback": None if result.rollback is None else {
                "run_id": result.rollback.run_id, "phase": result.rollback.phase,
                "outcome": result.rollback.outcome.value, "reason": result.rollback.reason,
                "needs_human": result.rollback.needs_human}}
+    opts.emit(doc, _watch_text(result))
+    return exit_code_for(watch_exit_outcome(result))
+
+
+def _watch_text(result: Any) -> str:
     text = f"watched {len(result.watched)} phase(s) for {result.cycles} cycle(s)"
     if result.rollback is not None:
         text += (f"; rolled back phase {result.rollback.phase}: "
                  f"{result.rollback.outcome.value} ({result.rollback.reason})")
-    opts.emit(doc, text)
-    return exit_code_for(watch_exit_outcome(result))
+    return text
 
 
 @cli.command()
@@ -364,26 +430,29 @@ def report(opts: Options, run_id: str, fmt: str) -> int:
 
 
 @cli.command()
-@click.option("--scenario", default=None, help="Fault to inject (default vram-leak).")
-@click.option("--list", "list_", is_flag=True, help="List the scenarios.")
+@click.option("--scenario", default=None,
+              help="Scenario of rehearsals/ to run (default: the one marked default).")
+@click.option("--list", "list_", is_flag=True, help="List the scenarios (rehearsals/*.yaml).")
 @click.option("--inventory", "inventory", default=None, metavar="FILE",
-              help="Sandbox inventory (default inventory/sandbox.yml).")
+              help="Sandbox inventory (default: the scenario's, else inventory/sandbox.yml).")
 @click.option("--keep", is_flag=True, help="Leave the sandbox agents running afterwards.")
 @click.pass_obj
 def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | None,
              keep: bool) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
     from orchestrator.config.project import resolve_project_dir
-    from orchestrator.rehearsal.rehearse import DEFAULT_SCENARIO, SCENARIOS, Rehearsal
+    from orchestrator.rehearsal.rehearse import Rehearsal, default_scenario, load_scenarios
 
+    root = resolve_project_dir(opts.project)
     if list_:
-        doc = {n: s.fault for n, s in SCENARIOS.items()}
-        opts.emit(doc, "\n".join(f"{n:<20} {f}" + ("  (default)" if n == DEFAULT_SCENARIO
-                                                      else "") for n, f in doc.items()))
+        scenarios = load_scenarios(root)  # the project's rehearsals/*.yaml
+        default = default_scenario(scenarios)
+        doc = {n: s.fault for n, s in scenarios.items()}
+        opts.emit(doc, "\n".join(f"{n:<20} {f}" + ("  (default)" if n == default else "")
+                                 for n, f in doc.items()))
         return OK
     inv = inventory or opts.inventory
-    drill = Rehearsal(resolve_project_dir(opts.project), Path(inv) if inv else None, opts.log,
-                      keep=keep).run(scenario or DEFAULT_SCENARIO)
+    drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep).run(scenario)
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "
              f"{'PASSED' if drill.passed else 'FAILED'} in {drill.seconds:.0f}s"]
     lines += [f"  [{'ok' if c.ok else 'NO'}] {c.what}: {c.seen}" for c in drill.checks]
@@ -394,13 +463,15 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text",
+              show_default=True, help="Text (a table for a directory) or Markdown.")
 @click.pass_obj
-def analyze(opts: Options, path: Path) -> int:
+def analyze(opts: Options, path: Path, fmt: str) -> int:
     """Migration-risk analysis of an agent's source (a .py file or a directory)."""
-    from orchestrator.analyze import analyze_path, render_text
+    from orchestrator.analysis import analyze_path, render_markdown, render_text
 
     result = analyze_path(path)
-    opts.emit(result, render_text(result))
+    opts.emit(result, render_markdown(result) if fmt == "md" else render_text(result))
     return OK
 
 

@@ -17,6 +17,14 @@ Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on ever
   {"model_load_failure": true}     loads are accepted, then fail in the loader thread
   {"partition": {"on": "coordinate"}}   after a /coordinate, the peer port stops answering
   {"restore_fails": true}          `restore` fails (an unreadable backup)
+  {"thread_unhealthy": {"thread": "model-loader", "from_revision": "phase3"}}
+                                   that thread's mma_thread_health_status is 0 from that
+                                   revision on (every revision when from_revision is absent)
+  {"xid_errors": 2}                DCGM_FI_DEV_XID_ERRORS reads 2
+
+/metrics also has the agent's own health gauges that the alert rules in
+deploy/prometheus/ read: mma_thread_health_status{thread=...} per custom thread of the
+running revision, and mma_socket_connection_status{socket=...}; 1 healthy, 0 not.
 
 Standard library only; started with `serve --config CONFIG.json`.
 """
@@ -111,7 +119,27 @@ class Agent:
             "# HELP DCGM_FI_DEV_XID_ERRORS Value of the last XID error encountered.",
             "# TYPE DCGM_FI_DEV_XID_ERRORS gauge", f"DCGM_FI_DEV_XID_ERRORS{{{labels}}} {xid:.0f}",
         ]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self.health_gauges()) + "\n"
+
+    def health_gauges(self) -> list[str]:
+        """The agent's thread and socket gauges (1 healthy, 0 not), for alert rules."""
+        sick = self.faults().get("thread_unhealthy") or {}
+        since = sick.get("from_revision")
+        sick_now = bool(sick) and (since is None
+                                   or self.rank(self.revision) >= self.rank(str(since)))
+        host = f'host="{self.host}"'
+        lines = ["# HELP mma_thread_health_status Thread health (1 healthy, 0 not).",
+                 "# TYPE mma_thread_health_status gauge"]
+        for thread in THREADS.get(self.revision, []):
+            ok = 0 if sick_now and thread == sick.get("thread") else 1
+            lines.append(f'mma_thread_health_status{{{host},thread="{thread}"}} {ok}')
+        lines += ["# HELP mma_socket_connection_status Socket connected (1) or not (0).",
+                  "# TYPE mma_socket_connection_status gauge",
+                  f'mma_socket_connection_status{{{host},socket="health"}} 1']
+        if self.config.get("zmq_port"):
+            up = 1 if self.peer is not None else 0
+            lines.append(f'mma_socket_connection_status{{{host},socket="zmq"}} {up}')
+        return lines
 
     def load(self, name: str, size: float) -> tuple[int, dict[str, Any]]:
         if self.faults().get("model_load_failure"):

@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 ruff check orchestrator tests
 mypy
 ansible-lint --offline --nocolor -q playbooks rollback
-python3 -m pytest -q "$@"
+# two workers (the machine has 2 cores); tests that share a fixed resource (the network
+# namespaces) are pinned to one worker with xdist_group
+python3 -m pytest -q -n 2 --dist loadgroup "$@"

@@ -1,11 +1,14 @@
-"""`migrate rehearse` end to end: the shipped migration project, its real playbooks and
-the stand-in agent, one scenario at a time from a fresh sandbox. Every assertion on the
-outcome reads the sandbox's real state: the revision the running agent process reports
-and the files on disk, not the engine's report."""
+"""`migrate rehearse` end to end: the shipped migration project, its real playbooks, its
+scenario files (rehearsals/*.yaml) and the stand-in agent, one scenario at a time from
+a fresh sandbox. Every assertion on the outcome reads the sandbox's real state: the
+revision the running agent process reports, the files on disk and the drill's own
+journal, not the engine's report."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import struct
 import subprocess
@@ -14,25 +17,43 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.inventory import read_inventory
+from orchestrator.config.inventory import Host, read_inventory
 from orchestrator.rehearsal.rehearse import agent_revision
+from orchestrator.state.journal import open_journal
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("migration.yaml", "phases", "playbooks", "rollback", "inventory", "sandbox",
+         "rehearsals")
+_PORT = re.compile(r"(\b\w+_port:\s*)(\d+)")
+
+
+def _port_offset() -> int:
+    """Each xdist worker shifts the sandbox's fixed ports by its own 1000, so that two
+    drills running at once never meet on a port (gw0: +1000, gw1: +2000, ...)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = "".join(ch for ch in worker if ch.isdigit()) or "0"
+    return 1000 * (int(digits) + 1)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the repository's migration project, so the drill's state stays in tmp."""
+    """A copy of the repository's migration project, so the drill's state stays in tmp,
+    with the sandbox inventories' ports moved to this worker's range."""
     root = tmp_path / "mma"
     root.mkdir()
-    for part in ("migration.yaml", "phases", "playbooks", "rollback", "inventory", "sandbox"):
+    for part in PARTS:
         src = ROOT / part
         if src.is_dir():
             shutil.copytree(src, root / part)
         else:
             shutil.copy(src, root / part)
+    offset = _port_offset()
+    for inv in ("sandbox.yml", "fleet-sandbox.yml"):
+        path = root / "inventory" / inv
+        path.write_text(_PORT.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + offset}",
+                                  path.read_text()))
     return root
 
 
@@ -42,16 +63,17 @@ def rehearse(project: Path, scenario: str, keep: bool = True) -> tuple[int, dict
     res = subprocess.run(args, capture_output=True, text=True, timeout=300,
                          stdin=subprocess.DEVNULL)
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert res.stdout, res.stderr[-3000:]
     return res.returncode, json.loads(res.stdout)
 
 
-def teardown(project: Path) -> None:
-    subprocess.run(["ansible-playbook", "-i", str(project / "inventory/sandbox.yml"),
+def teardown(project: Path, inventory: str = "inventory/sandbox.yml") -> None:
+    subprocess.run(["ansible-playbook", "-i", str(project / inventory),
                     str(project / "playbooks/sandbox/teardown.yml")], capture_output=True)
 
 
-def main_host(project: Path):  # type: ignore[no-untyped-def]
-    return read_inventory(project / "inventory/sandbox.yml").hosts["main"]
+def host(project: Path, name: str, inventory: str = "inventory/sandbox.yml") -> Host:
+    return read_inventory(project / inventory).hosts[name]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -60,21 +82,41 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_list_names_the_six_scenarios(project: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "orchestrator", "--project", str(project),
-                          "rehearse", "--list"], capture_output=True, text=True)
-    assert res.returncode == 0
-    names = [line.split()[0] for line in res.stdout.splitlines()]
-    assert names == ["clean", "vram-leak", "health-outage", "model-load-failure",
-                     "pc2-partition", "rollback-failure"]
+def failed_checks(doc: dict[str, object]) -> list[object]:
+    return [c for c in doc["checks"] if not c["ok"]]  # type: ignore[attr-defined,index]
+
+
+def test_list_reads_the_scenario_files(project: Path) -> None:
+    def listed() -> tuple[int, list[str], str]:
+        res = subprocess.run([sys.executable, "-m", "orchestrator", "--project", str(project),
+                              "rehearse", "--list"], capture_output=True, text=True)
+        return res.returncode, res.stdout.splitlines(), res.stderr
+
+    code, lines, err = listed()
+    assert code == 0, err
+    assert [line.split()[0] for line in lines] == [
+        "canary", "clean", "health-outage", "model-load-failure", "pc2-partition",
+        "rollback-failure", "vram-leak"]
+    assert [line.split()[0] for line in lines if line.endswith("(default)")] == ["vram-leak"]
+    # the list is the directory: a new file appears, a removed one goes
+    (project / "rehearsals" / "clean.yaml").unlink()
+    (project / "rehearsals" / "xid-burst.yaml").write_text(
+        "description: three Xid errors on main\n"
+        "inject: [{host: main, faults: {xid_errors: 3}}]\n"
+        "expect: {exit_code: 1}\n")
+    code, lines, err = listed()
+    assert code == 0, err
+    names = [line.split()[0] for line in lines]
+    assert "clean" not in names and "xid-burst" in names
+    assert "three Xid errors on main" in lines[names.index("xid-burst")]
 
 
 def test_vram_leak_rolls_phase_3_back_to_the_phase_2_revision(project: Path) -> None:
     try:
         code, doc = rehearse(project, "vram-leak")
-        assert code == 0, doc
+        assert code == 0, failed_checks(doc)
         sandbox = project / ".migrate" / "sandbox" / "main"
-        assert agent_revision(main_host(project)) == "phase2"  # asked of the running process
+        assert agent_revision(host(project, "main")) == "phase2"  # asked of the running process
         assert (sandbox / "agent" / "REVISION").read_text().strip() == "phase2"
         assert (sandbox / "backups" / "original" / "manifest.json").is_file()
         assert (sandbox / "snapshots" / "pre-phase3" / "config.json").is_file()
@@ -100,9 +142,9 @@ def test_vram_leak_rolls_phase_3_back_to_the_phase_2_revision(project: Path) -> 
 def test_clean_completes_all_phases_on_both_hosts(project: Path) -> None:
     try:
         code, doc = rehearse(project, "clean")
-        assert code == 0, doc
+        assert code == 0, failed_checks(doc)
         assert [r["outcome"] for r in doc["runs"]] == ["completed"] * 4
-        assert agent_revision(main_host(project)) == "phase3"
+        assert agent_revision(host(project, "main")) == "phase3"
     finally:
         teardown(project)
 
@@ -110,18 +152,76 @@ def test_clean_completes_all_phases_on_both_hosts(project: Path) -> None:
 def test_health_outage_rolls_phase_2_back_to_the_original(project: Path) -> None:
     try:
         code, doc = rehearse(project, "health-outage")
-        assert code == 0, doc
-        assert agent_revision(main_host(project)) == "original"
+        assert code == 0, failed_checks(doc)
+        assert agent_revision(host(project, "main")) == "original"
         assert "trigger health_failure" in str(doc["runs"][-1]["reason"])
+    finally:
+        teardown(project)
+
+
+def test_model_load_failure_rolls_phase_4_back(project: Path) -> None:
+    try:
+        code, doc = rehearse(project, "model-load-failure")
+        assert code == 0, failed_checks(doc)
+        assert [r["outcome"] for r in doc["runs"]] == ["completed"] * 3 + ["rolled_back"]
+        assert agent_revision(host(project, "main")) == "phase3"
+    finally:
+        teardown(project)
+
+
+def test_pc2_partition_rolls_phase_4_back(project: Path) -> None:
+    try:
+        code, doc = rehearse(project, "pc2-partition")
+        assert code == 0, failed_checks(doc)
+        assert "trigger cross_machine_failure" in str(doc["runs"][-1]["reason"])
+        assert doc["exit_code"] == 1
     finally:
         teardown(project)
 
 
 def test_rollback_failure_ends_exit_3_naming_the_step(project: Path) -> None:
     code, doc = rehearse(project, "rollback-failure", keep=False)
-    assert code == 0, doc  # the drill passed: it did fail the way it must
+    assert code == 0, failed_checks(doc)  # the drill passed: it did fail the way it must
     last = doc["runs"][-1]
     assert last["outcome"] == "rollback_failed" and doc["exit_code"] == 3
     assert any("deploy-phase3" in n for n in last["needs_human"])
     # without --keep the stand-ins were stopped
-    assert agent_revision(main_host(project)).startswith("not running")
+    assert agent_revision(host(project, "main")).startswith("not running")
+
+
+def test_canary_rolls_back_the_second_wave_and_never_starts_the_last(project: Path) -> None:
+    fleet = "inventory/fleet-sandbox.yml"
+    try:
+        code, doc = rehearse(project, "canary")
+        assert code == 0, failed_checks(doc)
+        assert doc["exit_code"] == 1
+        assert float(str(doc["seconds"])) < 120
+        assert [r["outcome"] for r in doc["runs"]] == ["rolled_back"]
+        # the drill's own journal: waves 1 and 2 started, 3 never did
+        state_dir = Path(str(doc["report"])).parent
+        journal = open_journal(state_dir)
+        try:
+            events = journal.events()
+            started = [e.payload["wave"] for e in events if e.kind == "wave_started"
+                       and e.payload]
+            assert started == [1, 2]
+            fired = [(e.host, (e.payload or {}).get("trigger")) for e in events
+                     if e.kind == "trigger_fired"]
+            assert fired == [("mma@gpu2", "gpu_operation_failure")]
+            states = {h: journal.phase_record(h, 1).state.value
+                      for h in ("mma@main", "mma@gpu1", "mma@gpu2", "mma@gpu3", "mma@gpu5")}
+        finally:
+            journal.close()
+        assert states == {"mma@main": "completed", "mma@gpu1": "rolled_back",
+                          "mma@gpu2": "rolled_back", "mma@gpu3": "pending",
+                          "mma@gpu5": "pending"}
+        # the sandbox: the canary keeps its backup; the second wave's was undone; the
+        # last wave's hosts were never touched, and every agent still serves
+        sandbox = project / ".migrate" / "sandbox"
+        assert (sandbox / "mma@main" / "backups" / "original" / "manifest.json").is_file()
+        assert not (sandbox / "mma@gpu2" / "backups" / "original").exists()
+        assert not (sandbox / "mma@gpu4" / "backups").exists()
+        for name in ("mma@main", "mma@gpu2", "mma@gpu5"):
+            assert agent_revision(host(project, name, fleet)) == "original"
+    finally:
+        teardown(project, fleet)

@@ -44,6 +44,8 @@ class Inventory:
         for name in names:
             if name in self.hosts:
                 members = [name]
+            elif name == "all" and "all" not in self.groups:
+                members = list(self.hosts)  # Ansible's implicit group: every host, in order
             elif name in self.groups:
                 members = self.groups[name]
             else:

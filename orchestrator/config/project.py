@@ -32,32 +32,16 @@ from orchestrator.core.model import (
     UndoKind,
 )
 
+# The one place where config reads a higher layer: each source declares its own keys and
+# kind next to its reader (monitoring/sources), and validation loops over that registry.
+from orchestrator.monitoring.sources import SOURCES
+
 MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
 
 _TOP_KEYS = {"name", "inventory", "poll_interval", "prometheus", "metrics", "triggers",
              "notify", "description", "ssh", "defaults", "forks", "alertmanager"}
 _COMMON_METRIC_KEYS = {"source", "nodata", "nodata_alert", "timeout", "description"}
-SOURCE_KEYS: dict[str, set[str]] = {
-    "prometheus": {"query", "url"},
-    "exporter": {"url", "series"},
-    "nvml": {"field", "gpu", "pid_file"},
-    "http": {"url", "expect", "field"},
-    "tcp": {"address", "from"},
-    "command": {"command", "parse", "from"},
-    "scripted": {"values"},
-}
-SOURCE_REQUIRED: dict[str, set[str]] = {
-    "prometheus": {"query"},
-    "exporter": {"url", "series"},
-    "nvml": {"field"},
-    "http": {"url"},
-    "tcp": {"address"},
-    "command": {"command"},
-    "scripted": {"values"},
-}
-NVML_FIELDS = {"memory_used_mib", "memory_used_pct", "utilization_pct", "xid_errors",
-               "process_memory_mib"}
 _TRIGGER_KEYS = {"metric", "direction", "for", "action", "baseline", "description"}
 _CONDITIONS = {c.value for c in Condition}
 _PHASE_KEYS = {"phase", "name", "requires", "triggers", "bake", "preconditions", "steps",
@@ -227,81 +211,29 @@ def _load_migration(root: Path, problems: list[Problem]) -> Project:
     return project
 
 
-def _metric_kind(source: str, body: YDict) -> MetricKind:
-    if source == "http":
-        return MetricKind.NUMBER if "field" in body else MetricKind.PASSFAIL
-    if source == "tcp":
-        return MetricKind.PASSFAIL
-    if source == "command":
-        return MetricKind.NUMBER if body.get("parse") == "number" else MetricKind.PASSFAIL
-    if source == "scripted":
-        values = body.get("values") or []
-        if any(isinstance(v, dict) and v.get("value") in ("pass", "fail") for v in values):
-            return MetricKind.PASSFAIL
-        return MetricKind.NUMBER
-    return MetricKind.NUMBER
-
-
 def _load_metric(c: _Checker, name: str, body: Any, line: int) -> Metric | None:
+    """Common keys here; the source's own keys against its declared schema (SOURCES)."""
     what = f"metric {name!r}"
     d = c.mapping(body, line, what)
     if d is None:
         return None
     source = d.get("source")
-    if source not in SOURCE_KEYS:
+    spec = SOURCES.get(source) if isinstance(source, str) else None
+    if spec is None:
         c.add(d.line_of("source"), f"{what}: source must be one of "
-              f"{', '.join(sorted(SOURCE_KEYS))}, not {source!r}")
+              f"{', '.join(sorted(SOURCES))}, not {source!r}")
         return None
-    c.unknown_keys(d, _COMMON_METRIC_KEYS | SOURCE_KEYS[source], what)
-    for key in sorted(SOURCE_REQUIRED[source] - set(d)):
-        c.add(d.line, f"{what}: source {source} needs {key!r}")
+    c.unknown_keys(d, _COMMON_METRIC_KEYS | set(spec.keys), what)
+    spec.validate(d, lambda at, message: c.add(at, f"{what}: {message}"))
     timeout = c.duration(d, "timeout", None)
     nodata_alert = c.duration(d, "nodata_alert", 120.0) or 120.0
     nodata = d.get("nodata", "skip")
     if nodata not in ("skip", "breach"):
         c.add(d.line_of("nodata"), f"{what}: nodata must be skip or breach, not {nodata!r}")
-    if source == "http" and "expect" in d and "field" in d:
-        c.add(d.line_of("field"), f"{what}: give either expect (pass/fail) or field (number)")
-    if source == "http" and "expect" in d and not isinstance(d["expect"], dict):
-        c.add(d.line_of("expect"), f"{what}: expect must be a mapping of JSON fields")
-    if source == "nvml":
-        if d.get("field") not in NVML_FIELDS:
-            c.add(d.line_of("field"), f"{what}: nvml field must be one of "
-                  f"{', '.join(sorted(NVML_FIELDS))}, not {d.get('field')!r}")
-        if d.get("field") == "process_memory_mib" and "pid_file" not in d:
-            c.add(d.line, f"{what}: process_memory_mib needs pid_file")
-        gpu = d.get("gpu", 0)
-        if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
-            c.add(d.line_of("gpu"), f"{what}: gpu must be an index (0, 1, ...)")
-    if source == "command" and "parse" in d and d["parse"] != "number":
-        c.add(d.line_of("parse"), f"{what}: parse must be 'number'")
-    if source == "scripted":
-        _check_scripted(c, d, what)
     config = {k: v for k, v in d.items() if k not in _COMMON_METRIC_KEYS}
-    return Metric(name=name, source=source, kind=_metric_kind(source, d), config=config,
+    return Metric(name=name, source=spec.name, kind=spec.kind(d), config=config,
                   nodata=nodata if nodata in ("skip", "breach") else "skip",
                   nodata_alert=nodata_alert, timeout=timeout, line=d.line)
-
-
-def _check_scripted(c: _Checker, d: YDict, what: str) -> None:
-    values = d.get("values")
-    if not isinstance(values, YList) or not values:
-        c.add(d.line_of("values"), f"{what}: values must be a non-empty list of {{at, value}}")
-        return
-    for i, item in enumerate(values):
-        iline = values.line_of(i)
-        if not isinstance(item, YDict):
-            c.add(iline, f"{what}: each value must be a mapping {{at: 0s, value: 100}}")
-            continue
-        c.unknown_keys(item, {"at", "value"}, what)
-        try:
-            parse_duration(item.get("at"))
-        except ValueError as exc:
-            c.add(item.line_of("at"), f"{what}: at: {exc}")
-        v = item.get("value")
-        if v not in ("pass", "fail", None) and (isinstance(v, bool) or
-                                                not isinstance(v, int | float)):
-            c.add(item.line_of("value"), f"{what}: value must be a number, pass, fail or null")
 
 
 def _load_trigger(c: _Checker, name: str, body: Any, line: int, metrics: dict[str, Metric],

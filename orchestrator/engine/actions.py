@@ -156,29 +156,32 @@ assert set(ACTIONS) == set(StepAction), "every step action needs a class"
 
 # --- undos ---------------------------------------------------------------------------------
 class Undo(Protocol):
-    def undo(self, ctx: StepContext, step: Step, host: Host) -> Result: ...
+    def undo(self, ctx: StepContext, step: Step, hosts: list[Host]) -> dict[str, Result]: ...
 
 
 class NoUndo:
-    def undo(self, ctx: StepContext, step: Step, host: Host) -> Result:
-        return Result(host.name, True, "rollback: none")
+    def undo(self, ctx: StepContext, step: Step, hosts: list[Host]) -> dict[str, Result]:
+        return {h.name: Result(h.name, True, "rollback: none") for h in hosts}
 
 
 class PlaybookUndo:
-    def undo(self, ctx: StepContext, step: Step, host: Host) -> Result:
+    """One Ansible run for every host the step is undone on, as the forward step ran."""
+
+    def undo(self, ctx: StepContext, step: Step, hosts: list[Host]) -> dict[str, Result]:
         assert step.undo is not None
-        req = playbook_request(ctx, step.undo.target, [host], step,
+        req = playbook_request(ctx, step.undo.target, hosts, step,
                                ctx.artifacts(f"rollback-{step.id}"), False)
-        return ctx.parts.playbooks.run_playbook(req, ctx.cancel).results.get(
-            host.name, Result(host.name, False, "no result"))
+        group = ctx.parts.playbooks.run_playbook(req, ctx.cancel)
+        return {h.name: group.results.get(h.name) or Result(h.name, False, "no result")
+                for h in hosts}
 
 
 class CommandUndo:
-    def undo(self, ctx: StepContext, step: Step, host: Host) -> Result:
+    def undo(self, ctx: StepContext, step: Step, hosts: list[Host]) -> dict[str, Result]:
         assert step.undo is not None
-        group = run_commands(ctx, step.undo.target, [host], step_timeout(ctx, step),
+        group = run_commands(ctx, step.undo.target, hosts, step_timeout(ctx, step),
                              ctx.artifacts(f"rollback-{step.id}"), ctx.cancel)
-        return group.results[host.name]
+        return group.results
 
 
 UNDOS: dict[UndoKind, Undo] = {
@@ -187,4 +190,3 @@ UNDOS: dict[UndoKind, Undo] = {
     UndoKind.COMMAND: CommandUndo(),
 }
 assert set(UNDOS) == set(UndoKind), "every undo kind needs a class"
-

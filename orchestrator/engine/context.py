@@ -106,7 +106,7 @@ class EngineParts:
     checker: Checker | None = None
     hooks: EventHooks = field(default_factory=EventHooks)
     say: Say = lambda line: None
-    undo_attempts: int = 3
+    undo_attempts: int = 4  # the first try and `defaults: {undo_retries: 3}`
     undo_retry_delay: float = 10.0
     step_timeout: float | None = 1800.0  # default for playbook/command steps and undos
     forks: int = 50

@@ -207,7 +207,7 @@ class PhaseRun:
             retry: list[Host] = []
             for h in pending:
                 r = result.results.get(h.name) or Result(h.name, False, "no result")
-                failure = getattr(getattr(r, "failure", None), "value", None)
+                failure = r.failure.value if r.failure else None
                 last = attempt >= attempts or ctx.cancel.cancelled or r.cancelled
                 if r.ok:
                     final.results[h.name] = r

@@ -24,7 +24,6 @@ from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseTransition, StepState, StepTransition
 from orchestrator.engine.actions import UNDOS
 from orchestrator.engine.context import StepContext, clock_sleep
-from orchestrator.engine.fanout import fan_out
 from orchestrator.runners.base import Result
 from orchestrator.state.recorder import Recorder
 
@@ -57,8 +56,7 @@ _UNDO_STARTED = frozenset({StepState.RUNNING, StepState.SUCCEEDED, StepState.FAI
 
 def _retryable(result: Result) -> bool:
     """Only what may pass next time: an unreachable host, a timeout."""
-    failure = getattr(result, "failure", None)
-    return not result.ok and failure is not None and failure.value in ("unreachable", "timeout")
+    return not result.ok and result.failure is not None and result.failure.retryable
 
 
 class Rollback:
@@ -74,12 +72,22 @@ class Rollback:
     def execute(self, hosts: list[Host], reason: Reason) -> RunReport:
         ctx, rec = self.ctx, self.recorder
         phase = ctx.phase.number
-        ctx.say(f"rolling back phase {phase} on {', '.join(h.name for h in hosts)}: "
-                f"{reason.text}")
+        ctx.say(f"rolling back phase {phase} on {_names(hosts)}: {reason.text}")
         for host in hosts:
             rec.move_phase(PhaseTransition.ROLL_BACK, ctx.run_id, host.name, phase,
                            reason.text, reason=reason.text, **reason.payload())
-        failures = fan_out(hosts, self._undo_host, ctx.parts.forks)
+        failures: dict[str, list[str]] = {h.name: [] for h in hosts}
+        # step by step in reverse, each undo once for all the hosts where its step started
+        # (one Ansible run per step, as forward), every undo attempted even after one failed
+        for idx in reversed(range(len(ctx.phase.steps))):
+            step = ctx.phase.steps[idx]
+            if step.undo is None:
+                continue  # check, wait, pause, baseline: nothing to undo
+            targets = [h for h in hosts if idx in self._started(h)]
+            if not targets:
+                continue
+            for name, why in self._undo_step(idx, step, targets).items():
+                failures[name].append(why)
         needs_human: list[str] = []
         for host in hosts:
             mine = failures[host.name]
@@ -97,10 +105,13 @@ class Rollback:
             ctx.say("ROLLBACK FAILED; a human is needed for: " + "; ".join(needs_human))
             outcome = RunOutcome.ROLLBACK_FAILED
         else:
-            ctx.say(f"phase {phase} rolled back on {', '.join(h.name for h in hosts)}")
+            ctx.say(f"phase {phase} rolled back on {_names(hosts)}")
             outcome = RunOutcome.ROLLED_BACK
         return RunReport(ctx.run_id, phase, [h.name for h in hosts], outcome, reason.text,
                          needs_human)
+
+    def _started(self, host: Host) -> set[int]:
+        return {idx for idx, _ in self.started_steps(host)}
 
     def _recheck(self, hosts: list[Host]) -> None:
         """After the undos, read the phase's pass/fail metrics once and journal what they say.
@@ -126,15 +137,17 @@ class Rollback:
                 if not ok:
                     ctx.say(f"  after rollback, {metric} on {host.name}: {why}")
 
-    def _undo_host(self, host: Host) -> list[str]:
+    def _undo_step(self, idx: int, step: Step, hosts: list[Host]) -> dict[str, str]:
+        """Undo one step on `hosts`; {host: why} for those where the undo failed for good."""
         ctx, rec = self.ctx, self.recorder
-        failed: list[str] = []
-        for idx, step in self.started_steps(host):
-            if step.undo is None:
-                continue  # check, wait, pause, baseline: nothing to undo
+        assert step.undo is not None
+        for host in hosts:
             rec.move_step(StepTransition.UNDO, ctx.run_id, host.name, ctx.phase.number, step.id,
                           idx, step.undo.describe())
-            result = self._undo_with_retries(host, step)
+        results = self._undo_with_retries(step, hosts)
+        failed: dict[str, str] = {}
+        for host in hosts:
+            result = results[host.name]
             if result.ok:
                 rec.move_step(StepTransition.UNDONE, ctx.run_id, host.name, ctx.phase.number,
                               step.id, idx, result.detail)
@@ -142,34 +155,48 @@ class Rollback:
             else:
                 rec.move_step(StepTransition.UNDO_FAILED, ctx.run_id, host.name,
                               ctx.phase.number, step.id, idx, result.detail,
-                              failure=getattr(getattr(result, "failure", None), "value", None))
+                              failure=result.failure.value if result.failure else None)
                 ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.detail}")
-                failed.append(f"{host.name}: step {step.id} ({step.undo.describe()}: "
-                              f"{result.detail})")
+                failed[host.name] = (f"{host.name}: step {step.id} ({step.undo.describe()}: "
+                                     f"{result.detail})")
         return failed
 
-    def _undo_with_retries(self, host: Host, step: Step) -> Result:
+    def _undo_with_retries(self, step: Step, hosts: list[Host]) -> dict[str, Result]:
+        """Run the undo on all `hosts`, then again on those that were unreachable or timed
+        out, on the policy's schedule; the last answer of each host stands."""
         ctx = self.ctx
         assert step.undo is not None
         undo = UNDOS[step.undo.kind]
+        results: dict[str, Result] = {}
+        pending = list(hosts)
+
+        def once() -> list[Host]:
+            nonlocal pending
+            for name, result in undo.undo(ctx, step, pending).items():
+                results[name] = result
+            pending = [h for h in pending if _retryable(results[h.name])]
+            return pending
 
         def before_retry(state: RetryCallState) -> None:
-            last = state.outcome.result() if state.outcome else None
-            self.recorder.event(EventKind.STEP_ROLLBACK_RETRY, ctx.run_id, host.name,
-                                ctx.phase.number, step.id,
-                                f"attempt {state.attempt_number} failed: "
-                                f"{last.detail if last else '?'}",
-                                attempt=state.attempt_number)
+            for host in pending:
+                self.recorder.event(EventKind.STEP_ROLLBACK_RETRY, ctx.run_id, host.name,
+                                    ctx.phase.number, step.id,
+                                    f"attempt {state.attempt_number} failed: "
+                                    f"{results[host.name].detail}",
+                                    attempt=state.attempt_number)
 
-        policy = Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts)),
-                          wait=wait_fixed(ctx.parts.undo_retry_delay),
-                          retry=retry_if_result(_retryable),
-                          sleep=clock_sleep(ctx),
-                          before_sleep=before_retry, retry_error_callback=_last_result,
-                          reraise=False)
-        return policy(undo.undo, ctx, step, host)
+        Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts)),
+                 wait=wait_fixed(ctx.parts.undo_retry_delay), retry=retry_if_result(bool),
+                 sleep=clock_sleep(ctx), before_sleep=before_retry,
+                 retry_error_callback=_give_up)(once)
+        return results
 
 
-def _last_result(state: RetryCallState) -> Result:
-    assert state.outcome is not None
-    return state.outcome.result()  # type: ignore[no-any-return]
+def _give_up(state: RetryCallState) -> list[Host]:
+    return []
+
+
+def _names(hosts: list[Host]) -> str:
+    if len(hosts) > 8:
+        return f"{', '.join(h.name for h in hosts[:6])} and {len(hosts) - 6} more"
+    return ", ".join(h.name for h in hosts)

@@ -5,6 +5,14 @@ POSTs it (Slack-compatible JSON: a human `text` plus structured fields), retryin
 with exponential backoff through tenacity. A dead webhook therefore never delays a
 rollback. `close(timeout)` gives queued messages a bounded chance to leave before
 the process exits.
+
+One worker at most: `send` may be called from the engine and the monitor's threads at
+once, so starting the worker is done under a lock (two racing first sends used to start
+two workers, and `close()` stopped only one of them).
+
+A webhook URL's path and query are its secret (Slack's `T000/B000/XXXX`, a `?token=`):
+whatever this module writes (its log lines) names the webhook by `redact(url)`,
+scheme and host only.
 """
 
 from __future__ import annotations
@@ -19,6 +27,33 @@ from typing import Any
 from orchestrator.core.model import Notifier
 
 Post = Callable[[str, dict[str, Any]], None]
+
+
+def redact(url: str) -> str:
+    """`https://hooks.example.org/…`: the URL without userinfo, path, query or fragment."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<webhook>"
+    if not parts.scheme or not host:
+        return "<webhook>"
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` with the URL, and its path on its own, replaced by the redacted form."""
+    from urllib.parse import urlsplit
+
+    text = text.replace(url, redact(url))
+    try:
+        secret = urlsplit(url).path.strip("/")
+    except ValueError:
+        secret = ""
+    return text.replace(secret, "…") if len(secret) > 3 else text
 
 
 def http_post(url: str, payload: dict[str, Any]) -> None:
@@ -42,6 +77,7 @@ class Notifications:
         self.log = log
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _thread: one worker, whoever sends first
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.failed: list[tuple[str, str]] = []
 
@@ -58,9 +94,11 @@ class Notifications:
                 self._queue.put((n.url, payload))
 
     def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._worker, name="notify", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._worker, name="notify",
+                                                daemon=True)
+                self._thread.start()
 
     def _worker(self) -> None:
         import tenacity
@@ -78,11 +116,19 @@ class Notifications:
                 retrying(self.post, url, payload)
                 self.sent.append((url, payload))
             except Exception as exc:  # a dead webhook is logged, never raised
-                self.failed.append((url, str(exc)))
-                self.log(f"notification to {url} failed after {self.attempts} attempts: {exc}")
+                why = _scrub(str(exc), url)
+                self.failed.append((url, why))  # in memory only, never written
+                self.log(f"notification to {redact(url)} failed after {self.attempts} "
+                         f"attempts: {why}")
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self._queue.put(None)
-        self._thread.join(timeout)
+        """Let queued messages leave (up to `timeout`), then stop the worker."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._queue.put(None)
+        thread.join(timeout)
+        with self._lock:
+            if self._thread is thread and not thread.is_alive():
+                self._thread = None

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.inventory import Host
+from orchestrator.core.durations import format_duration
+from orchestrator.core.events import EventKind
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
@@ -26,6 +28,9 @@ from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline
 from orchestrator.monitoring.triggers import TriggerStatus
 from orchestrator.state.recorder import JournalRecorder, Recorder
+
+if TYPE_CHECKING:
+    from orchestrator.monitoring.alerts.service import AlertService
 
 _STATUS_CODE = {TriggerStatus.OK: 0, TriggerStatus.PENDING: 1, TriggerStatus.FIRING: 2}
 
@@ -82,6 +87,7 @@ class WatchResult:
     rollback: RunReport | None = None
     cycles: int = 0
     watched: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)  # report paths, in order
 
 
 class Watcher:
@@ -94,6 +100,7 @@ class Watcher:
         self.hosts = hosts
         self.act = act
         self.stop_event = threading.Event()
+        self._wake = threading.Event()  # stop, or a pushed alert
         self.metrics = metrics
         self.run_id = new_run_id()
         self.recorder: Recorder = JournalRecorder(self.parts.journal, self.parts.hooks)
@@ -125,17 +132,26 @@ class Watcher:
                 out.append(Watched(host, phase, rec.run_id, monitor))
         return out
 
-    def run(self, duration: float | None, once: bool) -> WatchResult:
+    def run(self, duration: float | None, once: bool,
+            checkpoint: float | None = None) -> WatchResult:
         journal = self.parts.journal
         names = [h.name for h in self.hosts]
         journal.create_run(self.run_id, None, names, "migrate watch", "watch", False, {})
+        for host in self.hosts:
+            self.recorder.event(EventKind.WATCH_STARTED, self.run_id, host.name, None, None,
+                                "migrate watch" + (f" for {format_duration(duration)}"
+                                                   if duration else ""),
+                                for_s=duration, checkpoint_s=checkpoint)
         result = WatchResult()
         watched = self._watched()
+        alerts = self._alerts(watched)
         result.watched = [f"{w.host.name}/phase {w.phase.number}" for w in watched]
         self.parts.say(f"watching {', '.join(result.watched) or 'nothing (no completed phase)'}"
                        f" every {self.project.poll_interval:g}s")
         clock = self.parts.clock
-        deadline = clock.monotonic() + duration if duration else None
+        began = clock.monotonic()
+        deadline = began + duration if duration else None
+        next_checkpoint = began + checkpoint if checkpoint else None
         try:
             while not self.stop_event.is_set():
                 for w in watched:
@@ -148,14 +164,86 @@ class Watcher:
                 if fire is not None:
                     result.rollback = self._roll_back(fire)
                     break
+                if next_checkpoint is not None and clock.monotonic() >= next_checkpoint:
+                    self._checkpoint(result, clock.monotonic() - began, duration, False)
+                    next_checkpoint += checkpoint or 0
                 if once or (deadline is not None and clock.monotonic() >= deadline):
                     break
-                if self.stop_event.wait(self.project.poll_interval):
+                fire = self._sleep_until_next_poll(watched)
+                if fire is not None:
+                    result.fired.extend(f for w in watched for f in w.monitor.fired
+                                        if f not in result.fired)
+                    result.rollback = self._roll_back(fire)
                     break
         finally:
+            if alerts is not None:
+                alerts.close()
+            if checkpoint:
+                self._checkpoint(result, clock.monotonic() - began, duration, True)
             outcome = result.rollback.outcome.value if result.rollback else "watched"
             journal.end_run(self.run_id, outcome)
         return result
+
+    def stop(self) -> None:
+        """Ask the watch to end after the cycle in flight (SIGINT/SIGTERM)."""
+        self.stop_event.set()
+        self._wake.set()
+
+    def _alerts(self, watched: list[Watched]) -> AlertService | None:
+        """One alert source for every watched phase's `alert:` triggers (one receiver port),
+        shared by their monitors; a push wakes the watch at once."""
+        triggers = [self.project.triggers[n] for w in watched for n in w.phase.triggers]
+        if not any(t.alert is not None for t in triggers):
+            return None
+        from orchestrator.monitoring.alerts.service import AlertService
+
+        alerts = AlertService.for_triggers(self.project, triggers, log=self.parts.say)
+        if alerts is None:
+            return None
+        alerts.start()
+        for line in alerts.describe():
+            self.parts.say(line)
+        for w in watched:
+            w.monitor.alerts = alerts
+        alerts.on_change(lambda change: self._wake.set())
+        return alerts
+
+    def _sleep_until_next_poll(self, watched: list[Watched]) -> tuple[Watched, Firing] | None:
+        """Wait one poll interval; a pushed alert wakes it to fold the alert triggers at
+        once, and a rollback fire found then is returned without waiting any longer."""
+        clock = self.parts.clock
+        until = clock.monotonic() + self.project.poll_interval
+        while not self.stop_event.is_set():
+            left = until - clock.monotonic()
+            if left <= 0 or not self._wake.wait(left):
+                return None
+            self._wake.clear()
+            if self.stop_event.is_set():
+                break
+            for w in watched:
+                w.monitor.fold_alerts()
+            fire = self._first_rollback_fire(watched)
+            if fire is not None:
+                return fire
+        return None
+
+    def _checkpoint(self, result: WatchResult, elapsed: float, window: float | None,
+                    final: bool) -> None:
+        from orchestrator.monitoring.observation import write_checkpoint
+
+        number = len(result.checkpoints) + 1
+        out = self.project.state_dir / "runs" / self.run_id / "observation"
+        wanted = {e for n in self.project.notify for e in n.events}
+        paths = write_checkpoint(self.parts.journal, self.run_id, out, number, final, elapsed,
+                                 window, self.project.poll_interval, wanted)
+        result.checkpoints.append(str(paths[0]))
+        self.recorder.event(EventKind.OBSERVATION_CHECKPOINT, self.run_id, None, None, None,
+                            f"{'final report' if final else f'checkpoint {number}'} after "
+                            f"{format_duration(elapsed)}: {paths[0]}", checkpoint=number,
+                            final=final, elapsed_s=round(elapsed, 1),
+                            report=str(paths[0]))
+        self.parts.say(f"observation {'final report' if final else f'checkpoint {number}'}: "
+                       f"{paths[0]}")
 
     def _first_rollback_fire(self, watched: list[Watched]) -> tuple[Watched, Firing] | None:
         for w in watched:

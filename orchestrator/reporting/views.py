@@ -11,7 +11,7 @@ from typing import Any
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.model import Phase, Project, StepAction
 from orchestrator.core.states import PhaseState
-from orchestrator.state.journal import Journal
+from orchestrator.state.journal import Journal, PhaseRecord
 
 
 def plan_document(project: Project, phase: Phase, hosts: list[Host],
@@ -72,10 +72,13 @@ def plan_text(doc: dict[str, Any]) -> str:
 def status_document(project: Project, hosts: list[Host], journal: Journal) -> dict[str, Any]:
     out: dict[str, Any] = {"hosts": {}}
     holders = {h.host: h for h in journal.holders()}
+    # one query for every phase state: status must stay fast at 200 hosts x 4 phases
+    records = journal.phase_records([h.name for h in hosts])
     for host in hosts:
         phases: dict[str, Any] = {}
         for number in sorted(project.phases):
-            rec = journal.phase_record(host.name, number)
+            rec = records.get((host.name, number)) or PhaseRecord(
+                host.name, number, PhaseState.PENDING, None, None, None)
             entry: dict[str, Any] = {"state": rec.state.value, "run_id": rec.run_id,
                                      "updated_at": rec.updated_at}
             if rec.state in (PhaseState.ROLLED_BACK, PhaseState.ROLLBACK_FAILED,
@@ -107,7 +110,124 @@ def _trigger_line(t: dict[str, Any]) -> str:
     return f"{t['trigger']:<24} {t['status']:<8} {value}{limit}{base}{since}"
 
 
-def status_text(doc: dict[str, Any]) -> str:
+#: more hosts than this and `status` summarises unless asked for the full table
+SUMMARY_OVER = 20
+_ATTENTION = ("rollback_failed", "interrupted", "rolled_back")
+_ACTIVE = ("running", "baking", "rolling_back")
+
+
+def status_text(doc: dict[str, Any], full: bool = False) -> str:
+    """The full table for a few hosts (or `full`: --host, -v); a summary past SUMMARY_OVER."""
+    if not full and len(doc["hosts"]) > SUMMARY_OVER:
+        return status_summary(doc)
+    return status_table(doc)
+
+
+def status_summary(doc: dict[str, Any]) -> str:
+    """One screen for a fleet: per phase its hosts counted by state; the hosts that need
+    attention (rollback failed, interrupted, rolled back) with their reasons; the running
+    phases with their live trigger values, worst first; and who holds the hosts."""
+    hosts: dict[str, Any] = doc["hosts"]
+    counts: dict[str, dict[str, int]] = {}
+    attention: list[tuple[int, str, str, dict[str, Any]]] = []
+    active: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for host, hdoc in hosts.items():
+        for number, p in hdoc["phases"].items():
+            per = counts.setdefault(number, {})
+            per[p["state"]] = per.get(p["state"], 0) + 1
+            if p["state"] in _ATTENTION:
+                attention.append((_ATTENTION.index(p["state"]), number, host, p))
+            if p["state"] in _ACTIVE:
+                active.setdefault(number, []).append((host, p))
+    lines = [f"{len(hosts)} hosts (summary; --host or -v for the full table)"]
+    order = ("completed", "running", "baking", "rolling_back", "rolled_back",
+             "rollback_failed", "interrupted", "pending")
+    for number, per in sorted(counts.items(), key=lambda kv: int(kv[0])):
+        parts = [f"{state} {per[state]}" for state in order if per.get(state)]
+        parts += [f"{state} {n}" for state, n in per.items() if state not in order]
+        lines.append(f"  phase {number}: " + ", ".join(parts))
+    if active:
+        lines.append("running:")
+    for number, members in sorted(active.items(), key=lambda kv: int(kv[0])):
+        runs = sorted({str(p["run_id"]) for _, p in members if p["run_id"]})
+        holders = sorted({_holder(hosts[h]["held_by"]) for h, _ in members
+                          if "held_by" in hosts[h]})
+        states: dict[str, int] = {}
+        for _, p in members:
+            states[p["state"]] = states.get(p["state"], 0) + 1
+        lines.append(f"  phase {number} on {len(members)} hosts ("
+                     + ", ".join(f"{s} {n}" for s, n in states.items())
+                     + f"), run {', '.join(runs) or '?'}"
+                     + (f", held by {'; '.join(holders)}" if holders else ""))
+        lines += [f"    {line}" for line in _trigger_summary(members)]
+    if attention:
+        lines.append(f"needs attention ({len(attention)}):")
+        for _, number, host, p in sorted(attention, key=lambda a: (a[0], int(a[1]), a[2]))[:20]:
+            why = f": {p['reason']}" if p.get("reason") else ""
+            lines.append(f"  {host} phase {number} {p['state']}{why}")
+        if len(attention) > 20:
+            lines.append(f"  ... and {len(attention) - 20} more (migrate status -v)")
+    observing = [(h, hdoc["observation"]) for h, hdoc in hosts.items()
+                 if hdoc.get("observation")]
+    if observing:
+        lines.append(f"observing {len(observing)} hosts: " + _observation(observing[0][1]))
+    return "\n".join(lines)
+
+
+def _holder(h: dict[str, Any]) -> str:
+    return f"run {h['run_id']} (pid {h['pid']} on {h['machine']})"
+
+
+def _trigger_summary(members: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Per trigger: hosts counted by status, and the worst host's line."""
+    per: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for host, p in members:
+        for t in p.get("triggers", []):
+            per.setdefault(t["trigger"], []).append((host, t))
+    rank = {"firing": 0, "pending": 1}
+    out = []
+    for name, rows in sorted(per.items()):
+        def worst(item: tuple[str, dict[str, Any]]) -> tuple[int, float]:
+            t = item[1]
+            ratio = t["value"] / t["threshold"] if t["value"] is not None and t["threshold"] \
+                else 0.0
+            return rank.get(t["status"], 2), -ratio
+        rows.sort(key=worst)
+        statuses: dict[str, int] = {}
+        for _, t in rows:
+            statuses[t["status"]] = statuses.get(t["status"], 0) + 1
+        host, t = rows[0]
+        value = "no data" if t["value"] is None else f"{t['value']:g}"
+        limit = "" if t["threshold"] is None else f" vs limit {t['threshold']:g}"
+        base = "" if t["baseline"] is None else f" (baseline {t['baseline']:g})"
+        since = f", breaching for {_since(t['breaching_since'])}" if t["breaching_since"] \
+            else ""
+        out.append(f"{name}: " + ", ".join(f"{s} {n}" for s, n in sorted(
+            statuses.items(), key=lambda kv: rank.get(kv[0], 2)))
+            + f"; worst {host} ({t['status']}): {value}{limit}{base}{since}")
+    return out
+
+
+def _since(stamp: str) -> str:
+    """'3m12s' since a journal stamp (the stamp itself if it does not parse)."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return stamp
+    whole = max(int((datetime.now(UTC) - at).total_seconds()), 0)
+    h, rest = divmod(whole, 3600)
+    return (f"{h}h" if h else "") + f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _observation(o: dict[str, Any]) -> str:
+    window = o.get("window_s")
+    done = f"{o['elapsed_s']:.0f}s" + (f" of {window:.0f}s" if window else "")
+    return f"watch {o.get('run_id')}: {done}, {o.get('checkpoints', 0)} checkpoint(s)"
+
+
+def status_table(doc: dict[str, Any]) -> str:
     lines = []
     for host, hdoc in doc["hosts"].items():
         lines.append(f"{host}:")
@@ -115,6 +235,8 @@ def status_text(doc: dict[str, Any]) -> str:
             h = hdoc["held_by"]
             lines.append(f"  held by run {h['run_id']} (pid {h['pid']} on {h['machine']}, "
                          f"{h['command']!r}, since {h['since']})")
+        if hdoc.get("observation"):
+            lines.append(f"  observation: {_observation(hdoc['observation'])}")
         for number, p in hdoc["phases"].items():
             when = f"  {p['updated_at']}" if p["updated_at"] else ""
             run = f"  run {p['run_id']}" if p["run_id"] else ""

@@ -7,34 +7,83 @@ Cancellation and the step's timeout go through ansible-runner's `cancel_callback
 polled while the play runs; before answering "stop" it kills the playbook's whole
 process tree itself, because ansible-runner's own kill (the playbook's process group)
 misses ansible-core's task workers, which run in sessions of their own.
+
+Lost hosts: Ansible's ssh connection gets `ServerAliveInterval`/`ServerAliveCountMax`
+and `ConnectTimeout` from the project's `ssh:` settings, so a host that goes silent is
+`unreachable` after keepalive x count seconds even through a ControlPersist master that
+was opened by an earlier step. They go into `ANSIBLE_SSH_ARGS` after Ansible's own
+default (`-C -o ControlMaster=auto -o ControlPersist=60s`, or the operator's
+$ANSIBLE_SSH_ARGS), which the ssh plugin places first on the command line; the
+inventory's `ansible_ssh_common_args`/`ansible_ssh_extra_args` are untouched and come
+after (OpenSSH takes the first value of an option). `ConnectTimeout` is Ansible's own
+`timeout` ($ANSIBLE_TIMEOUT). Control sockets live in a directory of their own per
+keepalive setting, so a master opened without keepalives (an operator's ad-hoc run)
+is never reused. A host that sets `ansible_ssh_args` itself replaces all of this (Ansible
+gives inventory variables precedence over the environment); the runner says so.
+
+Per-host outcome is a `FailureKind`: `dark` (unreachable) -> UNREACHABLE, `failures`
+-> EXIT, the step's timeout -> TIMEOUT, the cancel token -> CANCELLED.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import shutil
 import time
 from typing import Any
 
 from orchestrator._exceptions import RunnerError
 from orchestrator.core.clock import CancelToken
-from orchestrator.runners.base import GroupResult, PlaybookRequest, Result
+from orchestrator.runners.base import (
+    FailureKind,
+    GroupResult,
+    PlaybookRequest,
+    Result,
+    SshSettings,
+)
 from orchestrator.runners.descendants import cmdline, descendants, kill_trees
+from orchestrator.runners.executables import find_executable, own_bin_dir, path_with_own_bin
+
+#: ansible-core's default `ssh_args`, kept so that ControlPersist stays on
+ANSIBLE_DEFAULT_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
+
+
+def keepalive_options(ssh: SshSettings) -> list[str]:
+    """OpenSSH options for the project's `ssh:` settings (whole seconds, at least 1)."""
+    return ["-o", f"ServerAliveInterval={max(1, math.ceil(ssh.keepalive))}",
+            "-o", f"ServerAliveCountMax={max(1, ssh.keepalive_count)}"]
+
+
+def ssh_environment(ssh: SshSettings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The ANSIBLE_* variables that give every Ansible ssh connection keepalives."""
+    environ = dict(os.environ) if environ is None else environ
+    base = environ.get("ANSIBLE_SSH_ARGS") or ANSIBLE_DEFAULT_SSH_ARGS
+    env = {"ANSIBLE_SSH_ARGS": " ".join([base, *keepalive_options(ssh)]),
+           "ANSIBLE_TIMEOUT": environ.get("ANSIBLE_TIMEOUT")
+           or str(max(1, math.ceil(ssh.connect_timeout)))}
+    if not environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR") and \
+            not environ.get("ANSIBLE_SSH_CONTROL_PATH"):
+        alive = f"{max(1, math.ceil(ssh.keepalive))}x{max(1, ssh.keepalive_count)}"
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = f"~/.ansible/cp/migrate-{alive}"
+    return env
 
 
 class AnsiblePlaybookRunner:
-    def __init__(self, forks: int = 10) -> None:
+    def __init__(self, forks: int = 10, ssh: SshSettings | None = None) -> None:
         self.forks = forks
+        self.ssh = ssh or SshSettings()
 
     def run_playbook(self, request: PlaybookRequest, cancel: CancelToken) -> GroupResult:
-        if shutil.which("ansible-playbook") is None:
-            raise RunnerError("ansible-playbook is not on PATH: install ansible-core")
+        if find_executable("ansible-playbook") is None:
+            raise RunnerError(f"ansible-playbook is neither beside migrate ({own_bin_dir()}) "
+                              "nor on PATH: install ansible-core")
         import ansible_runner  # heavy: imported only when a playbook step runs
 
         names = [h.name for h in request.hosts]
         private = request.artifacts_dir
         private.mkdir(parents=True, exist_ok=True, mode=0o700)
         cmdline = f"--forks {self.forks}" + (" --check --diff" if request.check else "")
+        unreachable: dict[str, str] = {}  # host -> why, from the runner_on_unreachable event
 
         def on_event(event: dict[str, Any]) -> bool:
             data = event.get("event_data") or {}
@@ -49,6 +98,8 @@ class AnsiblePlaybookRunner:
                 if kind == "runner_on_ok" and res.get("changed"):
                     status = "changed"
                 msg = res.get("msg") or res.get("stderr") or ""
+                if status == "unreachable" and host:
+                    unreachable[host] = str(msg).strip()[:200]
                 line = f"{status}: {data.get('task', '')}"
                 if status in ("failed", "unreachable") and msg:
                     line += f" -- {str(msg).strip()[:300]}"
@@ -57,9 +108,16 @@ class AnsiblePlaybookRunner:
 
         env = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
                "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
-        for passthrough in ("ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_SSH_ARGS"):
-            if passthrough in os.environ:
-                env[passthrough] = os.environ[passthrough]
+        if "ANSIBLE_HOST_KEY_CHECKING" in os.environ:
+            env["ANSIBLE_HOST_KEY_CHECKING"] = os.environ["ANSIBLE_HOST_KEY_CHECKING"]
+        env.update(ssh_environment(self.ssh))
+        env["PATH"] = path_with_own_bin()  # Ansible from migrate's own environment first
+        for h in request.hosts:
+            own = str(h.vars.get("ansible_ssh_args", ""))
+            if not h.is_local and own and "ServerAliveInterval" not in own:
+                request.on_output(h.name, "note: the inventory's ansible_ssh_args replace "
+                                  "migrate's ssh keepalives for this host; add -o "
+                                  "ServerAliveInterval/ServerAliveCountMax to them")
         stop = _Stopper(cancel, request.timeout, marker=f"@{private / 'env' / 'extravars'} ")
         try:
             runner = ansible_runner.run(
@@ -88,23 +146,29 @@ class AnsiblePlaybookRunner:
         processed = stats.get("processed") or {}
         out: dict[str, Result] = {}
         for name in names:
-            if status == "canceled":
-                out[name] = Result(name, False, f"cancelled: {cancel.reason}", runner.rc,
-                                   cancelled=True)
-            elif status == "timeout":
-                out[name] = Result(name, False, f"timed out after {request.timeout:g}s", runner.rc)
-            elif name in dark:
-                out[name] = Result(name, False, "host unreachable", runner.rc)
-            elif name in failures:
-                out[name] = Result(name, False, f"{failures[name]} task(s) failed", runner.rc)
-            elif status != "successful" and name not in processed:
-                out[name] = Result(name, False, f"ansible-playbook {status} (rc {runner.rc})",
-                                   runner.rc)
-            elif name not in processed and processed:
-                out[name] = Result(name, False, "host was not part of the play", runner.rc)
-            else:
-                out[name] = Result(name, True, "ok", runner.rc)
+            out[name] = _host_result(name, status, runner.rc, dark, failures, processed,
+                                     unreachable.get(name, ""), cancel.reason, request.timeout)
         return GroupResult(out)
+
+
+def _host_result(name: str, status: str, rc: int | None, dark: dict[str, Any],
+                 failures: dict[str, Any], processed: dict[str, Any], unreachable_msg: str,
+                 cancel_reason: str, timeout: float | None) -> Result:
+    """One host's outcome from ansible-runner's status and the play recap's stats."""
+    if status == "canceled":
+        return Result.failed(name, FailureKind.CANCELLED, f"cancelled: {cancel_reason}", rc)
+    if status == "timeout":
+        return Result.failed(name, FailureKind.TIMEOUT, f"timed out after {timeout or 0:g}s", rc)
+    if name in dark:
+        detail = "host unreachable" + (f": {unreachable_msg}" if unreachable_msg else "")
+        return Result.failed(name, FailureKind.UNREACHABLE, detail, rc)
+    if name in failures:
+        return Result.failed(name, FailureKind.EXIT, f"{failures[name]} task(s) failed", rc)
+    if status != "successful" and name not in processed:
+        return Result.failed(name, FailureKind.EXIT, f"ansible-playbook {status} (rc {rc})", rc)
+    if name not in processed and processed:
+        return Result.failed(name, FailureKind.EXIT, "host was not part of the play", rc)
+    return Result(name, True, "ok", rc)
 
 
 class _Stopper:

@@ -1,7 +1,9 @@
 """Fakes of the runners for tests of the engine: give them a function, they call it.
 
 They record every request, so a test asserts on what the engine asked for
-instead of patching library internals.
+instead of patching library internals. A handler answers True/False (False is an
+`EXIT` failure) or a full `Result`/`GroupResult`, e.g. `Result.failed(host,
+FailureKind.UNREACHABLE, "host unreachable")` to play a lost host.
 """
 
 from __future__ import annotations
@@ -9,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orchestrator.core.clock import CancelToken
-from orchestrator.runners.base import CommandRequest, GroupResult, PlaybookRequest, Result
+from orchestrator.runners.base import (
+    CommandRequest,
+    FailureKind,
+    GroupResult,
+    PlaybookRequest,
+    Result,
+)
 
 
 class FakePlaybookRunner:
@@ -22,7 +30,8 @@ class FakePlaybookRunner:
         self.requests.append(request)
         out = self.handler(request, cancel) if self.handler else True
         if isinstance(out, bool):
-            return GroupResult({h.name: Result(h.name, out, "" if out else "fake failure")
+            return GroupResult({h.name: Result(h.name, out, "" if out else "fake failure",
+                                               failure=None if out else FailureKind.EXIT)
                                 for h in request.hosts})
         return out
 
@@ -38,5 +47,5 @@ class FakeCommandRunner:
         out = self.handler(request, cancel) if self.handler else True
         if isinstance(out, bool):
             return Result(request.host.name, out, "" if out else "fake failure",
-                          exit_code=0 if out else 1)
+                          exit_code=0 if out else 1, failure=None if out else FailureKind.EXIT)
         return out

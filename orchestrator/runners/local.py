@@ -12,7 +12,7 @@ import threading
 import time
 
 from orchestrator.core.clock import CancelToken
-from orchestrator.runners.base import CommandRequest, Result
+from orchestrator.runners.base import CommandRequest, FailureKind, Result
 
 
 class LocalCommandRunner:
@@ -37,24 +37,26 @@ class LocalCommandRunner:
         reader.start()
         deadline = time.monotonic() + request.timeout if request.timeout else None
         why = ""
+        kind: FailureKind | None = None
         while proc.poll() is None:
             if cancel.cancelled:
-                why = f"cancelled: {cancel.reason}"
+                why, kind = f"cancelled: {cancel.reason}", FailureKind.CANCELLED
             elif deadline is not None and time.monotonic() > deadline:
-                why = f"timed out after {request.timeout:g}s"
-            if why:
+                why, kind = f"timed out after {request.timeout:g}s", FailureKind.TIMEOUT
+            if kind is not None:
                 _kill_group(proc)
                 break
             cancel.wait(0.05)
         proc.wait()
         reader.join(timeout=2)
         out = "".join(lines)
-        if why:
-            return Result(host, False, why, proc.returncode, out, cancelled=cancel.cancelled)
+        if kind is not None:
+            return Result.failed(host, kind, why, proc.returncode, out)
         ok = proc.returncode == 0
         tail = out.strip()[-300:]
         detail = f"exit {proc.returncode}" + (f": {tail}" if tail and not ok else "")
-        return Result(host, ok, detail, proc.returncode, out)
+        return Result(host, ok, detail, proc.returncode, out,
+                      failure=None if ok else FailureKind.EXIT)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

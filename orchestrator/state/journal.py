@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,9 +177,10 @@ class Journal:
     def _write(self, body: Callable[[Conn], T]) -> T:
         """Run `body` in one write transaction, under the state.timeout rule.
 
-        Before each attempt the run's host locks are checked to be still held (on
-        PostgreSQL, a ping of their session), so that nothing is journaled, and then
-        done, by a run that lost its hosts.
+        Each attempt first checks that this process's runs still hold their host locks
+        (on PostgreSQL, that their sessions still hold the advisory locks, in the same
+        round trip as BEGIN), so that nothing is journaled, and then done, by a run that
+        lost its hosts.
         """
         def counted(db: Conn) -> tuple[T, int]:
             self._tx_events = 0
@@ -187,10 +188,8 @@ class Journal:
             return result, self._tx_events
 
         def attempt() -> tuple[T, int]:
-            for claims in list(self._claims.values()):
-                for claim in claims:
-                    claim.check()
-            return self.store.write(counted)
+            claims = [c for run_claims in list(self._claims.values()) for c in run_claims]
+            return self.store.write(counted, claims)
 
         result, events = self.availability.run(attempt, self.store.is_transient, write=True)
         self._events_written += events
@@ -279,7 +278,8 @@ class Journal:
         return PhaseRecord(host, phase, PhaseState(state), run_id, updated_at, reason)
 
     def phase_records(self, hosts: list[str] | None = None) -> dict[tuple[str, int], PhaseRecord]:
-        """Every recorded phase state (of `hosts`), in one query: for `status` on many hosts.
+        """Every recorded phase state (of `hosts`), in one query: for `status` on many hosts
+        (200 hosts x 4 phases are 800 round trips one by one, 1 this way).
 
         Phases never started are absent (they are `pending`, as `phase_record` says).
         """
@@ -546,6 +546,45 @@ class Journal:
             (host, phase, trigger, run_id, status, value, threshold, baseline, breaching_since,
              utc_stamp(), text)))
 
+    def record_cycle(self, samples: Sequence[tuple[str, str, int, str, str, float, float | None,
+                                                   bool, str, float | None, float | None]],
+                     states: Sequence[tuple[str, int, str, str, str, float | None, float | None,
+                                            float | None, str | None, str]]) -> None:
+        """One poll cycle's samples and trigger states, in one transaction.
+
+        A cycle of 200 hosts x 3 triggers is 1,200 rows; written one transaction each
+        (`add_sample`, `set_trigger_state`) that is 1,200 commits (fsyncs on SQLite,
+        round trips on PostgreSQL) per poll interval. Rows are in the order of those
+        two methods' parameters: samples `(run_id, host, phase, trigger, metric, t,
+        value, breaching, state, threshold, baseline)`, states `(host, phase, trigger,
+        run_id, status, value, threshold, baseline, breaching_since, text)`.
+        """
+        if not samples and not states:
+            return
+        at = utc_stamp()
+
+        def body(db: Conn) -> None:
+            if samples:
+                db.executemany(
+                    "INSERT INTO samples (run_id, host, phase, trigger, metric, at, t, value, "
+                    "breaching, state, threshold, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(r, h, p, tr, m, at, t, v, int(b), st, th, bl)
+                     for r, h, p, tr, m, t, v, b, st, th, bl in samples])
+            if states:
+                db.executemany(
+                    "INSERT INTO trigger_states (host, phase, trigger, run_id, status, value, "
+                    "threshold, baseline, breaching_since, updated_at, text) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (host, phase, trigger) DO UPDATE SET run_id = excluded.run_id, "
+                    "status = excluded.status, value = excluded.value, "
+                    "threshold = excluded.threshold, baseline = excluded.baseline, "
+                    "breaching_since = excluded.breaching_since, "
+                    "updated_at = excluded.updated_at, text = excluded.text",
+                    [(h, p, tr, r, st, v, th, bl, since, at, text)
+                     for h, p, tr, r, st, v, th, bl, since, text in states])
+
+        self._write(body)
+
     def trigger_states(self, host: str, phase: int) -> list[dict[str, Any]]:
         rows = self._query("SELECT trigger, run_id, status, value, threshold, baseline, "
                            "breaching_since, updated_at, text FROM trigger_states "
@@ -553,6 +592,22 @@ class Journal:
         keys = ("trigger", "run_id", "status", "value", "threshold", "baseline",
                 "breaching_since", "updated_at", "text")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def all_trigger_states(self, hosts: list[str] | None = None
+                           ) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """`trigger_states` of every (host, phase), in one query: for `status` on many hosts
+        (one query per phase costs a round trip each on a team database)."""
+        rows = self._query("SELECT host, phase, trigger, run_id, status, value, threshold, "
+                           "baseline, breaching_since, updated_at, text FROM trigger_states "
+                           "ORDER BY host, phase, trigger")
+        keys = ("trigger", "run_id", "status", "value", "threshold", "baseline",
+                "breaching_since", "updated_at", "text")
+        wanted = set(hosts) if hosts is not None else None
+        out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for host, phase, *rest in rows:
+            if wanted is None or host in wanted:
+                out.setdefault((host, phase), []).append(dict(zip(keys, rest, strict=True)))
+        return out
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT host, phase, trigger, metric, at, t, value, breaching, state, "

@@ -1,13 +1,32 @@
-"""Metric sources: each reads one metric on one host and returns a `Reading`.
+"""Metric sources: the registry of every `source:` a metric may name.
 
-See `base.py` for the interface and `read_metric` for the one entry point the
-engine uses. Every source module registers itself in `base.SOURCES`.
+Each module declares its `SPEC` (keys, their types, its metric kind, its reader;
+see `base.py`). `SOURCES` below is the explicit list that `config/project.py`
+validates `migration.yaml` against and that the monitor reads through: a new
+source is one module plus one line here. Importing this package is cheap (the
+sources import their client libraries on first read), because every command that
+loads the project imports it.
 """
 
+from __future__ import annotations
 
-def load_all() -> None:
-    """Import every source module so each registers itself (done lazily, on first read)."""
-    import importlib
+from orchestrator.monitoring.sources import (
+    command,
+    exporter,
+    http,
+    nvml,
+    prometheus,
+    scripted,
+    tcp,
+)
+from orchestrator.monitoring.sources.base import SourceSpec
 
-    for name in ("http", "tcp", "command", "scripted", "exporter", "prometheus", "nvml"):
-        importlib.import_module(f"orchestrator.monitoring.sources.{name}")
+SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (
+    prometheus.SPEC,
+    exporter.SPEC,
+    nvml.SPEC,
+    http.SPEC,
+    tcp.SPEC,
+    command.SPEC,
+    scripted.SPEC,
+)}

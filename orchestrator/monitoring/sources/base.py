@@ -1,4 +1,21 @@
-"""The metric-source interface: one method, `read(metric, ctx) -> Reading`.
+"""What a metric source is: a schema it declares, and a reader.
+
+Each source module declares one `SourceSpec`: its `migration.yaml` keys (`Key`:
+type, required or not), its metric kind (number or pass/fail, which may depend on
+the keys: `http` with `expect` is pass/fail, with `field` a number), any rule that
+spans keys, and its reader. `sources/__init__.py` lists the specs in `SOURCES`, and
+`config/project.py` validates every metric against that registry, so adding a
+source is one new module plus one registry line. Declaring a spec must stay cheap:
+`migrate status` loads the project (and so imports every source module), so a source
+imports its client library inside its read, never at module level.
+
+A reader has one method, `read(metric, ctx) -> Reading`, for one host. A reader that
+can do better for many hosts at once also offers `read_many(metric, hosts, ctx)`
+(`prometheus`: one query for all of them). `read_hosts` is the one entry point the
+monitor uses for a poll cycle: it takes `read_many` when there is one and falls back
+to one `read` per host otherwise. `CycleMemo` (`ctx.memo`) lets reads of one cycle
+share work, so an exporter or a URL that several hosts or metrics name is fetched
+once per cycle.
 
 A read that errors (refused, timeout, non-2xx, empty result) is *no data*: a
 Reading with value None and the error text. Sources translate their library's
@@ -10,12 +27,21 @@ Pass/fail metrics read as 1.0 (pass) or 0.0 (fail); numeric ones as their value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from orchestrator.config.inventory import Host
-from orchestrator.core.model import Metric
+from orchestrator.core.model import Metric, MetricKind
 from orchestrator.runners.base import CommandRunner
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from orchestrator.config.yamlsource import YDict
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,13 +49,52 @@ class Reading:
     value: float | None
     error: str | None = None
 
-    @property
-    def nodata(self) -> bool:
-        return self.value is None
-
     @classmethod
     def passed(cls, ok: bool, error: str | None = None) -> Reading:
         return cls(1.0 if ok else 0.0, error)
+
+
+class CycleMemo:
+    """Work shared by the reads of one poll cycle, keyed by what was fetched.
+
+    The first reader of a key computes it; readers that ask meanwhile (other hosts,
+    other metrics, on other threads) wait for that one result instead of fetching
+    again. A failure is shared the same way: one refused scrape is one refused
+    scrape for every metric that needed it. A memo lives for one cycle only, so a
+    value is never older than the cycle that reads it.
+    """
+
+    class _Entry:
+        def __init__(self) -> None:
+            self.done = threading.Event()
+            self.value: Any = None
+            self.error: BaseException | None = None
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, CycleMemo._Entry] = {}
+        self.computed = 0  # how many keys were actually fetched (tests, bench)
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            entry = self._entries.get(key)
+            owner = entry is None
+            if entry is None:
+                entry = self._entries[key] = CycleMemo._Entry()
+                self.computed += 1
+        if owner:
+            try:
+                entry.value = compute()
+            except BaseException as exc:  # handed to every waiter, and raised here too
+                entry.error = exc
+            finally:
+                entry.done.set()
+        else:
+            entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        result: T = entry.value
+        return result
 
 
 @dataclass(frozen=True)
@@ -45,34 +110,174 @@ class ReadContext:
     prometheus_url: str | None = None
     commands: CommandRunner | None = None  # `command` source and `from:` probes
     hosts: dict[str, Host] = field(default_factory=dict)  # by name, for `from:`
+    memo: CycleMemo | None = None  # shared by the reads of one poll cycle, if any
 
     def template_context(self) -> dict[str, Any]:
         from orchestrator.config.templating import context_for
 
         return context_for(self.host.name, self.hostvars, self.phase, self.run_id)
 
+    def for_host(self, host: Host) -> ReadContext:
+        return replace(self, host=host)
+
+    def shared(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()` once per cycle for `key` when the read is part of a cycle."""
+        return self.memo.get(key, compute) if self.memo is not None else compute()
+
 
 class Source(Protocol):
     def read(self, metric: Metric, ctx: ReadContext) -> Reading: ...
 
 
-SOURCES: dict[str, Source] = {}
+class BatchSource(Source, Protocol):
+    def read_many(self, metric: Metric, hosts: Sequence[Host],
+                  ctx: ReadContext) -> dict[str, Reading]:
+        """Readings of `metric` for every one of `hosts`, by host name. `ctx` holds what
+        the hosts share; `ctx.for_host(h)` is h's own context."""
+        ...
 
 
-def register(name: str, source: Source) -> None:
-    SOURCES[name] = source
+# --- the schema a source declares ---------------------------------------------------------
+
+#: A key's check: None when the value is fine, else what is wrong, as "must be ...".
+Check = Callable[[Any], str | None]
+#: Where a spec's cross-key rule reports a problem: (line, message).
+Report = Callable[[int, str], None]
 
 
-def read_metric(metric: Metric, ctx: ReadContext) -> Reading:
-    """Read one metric; any unexpected error is no data with the error's text, never a crash."""
+@dataclass(frozen=True)
+class Key:
+    """One `migration.yaml` key of a source: its check and whether it must be there."""
+
+    check: Check
+    required: bool = False
+    doc: str = ""
+
+
+def text(value: Any) -> str | None:
+    """A non-empty string (templates are strings too)."""
+    if isinstance(value, str) and value.strip():
+        return None
+    return f"must be a non-empty string, not {value!r}"
+
+
+def mapping(value: Any) -> str | None:
+    return None if isinstance(value, dict) else f"must be a mapping, not {value!r}"
+
+
+def index(value: Any) -> str | None:
+    """A whole number >= 0 (a GPU index)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    return f"must be an index (0, 1, ...), not {value!r}"
+
+
+def label_name(value: Any) -> str | None:
+    import re
+
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        return None
+    return f"must be a label name (like instance or Hostname), not {value!r}"
+
+
+def one_of(*choices: Any) -> Check:
+    def check(value: Any) -> str | None:
+        if value in choices and not isinstance(value, bool):
+            return None
+        return f"must be one of {', '.join(map(str, choices))}, not {value!r}"
+    return check
+
+
+def kind_is(kind: MetricKind) -> Callable[[Mapping[str, Any]], MetricKind]:
+    return lambda body: kind
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything `migration.yaml` and the monitor need to know about one source.
+
+    `keys`: the source's own keys (the common ones, `source`, `nodata`,
+    `nodata_alert`, `timeout`, `description`, are the project loader's). `kind`: the
+    metric kind for a body. `exclusive`: groups of keys of which at most one may be
+    given. `rules`: cross-key checks that report (line, message) through `report`.
+    """
+
+    name: str
+    summary: str
+    keys: Mapping[str, Key]
+    kind: Callable[[Mapping[str, Any]], MetricKind]
+    reader: Source
+    exclusive: tuple[tuple[str, ...], ...] = ()
+    rules: Callable[[YDict, Report], None] | None = None
+
+    def validate(self, body: YDict, report: Report) -> None:
+        """Report every problem of `body` against this schema (unknown keys excepted:
+        the loader knows the common keys too), each at the line of the key at fault."""
+        for key in sorted(k for k, spec in self.keys.items() if spec.required and k not in body):
+            report(body.line, f"source {self.name} needs {key!r}")
+        for key, spec in self.keys.items():
+            if key in body:
+                why = spec.check(body[key])
+                if why is not None:
+                    report(body.line_of(key), f"{key} {why}")
+        for group in self.exclusive:
+            given = [k for k in group if k in body]
+            if len(given) > 1:
+                report(body.line_of(given[1]), f"give only one of {', '.join(group)}")
+        if self.rules is not None:
+            self.rules(body, report)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+def _guarded(source: Source, metric: Metric, ctx: ReadContext) -> Reading:
+    """One read; any unexpected error is no data with the error's text, never a crash."""
     from orchestrator._exceptions import NvmlUnavailableError
-    from orchestrator.monitoring.sources import load_all
 
-    load_all()
-    source = SOURCES[metric.source]
     try:
         return source.read(metric, ctx)
     except NvmlUnavailableError:
         raise
     except Exception as exc:  # a source bug must not stop the watch: report it as no data
         return Reading(None, f"{metric.source} source error: {type(exc).__name__}: {exc}")
+
+
+def reader_of(metric: Metric) -> Source:
+    from orchestrator.monitoring.sources import SOURCES
+
+    return SOURCES[metric.source].reader
+
+
+def read_metric(metric: Metric, ctx: ReadContext) -> Reading:
+    """Read one metric on `ctx.host`."""
+    return _guarded(reader_of(metric), metric, ctx)
+
+
+def batched(metric: Metric) -> bool:
+    """Does the metric's source read many hosts in one go (`read_many`)?"""
+    return hasattr(reader_of(metric), "read_many")
+
+
+def read_hosts(metric: Metric, hosts: Sequence[Host], ctx: ReadContext,
+               pool: Executor | None = None) -> dict[str, Reading]:
+    """Read `metric` on every one of `hosts`: through the source's `read_many` when it
+    has one, else one `read` per host (on `pool` when given). Never raises but for
+    `NvmlUnavailableError`; an error of the whole batch is no data for every host."""
+    from orchestrator._exceptions import NvmlUnavailableError
+
+    source = reader_of(metric)
+    many = getattr(source, "read_many", None)
+    if many is not None and hosts:
+        try:
+            got: dict[str, Reading] = many(metric, hosts, ctx)
+        except NvmlUnavailableError:
+            raise
+        except Exception as exc:  # a source bug must not stop the watch
+            why = f"{metric.source} source error: {type(exc).__name__}: {exc}"
+            return {h.name: Reading(None, why) for h in hosts}
+        return {h.name: got.get(h.name, Reading(None, f"{metric.source}: no reading"))
+                for h in hosts}
+    if pool is None or len(hosts) < 2:
+        return {h.name: _guarded(source, metric, ctx.for_host(h)) for h in hosts}
+    futures = [(h.name, pool.submit(_guarded, source, metric, ctx.for_host(h))) for h in hosts]
+    return {name: f.result() for name, f in futures}

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
-from orchestrator.core.model import Metric
-from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import (
+    Key,
+    ReadContext,
+    Reading,
+    SourceSpec,
+    one_of,
+    text,
+)
 from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest
 
@@ -36,4 +45,16 @@ class CommandSource:
         return Reading(float(match.group(0)))
 
 
-register("command", CommandSource())
+def _kind(body: Mapping[str, Any]) -> MetricKind:
+    return MetricKind.NUMBER if body.get("parse") == "number" else MetricKind.PASSFAIL
+
+
+SPEC = SourceSpec(
+    name="command",
+    summary="run a command on the host: exit 0 passes, or `parse: number` reads stdout",
+    keys={"command": Key(text, required=True, doc="a shell command (a template, quoted)"),
+          "parse": Key(one_of("number"), doc="number: the first number on stdout"),
+          "from": Key(text, doc="run it on this inventory host instead")},
+    kind=_kind,
+    reader=CommandSource(),
+)

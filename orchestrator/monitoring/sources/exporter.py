@@ -2,19 +2,42 @@
 
 `series: 'NAME{label="v"}'` names the metric and exact label matches; labels not
 named are ignored and several matching series are summed.
+
+A URL is scraped once per poll cycle, however many hosts and metrics read it: one
+exporter serving every host's series (`series: 'X{Hostname="{{ host }}"}'` with a
+fixed `url`) costs one scrape per cycle, not one per host, and an exporter's
+different series (VRAM, utilization) share a scrape too. The exposition is parsed
+once and indexed by the labels the series name, so 2,000 hosts' lookups stay cheap.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
+from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
-from orchestrator.core.model import Metric
-from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.config.yamlsource import YDict
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import (
+    CycleMemo,
+    Key,
+    ReadContext,
+    Reading,
+    Report,
+    SourceSpec,
+    kind_is,
+    text,
+)
 from orchestrator.monitoring.sources.http import fetch
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+#: At most this many different exporter URLs are scraped at once by one `read_many`.
+PARALLEL_SCRAPES = 32
 
 
 def parse_series(text: str) -> tuple[str, dict[str, str]]:
@@ -33,36 +56,119 @@ def parse_series(text: str) -> tuple[str, dict[str, str]]:
     return m.group(1), labels
 
 
-class ExporterSource:
-    def read(self, metric: Metric, ctx: ReadContext) -> Reading:
+class Exposition:
+    """One scrape, parsed: samples by name, with sums indexed by the labels asked for."""
+
+    def __init__(self, body: str) -> None:
         from prometheus_client.parser import text_string_to_metric_families
 
+        self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                self.samples.setdefault(sample.name, []).append(
+                    (sample.labels, float(sample.value)))
+        self._index: dict[tuple[str, tuple[str, ...]],
+                          dict[tuple[str | None, ...], tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    def total(self, name: str, want: dict[str, str]) -> tuple[float, int]:
+        """(sum, count) of the samples called `name` whose labels include `want`."""
+        keys = tuple(sorted(want))
+        with self._lock:
+            index = self._index.get((name, keys))
+            if index is None:
+                index = {}
+                for labels, value in self.samples.get(name, ()):
+                    k = tuple(labels.get(label) for label in keys)
+                    total, count = index.get(k, (0.0, 0))
+                    index[k] = (total + value, count + 1)
+                self._index[(name, keys)] = index
+        return index.get(tuple(want[k] for k in keys), (0.0, 0))
+
+
+def scrape(url: str, timeout: float) -> Exposition | str:
+    """The parsed exposition at `url`, or why there is none."""
+    try:
+        status, body = fetch(url, timeout)
+    except (OSError, ValueError) as exc:
+        return f"GET {url}: {getattr(exc, 'reason', exc)}"
+    if not 200 <= status < 300:
+        return f"GET {url}: HTTP {status}"
+    try:
+        return Exposition(body.decode("utf-8", "replace"))
+    except ValueError as exc:
+        return f"{url}: unreadable exposition: {exc}"
+
+
+class ExporterSource:
+    def read(self, metric: Metric, ctx: ReadContext) -> Reading:
         ctx_vars = ctx.template_context()
         url = render(str(metric.config["url"]), ctx_vars)
         try:
             name, want = parse_series(render(str(metric.config["series"]), ctx_vars))
         except ValueError as exc:
             return Reading(None, str(exc))
-        try:
-            status, body = fetch(url, ctx.timeout)
-        except (OSError, ValueError) as exc:
-            return Reading(None, f"GET {url}: {getattr(exc, 'reason', exc)}")
-        if not 200 <= status < 300:
-            return Reading(None, f"GET {url}: HTTP {status}")
-        total = 0.0
-        found = 0
-        try:
-            for family in text_string_to_metric_families(body.decode("utf-8", "replace")):
-                for sample in family.samples:
-                    if sample.name == name and all(sample.labels.get(k) == v
-                                                   for k, v in want.items()):
-                        total += float(sample.value)
-                        found += 1
-        except ValueError as exc:
-            return Reading(None, f"{url}: unreadable exposition: {exc}")
+        got = ctx.shared(("scrape", url), lambda: scrape(url, ctx.timeout))
+        if isinstance(got, str):
+            return Reading(None, got)
+        total, found = got.total(name, want)
         if not found:
             return Reading(None, f"{url}: no series {metric.config['series']}")
         return Reading(total)
 
+    def read_many(self, metric: Metric, hosts: Sequence[Host],
+                  ctx: ReadContext) -> dict[str, Reading]:
+        """Every distinct URL scraped once (concurrently), then each host's series
+        looked up in its scrape."""
+        if ctx.memo is None:
+            ctx = replace(ctx, memo=CycleMemo())
+        urls: dict[str, str] = {}
+        out: dict[str, Reading] = {}
+        for host in hosts:
+            try:
+                urls[host.name] = render(str(metric.config["url"]),
+                                         ctx.for_host(host).template_context())
+            except Exception as exc:  # an undefined template variable on this host
+                out[host.name] = Reading(None, f"exporter url: {exc}")
+        distinct = sorted(set(urls.values()))
+        memo = ctx.memo
+        assert memo is not None
 
-register("exporter", ExporterSource())
+        def one(url: str) -> None:
+            memo.get(("scrape", url), lambda: scrape(url, ctx.timeout))
+
+        if len(distinct) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_SCRAPES, len(distinct)),
+                                    thread_name_prefix="scrape") as pool:
+                list(pool.map(one, distinct))
+        for host in hosts:
+            if host.name not in out:
+                try:
+                    out[host.name] = self.read(metric, ctx.for_host(host))
+                except Exception as exc:  # one host's template, not the batch
+                    out[host.name] = Reading(None, f"exporter source error: {exc}")
+        return out
+
+
+def _check_series(body: YDict, report: Report) -> None:
+    """A series without templates is checked now, at its line, not at the first read."""
+    series: Any = body.get("series")
+    if isinstance(series, str) and "{{" not in series and "{%" not in series:
+        try:
+            parse_series(series)
+        except ValueError as exc:
+            report(body.line_of("series"), str(exc))
+
+
+SPEC = SourceSpec(
+    name="exporter",
+    summary="scrape an exporter's text exposition; sum the series that match",
+    keys={"url": Key(text, required=True, doc="the exporter's /metrics URL (a template)"),
+          "series": Key(text, required=True,
+                        doc="NAME or NAME{label=\"value\", ...}: exact label matches")},
+    kind=kind_is(MetricKind.NUMBER),
+    reader=ExporterSource(),
+    rules=_check_series,
+)

@@ -1,15 +1,25 @@
-"""`http`: GET a URL; `expect` makes it pass/fail, `field` reads a number by dotted path."""
+"""`http`: GET a URL; `expect` makes it pass/fail, `field` reads a number by dotted path.
+
+Within one poll cycle a URL is fetched once, however many metrics read it (the
+default project reads `agent_health` and `model_load_failures` from one `/health`).
+"""
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.config.templating import render
-from orchestrator.core.model import Metric
-from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import (
+    Key,
+    ReadContext,
+    Reading,
+    SourceSpec,
+    mapping,
+    text,
+)
 
 _MISSING = object()
 
@@ -27,6 +37,9 @@ def dotted(doc: Any, path: str) -> Any:
 
 def fetch(url: str, timeout: float) -> tuple[int, bytes]:
     """GET; return (status, body). Non-2xx answers are returned, not raised."""
+    import urllib.error
+    import urllib.request
+
     req = urllib.request.Request(url, headers={"Accept": "application/json, text/plain"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
@@ -40,7 +53,7 @@ class HttpSource:
         url = render(str(metric.config["url"]), ctx.template_context())
         passfail = "field" not in metric.config
         try:
-            status, body = fetch(url, ctx.timeout)
+            status, body = ctx.shared(("GET", url), lambda: fetch(url, ctx.timeout))
         except (OSError, ValueError) as exc:  # refused, timeout, DNS, bad URL
             why = f"GET {url}: {getattr(exc, 'reason', exc)}"
             return Reading.passed(False, why) if passfail else Reading(None, why)
@@ -69,4 +82,17 @@ class HttpSource:
             return Reading(None, f"GET {url}: {field} is {value!r}, not a number")
 
 
-register("http", HttpSource())
+def _kind(body: Mapping[str, Any]) -> MetricKind:
+    return MetricKind.NUMBER if "field" in body else MetricKind.PASSFAIL
+
+
+SPEC = SourceSpec(
+    name="http",
+    summary="GET a URL: pass/fail on 2xx and `expect`ed JSON fields, or a number at `field`",
+    keys={"url": Key(text, required=True, doc="the URL (a template)"),
+          "expect": Key(mapping, doc="JSON fields (dotted paths) and the values they must have"),
+          "field": Key(text, doc="a JSON field (dotted path) holding a number")},
+    kind=_kind,
+    reader=HttpSource(),
+    exclusive=(("expect", "field"),),
+)

@@ -5,9 +5,16 @@ by the host's own `python3` over SSH. A host without NVML (no driver, no GPU, no
 nvidia-ml-py) raises `NvmlUnavailableError` with one clear line: that is a
 configuration problem found at validate/plan time, not a sample.
 
-`xid_errors` counts Xid critical-error events seen since this process (or probe)
-started watching: NVML keeps no Xid history, so the count is a counter from the
-first read, which is what the `increase:` condition needs.
+`xid_errors` counts Xid critical-error events seen since watching started: NVML keeps
+no Xid history and only queues events for an event set registered before they happen,
+so the count is a counter from the first read, which is what the `increase:` condition
+needs. In-process, one event set per GPU lives as long as this process and is drained
+on every read. On a remote host a one-shot probe could not do that (a set registered at
+each poll has seen nothing yet), so the first read starts a small watcher there
+(`XID_WATCHER`, detached in a session of its own): it registers once, waits on the set
+with a 1 s timeout, and keeps the count in a file in a private (0700) per-user directory
+on the host; later probes only read the file. A `flock` on a lock file lets one watcher
+run per GPU and user; the watcher ends when no probe has asked for 10 minutes.
 """
 
 from __future__ import annotations
@@ -20,8 +27,18 @@ from orchestrator._exceptions import NvmlUnavailableError
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
-from orchestrator.core.model import Metric
-from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import (
+    Key,
+    ReadContext,
+    Reading,
+    Report,
+    SourceSpec,
+    index,
+    kind_is,
+    one_of,
+    text,
+)
 from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
@@ -50,15 +67,68 @@ elif field == "process_memory_mib":
     print(sum((p.usedGpuMemory or 0) for p in n.nvmlDeviceGetComputeRunningProcesses(h)
               if p.pid == pid) / 1048576.0)
 elif field == "xid_errors":
-    s = n.nvmlEventSetCreate(); n.nvmlDeviceRegisterEvents(h, n.nvmlEventTypeXidCriticalError, s)
-    c = 0
-    while True:
+    import fcntl, os, stat, subprocess, tempfile
+    d = os.path.join(tempfile.gettempdir(), "migrate-%d" % os.getuid())
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        print("refusing %s: not a private directory of this user" % d); sys.exit(1)
+    base = os.path.join(d, "xid-%d" % gpu)
+    fd = os.open(base + ".asked", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.utime(fd); os.close(fd)
+    lock = os.open(base + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
         try:
-            n.nvmlEventSetWait(s, 0); c += 1
-        except n.NVMLError:
-            break
-    print(c)
+            with open(base + ".count") as f:
+                print(int(f.read().strip() or 0))
+        except (OSError, ValueError):
+            print(0)
+        sys.exit(0)
+    with open(base + ".count.tmp", "w") as f:
+        f.write("0")
+    os.replace(base + ".count.tmp", base + ".count")
+    subprocess.Popen([sys.executable, "-c", XID_WATCHER, str(gpu), base], pass_fds=(lock,),
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    print(0)
 """
+
+#: The long-lived waiter the remote `xid_errors` probe starts; holds the lock it inherits.
+XID_WATCHER = r"""
+import os, sys, time
+gpu, base = int(sys.argv[1]), sys.argv[2]
+IDLE = 600
+with open(base + ".pid", "w") as f:
+    f.write(str(os.getpid()))
+import pynvml as n
+n.nvmlInit()
+s = n.nvmlEventSetCreate()
+n.nvmlDeviceRegisterEvents(n.nvmlDeviceGetHandleByIndex(gpu), n.nvmlEventTypeXidCriticalError, s)
+count, errors = 0, 0
+while errors < 60:
+    try:
+        n.nvmlEventSetWait(s, 1000)
+        count += 1
+        with open(base + ".count.tmp", "w") as f:
+            f.write(str(count))
+        os.replace(base + ".count.tmp", base + ".count")
+    except n.NVMLError as e:
+        if getattr(e, "value", None) != getattr(n, "NVML_ERROR_TIMEOUT", 10):
+            errors += 1
+            time.sleep(1)
+    try:
+        if time.time() - os.stat(base + ".asked").st_mtime > IDLE:
+            break
+    except OSError:
+        break
+"""
+
+REMOTE_PROBE = REMOTE_PROBE.replace("XID_WATCHER", repr(XID_WATCHER))
 
 
 class NvmlBackend:
@@ -192,4 +262,22 @@ def nvml_available(host: Host, commands: CommandRunner | None,
     return f"{host.name}: NVML probe failed: {out[-200:]}"
 
 
-register("nvml", NvmlSource())
+FIELDS = ("memory_used_mib", "memory_used_pct", "utilization_pct", "xid_errors",
+          "process_memory_mib")
+
+
+def _needs_pid_file(body: Any, report: Report) -> None:
+    if body.get("field") == "process_memory_mib" and "pid_file" not in body:
+        report(body.line, "process_memory_mib needs pid_file")
+
+
+SPEC = SourceSpec(
+    name="nvml",
+    summary="the host's GPU through NVML: in-process when local, over SSH otherwise",
+    keys={"field": Key(one_of(*FIELDS), required=True, doc="what to read"),
+          "gpu": Key(index, doc="GPU index, default 0"),
+          "pid_file": Key(text, doc="process_memory_mib: the process's pid file")},
+    kind=kind_is(MetricKind.NUMBER),
+    reader=NvmlSource(),
+    rules=_needs_pid_file,
+)

@@ -1,17 +1,35 @@
 """`tcp`: can a connection be opened? With `from: HOST`, asked on that host over SSH, so
-that "main can reach pc2" is what is measured, not "the orchestrator can reach pc2"."""
+that "main can reach pc2" is what is measured, not "the orchestrator can reach pc2".
+
+The SSH connection is the command runner's (keepalives from `ssh:`), so a `from:` host
+that goes silent ends the probe within keepalive x count seconds, not TCP's minutes.
+
+`probe_dir()` is where probes' command logs go: a directory private to this user (0700,
+owned by us, not a symlink), never a fixed shared path that another user could own or
+fill with symlinks.
+"""
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
+import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
-from orchestrator.core.model import Metric
-from orchestrator.monitoring.sources.base import ReadContext, Reading, register
+from orchestrator.core.model import Metric, MetricKind
+from orchestrator.monitoring.sources.base import (
+    Key,
+    ReadContext,
+    Reading,
+    SourceSpec,
+    kind_is,
+    text,
+)
 from orchestrator.runners.base import CommandRequest
 
 PROBE = ("import socket,sys\n"
@@ -29,8 +47,38 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+_probe_dir: Path | None = None
+_probe_lock = threading.Lock()
+
+
+def _private(path: Path) -> bool:
+    """A real directory (not a symlink) of ours that nobody else may enter."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() \
+        and stat.S_IMODE(st.st_mode) & 0o077 == 0
+
+
 def probe_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "migrate-probes"
+    """This user's private directory for probe logs: `$TMPDIR/migrate-probes-UID` (0700),
+    or a fresh `mkdtemp` one when that name is taken by something we can't trust."""
+    global _probe_dir
+    with _probe_lock:
+        if _probe_dir is not None and _private(_probe_dir):
+            return _probe_dir
+        candidate = Path(tempfile.gettempdir()) / f"migrate-probes-{os.getuid()}"
+        try:
+            candidate.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            candidate = Path(tempfile.mkdtemp(prefix="migrate-probes-"))
+        if not _private(candidate):
+            candidate = Path(tempfile.mkdtemp(prefix="migrate-probes-"))
+        _probe_dir = candidate
+        return candidate
 
 
 class TcpSource:
@@ -64,4 +112,11 @@ class TcpSource:
                               f"{(result.stdout or result.detail).strip()[-200:]}")
 
 
-register("tcp", TcpSource())
+SPEC = SourceSpec(
+    name="tcp",
+    summary="can a TCP connection be opened (from the orchestrator, or `from:` a host)",
+    keys={"address": Key(text, required=True, doc="HOST:PORT (a template)"),
+          "from": Key(text, doc="probe from this inventory host, over SSH")},
+    kind=kind_is(MetricKind.PASSFAIL),
+    reader=TcpSource(),
+)

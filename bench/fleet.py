@@ -1,0 +1,361 @@
+"""Fleet benchmark (issue 12): migrate at 200 hosts, and its poll cycle at 2,000.
+
+A benchmark, not a test: it prints figures next to their goals. Every host is a
+local-connection inventory host; each has its own metrics, all served by one small
+threaded HTTP server running in a process of its own (so that serving does not
+share a GIL with what is measured): per-host JSON at /h/<host> (also at /a/, /b/,
+/c/ for metrics that must not share a URL) and every host's DCGM-style series at
+/metrics.
+
+(a) a 3-step phase (three playbook steps) on 200 hosts, `migrate phase` in a
+    subprocess, against the same three playbooks run by bare `ansible-playbook` with
+    the same forks (goal: at most 1.05x);
+(b) the wall time of a phase of one 1 s `wait` on 200 hosts with two triggers on
+    phase-start baselines (goal: at most 5 s);
+(c) the poll-cycle span at 200 hosts x 3 http metrics (goal: at most 1 s), and through
+    a real Prometheus (/usr/bin/prometheus, scraping the one server that serves every
+    host's series) at 2,000 hosts x 3 metrics (goal: at most 1 s per cycle), with the
+    number of queries Prometheus answered per cycle;
+(d) `migrate status` with 200 hosts x 4 phases (goal: at most 0.5 s).
+
+Run: python bench/fleet.py [--hosts 200] [--prom-hosts 2000] [--only abcd] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FORKS = 50
+PLAYBOOK = """\
+- name: fleet step {n}
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: marker
+      ansible.builtin.file:
+        path: "{{{{ marker_dir }}}}/{{{{ inventory_hostname }}}}-s{n}"
+        state: touch
+        mode: "0644"
+"""
+
+
+# --- the metrics server (a process of its own) -------------------------------------------------
+def host_names(n: int) -> list[str]:
+    return [f"h{i:04d}" for i in range(n)]
+
+
+def serve(n_hosts: int) -> None:
+    """`fleet.py --serve N`: serve N hosts' metrics; print the port, run until killed."""
+    names = host_names(n_hosts)
+    docs = {name: json.dumps({"status": "ok", "vram": 1000 + i % 97, "load": 1 + i % 7,
+                              "temp": 40 + i % 13}).encode()
+            for i, name in enumerate(names)}
+    exposition = "".join(
+        f'DCGM_FI_DEV_FB_USED{{Hostname="{n}",gpu="0"}} {1000 + i % 97}\n'
+        f'DCGM_FI_DEV_GPU_UTIL{{Hostname="{n}",gpu="0"}} {i % 100}\n'
+        f'DCGM_FI_DEV_GPU_TEMP{{Hostname="{n}",gpu="0"}} {40 + i % 13}\n'
+        for i, n in enumerate(names)).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body = exposition
+            else:
+                body = docs.get(self.path.rsplit("/", 1)[-1], b"{}")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 1024  # listen() backlog: 16 readers at once, and bursts
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+@contextmanager
+def metrics_server(n_hosts: int) -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(n_hosts)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# --- projects ----------------------------------------------------------------------------------
+def write_project(root: Path, hosts: list[str], url: str, metrics: str, triggers: str,
+                  phases: dict[int, str], poll: str = "1s") -> Path:
+    (root / "phases").mkdir(parents=True)
+    (root / "playbooks").mkdir()
+    (root / "inventory").mkdir()
+    (root / "markers").mkdir()
+    for n in (1, 2, 3):
+        (root / "playbooks" / f"s{n}.yml").write_text(PLAYBOOK.format(n=n))
+    (root / "migration.yaml").write_text(
+        f"name: fleet\ninventory: inventory/hosts.yml\npoll_interval: {poll}\n"
+        f"forks: {FORKS}\n"
+        + (f"metrics:\n{metrics}" if metrics else "metrics: {}\n")
+        + (f"triggers:\n{triggers}" if triggers else "triggers: {}\n"))
+    (root / "inventory" / "hosts.yml").write_text(
+        "all:\n  vars:\n    ansible_connection: local\n"
+        "    ansible_python_interpreter: \"{{ ansible_playbook_python }}\"\n"
+        f"    marker_dir: {root / 'markers'}\n    fleet: {url}\n  hosts:\n"
+        + "".join(f"    {h}:\n" for h in hosts))
+    for number, body in phases.items():
+        (root / "phases" / f"{number}-p{number}.yaml").write_text(body)
+    return root
+
+
+def migrate(root: Path, *args: str, timeout: float = 1800) -> tuple[float, str]:
+    entry = Path(sys.executable).parent / "migrate"
+    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "orchestrator"]
+    t0 = time.perf_counter()
+    res = subprocess.run([*cmd, "--project", str(root), *args], capture_output=True,
+                         text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"migrate {' '.join(args)} exited {res.returncode}:\n"
+                         f"{res.stderr[-3000:]}")
+    return took, res.stdout
+
+
+HTTP_TWO = ("  vram:\n    source: http\n    url: '{{ vars.fleet }}/h/{{ host }}'\n"
+            "    field: vram\n"
+            "  load:\n    source: http\n    url: '{{ vars.fleet }}/h/{{ host }}'\n"
+            "    field: load\n")
+TRIGGERS_TWO = ("  vram_degradation: {metric: vram, degrade_pct: 20, baseline: phase-start}\n"
+                "  load_degradation: {metric: load, degrade_pct: 50, baseline: phase-start}\n")
+
+
+# --- (a) --------------------------------------------------------------------------------------
+def bench_a(tmp: Path, url: str, n: int, runs: int) -> dict[str, float]:
+    hosts = host_names(n)
+    steps = "".join(f"  - id: s{k}\n    playbook: playbooks/s{k}.yml\n    rollback: none\n"
+                    for k in (1, 2, 3))
+    phase = f"phase: 1\nname: three steps\ntriggers: []\nsteps:\n{steps}"
+    mig, bare = [], []
+    for r in range(runs):
+        root = write_project(tmp / f"a{r}", hosts, url, "", "", {1: phase})
+        took, _ = migrate(root, "phase", "1", "--host", "all", "--yes")
+        mig.append(took)
+        done = len(list((root / "markers").iterdir()))
+        assert done == 3 * n, f"migrate left {done} markers, not {3 * n}"
+        shutil.rmtree(root / "markers")
+        (root / "markers").mkdir()
+        t0 = time.perf_counter()
+        for k in (1, 2, 3):
+            subprocess.run(["ansible-playbook", "-i", str(root / "inventory" / "hosts.yml"),
+                            "--forks", str(FORKS), str(root / "playbooks" / f"s{k}.yml")],
+                           check=True, stdout=subprocess.DEVNULL, cwd=root,
+                           env=dict(os.environ, ANSIBLE_RETRY_FILES_ENABLED="0",
+                                    ANSIBLE_NOCOLOR="1"))
+        bare.append(time.perf_counter() - t0)
+    return {"migrate": statistics.median(mig), "bare": statistics.median(bare)}
+
+
+# --- (b) --------------------------------------------------------------------------------------
+def bench_b(tmp: Path, url: str, n: int, runs: int) -> float:
+    hosts = host_names(n)
+    phase = "phase: 1\nname: one wait\nsteps:\n  - id: soak\n    wait: 1s\n"
+    took = []
+    for r in range(runs):
+        root = write_project(tmp / f"b{r}", hosts, url, HTTP_TWO, TRIGGERS_TWO, {1: phase})
+        took.append(migrate(root, "phase", "1", "--host", "all", "--yes")[0])
+    return statistics.median(took)
+
+
+# --- (c) --------------------------------------------------------------------------------------
+def cycle_span(root: Path, cycles: int) -> tuple[float, float, Any]:
+    """(first cycle, median of the next ones) of TriggerMonitor.cycle, with the journal."""
+    from orchestrator.config.project import load_project
+    from orchestrator.core.clock import SystemClock
+    from orchestrator.monitoring.monitor import TriggerMonitor
+    from orchestrator.state.journal import Journal
+
+    project, inventory = load_project(root)
+    journal = Journal(root / "state.db")
+    monitor = TriggerMonitor(project, inventory, journal, SystemClock(), None)
+    monitor.prepare("bench", project.phases[1], list(inventory.hosts.values()), None, False)
+    spans = []
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
+        for _ in range(cycles + 1):
+            t0 = time.perf_counter()
+            monitor.cycle(pool)
+            spans.append(time.perf_counter() - t0)
+            time.sleep(0.2)
+    samples = journal.samples("bench")
+    journal.close()
+    nodata = sum(1 for s in samples if s["value"] is None)
+    return spans[0], statistics.median(spans[1:]), (len(samples), nodata, monitor)
+
+
+def bench_c_http(tmp: Path, url: str, n: int, shared: bool) -> tuple[float, float, Any]:
+    paths = ("h", "h", "h") if shared else ("a", "b", "c")
+    metrics = "".join(
+        f"  m{k}:\n    source: http\n    url: '{{{{ vars.fleet }}}}/{p}/{{{{ host }}}}'\n"
+        f"    field: {f}\n" for k, (p, f) in enumerate(zip(paths, ("vram", "load", "temp"),
+                                                          strict=True)))
+    triggers = "".join(f"  t{k}: {{metric: m{k}, above: 100000}}\n" for k in range(3))
+    root = write_project(tmp / f"c-http-{'shared' if shared else 'distinct'}",
+                         host_names(n), url, metrics, triggers,
+                         {1: "phase: 1\nsteps:\n  - id: w\n    wait: 1s\n"})
+    return cycle_span(root, 5)
+
+
+def answered(prom: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{prom}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("prometheus_http_requests_total{")
+               and 'handler="/api/v1/query"' in line)
+
+
+def bench_c_prometheus(tmp: Path, n: int) -> dict[str, float]:
+    from tests.prom import prometheus
+
+    with metrics_server(n) as url:
+        (tmp / "prom").mkdir()
+        with prometheus(tmp / "prom", url.removeprefix("http://"),
+                        "DCGM_FI_DEV_GPU_TEMP") as prom:
+            metrics = "".join(
+                f"  {m}:\n    source: prometheus\n"
+                f"    query: 'sum({s}{{Hostname=\"{{{{ host }}}}\"}})'\n"
+                for m, s in (("vram", "DCGM_FI_DEV_FB_USED"), ("util", "DCGM_FI_DEV_GPU_UTIL"),
+                             ("temp", "DCGM_FI_DEV_GPU_TEMP")))
+            triggers = "".join(f"  t_{m}: {{metric: {m}, above: 100000}}\n"
+                               for m in ("vram", "util", "temp"))
+            root = write_project(tmp / "c-prom", host_names(n), url, metrics, triggers,
+                                 {1: "phase: 1\nsteps:\n  - id: w\n    wait: 1s\n"})
+            text = (root / "migration.yaml").read_text()
+            (root / "migration.yaml").write_text(text + f"prometheus: {{url: '{prom}'}}\n")
+            before = answered(prom)
+            first, median, (rows, nodata, _) = cycle_span(root, 5)
+            queries = (answered(prom) - before) / 6
+    return {"first": first, "median": median, "queries": queries, "rows": rows,
+            "nodata": nodata}
+
+
+# --- (d) --------------------------------------------------------------------------------------
+def bench_d(tmp: Path, url: str, n: int, runs: int) -> tuple[float, float, dict[str, float]]:
+    hosts = host_names(n)
+    phases = {k: f"phase: {k}\nname: p{k}\n" + (f"requires: [{k - 1}]\n" if k > 1 else "")
+              + "steps:\n  - id: w\n    wait: 100ms\n" for k in (1, 2, 3, 4)}
+    root = write_project(tmp / "d", hosts, url, HTTP_TWO, TRIGGERS_TWO, phases)
+    runs_took = {}
+    for k in (1, 2, 3, 4):
+        runs_took[f"phase {k}"] = migrate(root, "phase", str(k), "--host", "all", "--yes")[0]
+    text, js = [], []
+    for _ in range(runs):
+        text.append(migrate(root, "status")[0])
+        took, out = migrate(root, "--output", "json", "status")
+        js.append(took)
+    doc = json.loads(out)
+    assert len(doc["hosts"]) == n and all(
+        p["state"] == "completed" for h in doc["hosts"].values() for p in h["phases"].values())
+    return statistics.median(text), statistics.median(js), runs_took
+
+
+def python_startup() -> float:
+    out = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--hosts", type=int, default=200)
+    ap.add_argument("--prom-hosts", type=int, default=2000)
+    ap.add_argument("--only", default="abcd")
+    ap.add_argument("--runs", type=int, default=1, help="runs of (a) and (b); median shown")
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    n = args.hosts
+    load = os.getloadavg()[0]
+    print(f"fleet benchmark: {n} local hosts, forks {FORKS}, {os.cpu_count()} cores, "
+          f"load average {load:.1f} at start, python -c pass {python_startup():.3f} s")
+    rows: list[tuple[str, str, str]] = []
+
+    def report(what: str, got: str, goal: str) -> None:
+        rows.append((what, got, goal))
+        print(f"  {what:<58} {got:>22}   goal {goal}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="migrate-fleet-") as tmp_name:
+        tmp = Path(tmp_name)
+        with metrics_server(n) as url:
+            if "a" in args.only:
+                a = bench_a(tmp, url, n, args.runs)
+                report(f"(a) 3 playbook steps x {n} hosts: migrate phase",
+                       f"{a['migrate']:.1f} s", "")
+                report(f"(a) the same 3 playbooks, bare ansible-playbook --forks {FORKS}",
+                       f"{a['bare']:.1f} s", "")
+                report("(a) ratio migrate / bare", f"{a['migrate'] / a['bare']:.2f}x",
+                       "<= 1.05x")
+            if "b" in args.only:
+                b = bench_b(tmp, url, n, args.runs)
+                report(f"(b) phase of one 1 s wait, {n} hosts, 2 baselined triggers",
+                       f"{b:.2f} s", "<= 5 s")
+            if "c" in args.only:
+                for shared in (False, True):
+                    first, median, (samples, nodata, _) = bench_c_http(tmp, url, n, shared)
+                    what = "3 URLs per host" if not shared else "3 metrics on 1 URL per host"
+                    report(f"(c) poll cycle {n} x 3 http ({what})",
+                           f"{median:.3f} s (1st {first:.2f})", "<= 1 s")
+                    assert nodata == 0, f"{nodata} of {samples} samples had no data"
+            if "d" in args.only:
+                text, js, took = bench_d(tmp, url, n, max(3, args.runs))
+                report(f"(d) migrate status, {n} hosts x 4 phases", f"{text:.3f} s", "<= 0.5 s")
+                report("(d) migrate --output json status", f"{js:.3f} s", "<= 0.5 s")
+                report(f"    (4 phases of one 100ms wait on {n} hosts took)",
+                       ", ".join(f"{v:.1f}" for v in took.values()) + " s", "")
+        if "c" in args.only and args.prom_hosts:
+            p = bench_c_prometheus(tmp, args.prom_hosts)
+            report(f"(c) poll cycle {args.prom_hosts} x 3 prometheus metrics",
+                   f"{p['median']:.3f} s (1st {p['first']:.2f})", "<= 1 s")
+            report("(c) queries Prometheus answered per cycle", f"{p['queries']:.1f}",
+                   "3 (not 6,000)")
+            assert p["nodata"] == 0, f"{p['nodata']} of {p['rows']} samples had no data"
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    if re.search(r"\bpytest\b", " ".join(sys.argv)):
+        raise SystemExit("a benchmark, not a test")
+    main()

@@ -1,0 +1,168 @@
+"""Pull: read the firing alerts every poll interval, so a missed push is never a missed
+rollback (migrate restarted, Alertmanager's webhook retries gave up, a network blip).
+
+- With `alertmanager: {url}`: `GET /api/v2/alerts?active=true&silenced=false&inhibited=false`,
+  the same alerts Alertmanager would notify about (silences and inhibitions respected).
+- Without Alertmanager: Prometheus's own `ALERTS{alertname="X",alertstate="firing"}`
+  through the project's Prometheus URL, one instant query per alert name, for all
+  hosts at once. `ALERTS` has no start time, so the book records "since" as first seen.
+
+Each puller returns the full list for its source or raises `PullError`; `AlertPuller`
+writes the answer into the book (or records the error, keeping the last view).
+Plain urllib with a timeout per request: no retries, the next poll is the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+from orchestrator.monitoring.alerts.book import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    AlertBook,
+    FiringAlert,
+)
+from orchestrator.monitoring.alerts.receiver import WebhookError, parse_time
+
+AM_ALERTS = "/api/v2/alerts"
+AM_QUERY = {"active": "true", "silenced": "false", "inhibited": "false"}
+#: Alertmanager states that mean "would be notified": unprocessed = just received.
+AM_FIRING_STATES = {"active", "unprocessed"}
+
+
+class PullError(Exception):
+    """A pull that gave no answer (refused, timeout, non-2xx, not the expected JSON)."""
+
+
+def _get_json(url: str, timeout: float) -> Any:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            body = resp.read(16 * 1024 * 1024)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(300).decode("utf-8", "replace").strip()
+        raise PullError(f"GET {url}: HTTP {exc.code} {detail}".strip()) from exc
+    except (OSError, ValueError) as exc:  # refused, timeout, DNS, bad URL
+        raise PullError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise PullError(f"GET {url}: not JSON: {exc}") from exc
+
+
+def _labels(raw: Any, where: str) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise PullError(f"{where}: labels are not an object")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def fetch_alertmanager(base_url: str, timeout: float) -> list[FiringAlert]:
+    """Active, unsilenced, uninhibited alerts from Alertmanager's API v2."""
+    url = base_url.rstrip("/") + AM_ALERTS + "?" + urllib.parse.urlencode(AM_QUERY)
+    doc = _get_json(url, timeout)
+    if not isinstance(doc, list):
+        raise PullError(f"GET {url}: expected a list of alerts")
+    out = []
+    for item in doc:
+        if not isinstance(item, dict):
+            raise PullError(f"GET {url}: an alert is not an object")
+        state = (item.get("status") or {}).get("state", "active")
+        if state not in AM_FIRING_STATES:
+            continue
+        labels = _labels(item.get("labels"), url)
+        if not labels.get("alertname"):
+            continue
+        try:
+            since = parse_time(item.get("startsAt"), "startsAt")
+        except WebhookError:
+            since = None
+        annotations = item.get("annotations")
+        out.append(FiringAlert(labels["alertname"], labels, since, ALERTMANAGER,
+                               _labels(annotations, url) if annotations else {},
+                               str(item.get("generatorURL") or "")))
+    return out
+
+
+def alerts_query(name: str) -> str:
+    """PromQL for one alert name's firing series (quotes and backslashes escaped)."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'ALERTS{{alertname="{escaped}",alertstate="firing"}}'
+
+
+def fetch_prometheus(base_url: str, names: Iterable[str], timeout: float) -> list[FiringAlert]:
+    """Firing alerts of these names from Prometheus's `ALERTS` series: one query each."""
+    deadline = time.monotonic() + timeout
+    out = []
+    for name in sorted(set(names)):
+        query = alerts_query(name)
+        url = (base_url.rstrip("/") + "/api/v1/query?"
+               + urllib.parse.urlencode({"query": query}))
+        left = max(0.1, deadline - time.monotonic())
+        doc = _get_json(url, left)
+        if not isinstance(doc, dict) or doc.get("status") != "success":
+            raise PullError(f"query {query}: {doc.get('error') if isinstance(doc, dict) else doc}")
+        result = (doc.get("data") or {}).get("result")
+        if not isinstance(result, list):
+            raise PullError(f"query {query}: no result list")
+        for series in result:
+            labels = _labels((series or {}).get("metric"), query)
+            labels.pop("__name__", None)
+            labels.pop("alertstate", None)
+            out.append(FiringAlert(name, labels, None, PROMETHEUS))
+    return out
+
+
+class AlertPuller:
+    """One pull source feeding one book: Alertmanager when its URL is set, else Prometheus."""
+
+    def __init__(self, book: AlertBook, names: Iterable[str], *,
+                 alertmanager_url: str | None = None, prometheus_url: str | None = None,
+                 timeout: float = 5.0) -> None:
+        if not alertmanager_url and not prometheus_url:
+            raise ValueError("AlertPuller needs an Alertmanager or a Prometheus URL")
+        self.book = book
+        self.names = frozenset(names)
+        self.alertmanager_url = alertmanager_url
+        self.prometheus_url = prometheus_url
+        self.timeout = timeout
+        self.pulls = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def source(self) -> str:
+        return ALERTMANAGER if self.alertmanager_url else PROMETHEUS
+
+    def describe(self) -> str:
+        if self.alertmanager_url:
+            return f"Alertmanager {self.alertmanager_url}{AM_ALERTS}"
+        return f"Prometheus {self.prometheus_url} ALERTS"
+
+    def poll(self, timeout: float | None = None) -> str | None:
+        """Pull once and write the book; the error text when the pull failed, else None."""
+        limit = timeout or self.timeout
+        started = time.monotonic()
+        self.pulls += 1
+        try:
+            if self.alertmanager_url:
+                alerts = fetch_alertmanager(self.alertmanager_url, limit)
+            else:
+                assert self.prometheus_url is not None
+                alerts = fetch_prometheus(self.prometheus_url, self.names, limit)
+        except PullError as exc:
+            self.failures += 1
+            self.last_error = str(exc)[:300]
+            self.book.pull_failed(self.source, self.last_error)
+            return self.last_error
+        if self.alertmanager_url:  # everything Alertmanager knows; keep ours for the names
+            alerts = [a for a in alerts if a.name in self.names] if self.names else alerts
+        self.last_error = None
+        self.book.replace_view(self.source, alerts, requested_at=started,
+                               scope=self.names or None)
+        return None
