@@ -189,10 +189,9 @@ def break_source(source: str, form: str, rng: random.Random) -> str:
 def generate(root: Path, files: int, megabytes: float, seed: int) -> tuple[int, int]:
     rng = random.Random(seed)
     total = int(megabytes * 1024 * 1024)
-    sizes = [227 * 1024] + [rng.lognormvariate(0, 0.8) for _ in range(files - 1)]
-    rest = total - sizes[0]
-    scale = rest / sum(sizes[1:])
-    sizes = [int(sizes[0])] + [max(2000, int(s * scale)) for s in sizes[1:]]
+    shares = [rng.lognormvariate(0, 0.8) for _ in range(files - 1)]
+    scale = (total - 227 * 1024) / sum(shares)
+    sizes = [227 * 1024] + [max(2000, int(s * scale)) for s in shares]
     forms = [f for f, weight in FORMS for _ in range(weight)]
     broken = 0
     written = 0

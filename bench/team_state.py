@@ -33,7 +33,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -75,7 +77,13 @@ def populate(journal: Journal, hosts: int, phases: int) -> None:
     each with its run, 8 events, 3 steps, 4 trigger states and samples. Written in one
     transaction (the rows the engine would have written one by one)."""
     stamp = "2026-11-23T23:59:00.000Z"
-    runs, run_hosts, events, steps, phase_rows, triggers, samples = [], [], [], [], [], [], []
+    runs: list[tuple[Any, ...]] = []
+    run_hosts: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    steps: list[tuple[Any, ...]] = []
+    phase_rows: list[tuple[Any, ...]] = []
+    triggers: list[tuple[Any, ...]] = []
+    samples: list[tuple[Any, ...]] = []
     for h in range(hosts):
         host = f"host{h:03d}"
         for p in range(1, phases + 1):
@@ -193,8 +201,11 @@ def takeover(target: str, journal: Journal, prefix: tuple[str, ...] = (),
         assert not standby.try_acquire()
         stop = threading.Event()
         won: list[float] = []
-        t = threading.Thread(target=lambda: standby.wait(stop, poll=1.0) and
-                             won.append(time.monotonic()))
+        def stand_by() -> None:
+            if standby.wait(stop, poll=1.0):
+                won.append(time.monotonic())
+
+        t = threading.Thread(target=stand_by)
         t.start()
         died = time.monotonic()
         if cut is not None:
@@ -229,9 +240,9 @@ def main() -> None:
             populate(journal, args.hosts, args.phases)
             filled = time.perf_counter() - t0
             reads = status_reads(journal, args.hosts, args.phases)
-            warm = median_time(lambda j=journal: status_reads(j, args.hosts, args.phases),
+            warm = median_time(partial(status_reads, journal, args.hosts, args.phases),
                                args.runs)
-            bulk = median_time(lambda j=journal: status_bulk(j, args.hosts, args.phases),
+            bulk = median_time(partial(status_bulk, journal, args.hosts, args.phases),
                                args.runs)
             start = cold(target, args.hosts, args.phases, args.runs, bulk=False)
             start_bulk = cold(target, args.hosts, args.phases, args.runs, bulk=True)

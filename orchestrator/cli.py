@@ -120,6 +120,9 @@ class SignalGuard:
             from orchestrator.runners.descendants import kill_descendants
 
             kill_descendants()
+            if sys.__stderr__ is not None and sys.__stderr__.isatty():
+                sys.__stderr__.write("\x1b[?25h\n")  # the live view hid the cursor
+                sys.__stderr__.flush()
             os._exit(INTERRUPTED)
 
 
@@ -176,6 +179,28 @@ def _global_options() -> list[click.Option]:
     ]
 
 
+def _complete_hosts(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """`--host` completions: the project inventory's hosts and groups (nothing on any
+    problem: a completion must never print an error into the operator's prompt)."""
+    try:
+        import yaml
+
+        from orchestrator.config.inventory import load_inventory
+        from orchestrator.config.project import resolve_project_dir
+
+        top = ctx.find_root().params
+        root = resolve_project_dir(top.get("project"))
+        inventory = top.get("inventory") or (yaml.safe_load(
+            (root / "migration.yaml").read_text()) or {}).get("inventory")
+        if not inventory:
+            return []
+        inv, _ = load_inventory(root / str(inventory))
+        names = [*inv.hosts, *inv.groups, "all"]
+    except Exception:
+        return []
+    return [n for n in dict.fromkeys(names) if n.startswith(incomplete)]
+
+
 class _Group(click.Group):
     """A group whose subcommands (nested groups' included) take the global options too."""
 
@@ -183,6 +208,9 @@ class _Group(click.Group):
         if not isinstance(cmd, click.Group):
             own = {o for p in cmd.params for o in p.opts}
             cmd.params.extend(g for g in _global_options() if not own & set(g.opts))
+            for param in cmd.params:  # shell completion of --host from the inventory
+                if "--host" in param.opts and param._custom_shell_complete is None:
+                    param._custom_shell_complete = _complete_hosts
         super().add_command(cmd, name)
 
     def group(self, *args: Any, **kwargs: Any) -> Any:

@@ -26,7 +26,8 @@ Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on ever
 deploy/prometheus/ read: mma_thread_health_status{thread=...} per custom thread of the
 running revision, and mma_socket_connection_status{socket=...}; 1 healthy, 0 not.
 
-Standard library only; started with `serve --config CONFIG.json`.
+Standard library only; started with `serve --config CONFIG.json`, and stops by itself when
+that file is gone (its sandbox was deleted).
 """
 
 from __future__ import annotations
@@ -246,6 +247,16 @@ def serve(config_path: Path) -> int:
         agent.open_peer_port(int(config["zmq_port"]))
     server = ThreadingHTTPServer(("127.0.0.1", int(config["health_port"])), make_handler(agent))
     server.daemon_threads = True
+
+    def exit_with_sandbox() -> None:
+        """Stop once the config file is gone: the sandbox was deleted (a drill killed before
+        its teardown, a test's temp dir cleaned), and nobody is left to stop this process,
+        which would otherwise hold its ports for good."""
+        while config_path.exists():
+            time.sleep(2)
+        server.shutdown()
+
+    threading.Thread(target=exit_with_sandbox, daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

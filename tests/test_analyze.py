@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.analysis import analyze_file, analyze_path, render_text, risk_score, scoring
 from orchestrator._exceptions import ConfigError
+from orchestrator.analysis import analyze_file, analyze_path, render_text, risk_score, scoring
 from orchestrator.analysis.source import PathProblem
 
 

@@ -92,3 +92,13 @@ def test_bash_completion_completes_commands_and_options() -> None:
 
     assert "plain,status" in complete("migrate st")
     assert "plain,--dry-run" in complete("migrate phase --dr")
+
+
+def test_bash_completion_of_hosts_and_groups_from_the_inventory(tmp_path: Path) -> None:
+    proj = make_project(tmp_path, hosts=("main", "pc2", "mma-3"))
+    res = subprocess.run([entry_point()], capture_output=True, text=True, timeout=60,
+                         env=bare_env(_MIGRATE_COMPLETE="bash_complete",
+                                      COMP_WORDS=f"migrate --project {proj.root} phase 1 "
+                                                 "--host m", COMP_CWORD="6"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["plain,main", "plain,mma-3"]

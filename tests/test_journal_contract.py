@@ -373,10 +373,10 @@ def make_v1(backend: Backend) -> None:
     from orchestrator.state.postgres import PgStore
 
     store = PgStore(backend.url)
-    with store.transaction() as db:
-        store.upgrade(db, 0, target=1)
-        db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", run)
-        db.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail) VALUES "
+    with store.transaction() as pg:
+        store.upgrade(pg, 0, target=1)
+        pg.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", run)
+        pg.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail) VALUES "
                    "('2026-01-01T00:00:00.001Z', 'r-old', NULL, 1, NULL, 'wave_started', 'w')")
     store.close()
 

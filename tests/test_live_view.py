@@ -95,6 +95,18 @@ def test_bake_countdown_and_waves() -> None:
     assert "wave 1/2" in frame
     assert "bake: 1m30s left of 2m00s" in frame
     assert re.search(r"b\s+pending\s+\S*\s*·", frame), frame
+    emit(v, K.PHASE_COMPLETED, "a", phase=2)
+    clock.now += 95
+    emit(v, K.WAVE_STARTED, phase=2, wave=2, waves=2, hosts=["b", "c"])
+    assert "bake:" not in v.text()
+    for h in ("b", "c"):
+        emit(v, K.RUN_STARTED, h, phase=2, wave=2)
+    clock.now += 10
+    for h in ("b", "c"):
+        emit(v, K.BAKE_STARTED, h, phase=2)
+        clock.now += 0.1
+    clock.now += 20
+    assert "wave 2/2" in v.text() and "bake: 1m39s left of 2m00s" in v.text()
 
 
 def test_a_fleet_is_counted_per_wave_and_state() -> None:
@@ -188,3 +200,18 @@ def test_wants_live_only_for_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CI", "true")
     assert not wants_live(Tty())
     assert seconds(0.42) == "0.4s" and seconds(75) == "1m15s" and seconds(7300) == "2h01m"
+
+
+def test_a_prompt_pauses_the_region_and_events_do_not_draw_over_it() -> None:
+    console = Console(file=io.StringIO(), width=100, force_terminal=True)
+    lines: list[str] = []
+    v = LiveView(console, live=True, plain=lines.append)
+    with v:
+        emit(v, K.RUN_STARTED, "main")
+        assert v.active
+        with v.paused():
+            emit(v, K.TRIGGER_PENDING, "main", detail="x", **VRAM)  # the monitor's thread
+            assert not v.active
+            v.say("pause: continue the phase?")
+        assert v.active
+    assert not v.active and lines == ["pause: continue the phase?"]

@@ -137,7 +137,7 @@ def test_live_view_while_running_after_the_fire_and_at_the_end(tmp_path: Path,
 
     # 2. after the trigger fired: FIRING with value, limit and how long it has breached;
     # the fire's own line scrolled above the region; the hosts rolling back
-    fired = screen.wait_for("the fire", lambda s: "FIRING" in s)
+    fired = screen.wait_for("the fire", lambda s: "FIRING" in s and "-> rollback" in s)
     row = next(line for line in fired.splitlines()
                if line.startswith("vram_degradation") and "FIRING" in line)
     assert row.split()[2:5] == ["6500", "6000", "—"], row

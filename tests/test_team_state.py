@@ -135,7 +135,12 @@ def test_a_run_in_a_long_step_hears_of_the_outage_without_writing(
     j = team(own_server.create_database(), tmp_path, timeout=2.0)
     heard: list[str] = []
     got = threading.Event()
-    j.on_unavailable = lambda reason: (heard.append(reason), got.set())
+
+    def hear(reason: str) -> None:
+        heard.append(reason)
+        got.set()
+
+    j.on_unavailable = hear
     start(j)
     own_server.stop("immediate")
     t0 = time.monotonic()

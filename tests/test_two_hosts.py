@@ -13,7 +13,7 @@ import pytest
 from tests.netns import Lab, two_hosts
 from tests.projects import Proj, make_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
 
 MIGRATION = """\
 name: two-hosts

@@ -104,7 +104,7 @@ def analyze_one(path: Path) -> dict[str, Any]:
         return analyze_readable(path)
     except OSError as exc:
         return skipped(path, f"cannot read: {exc.strerror or exc}")
-    except Exception as exc:  # noqa: BLE001 - one bad file must not sink the report
+    except Exception as exc:  # one bad file must not sink the report
         return skipped(path, f"analyser failed: {type(exc).__name__}: {exc}")
 
 

@@ -37,7 +37,7 @@ def path_error(path: Path, message: str) -> ConfigError:
     return ConfigError([PathProblem(str(path), 0, message)])
 
 
-class NotText(Exception):  # noqa: N818 - a reason to skip a file, not a failure of ours
+class NotText(Exception):
     """The file is not Python text; the message is the reason it is skipped."""
 
 

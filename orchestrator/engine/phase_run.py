@@ -205,6 +205,7 @@ class PhaseRun:
             ctx.say(f"step {step.id} on {self._names(pending)}: {step.describe()}")
             result = ACTIONS[step.action].run(ctx, step, pending)
             retry: list[Host] = []
+            ok_hosts: list[str] = []
             for h in pending:
                 r = result.results.get(h.name) or Result(h.name, False, "no result")
                 failure = r.failure.value if r.failure else None
@@ -213,7 +214,7 @@ class PhaseRun:
                     final.results[h.name] = r
                     rec.move_step(StepTransition.SUCCEED, ctx.run_id, h.name, ctx.phase.number,
                                   step.id, idx, r.detail)
-                    ctx.say(f"  ok     {h.name}: {step.id}")
+                    ok_hosts.append(h.name)
                 elif last:
                     final.results[h.name] = r
                     rec.move_step(StepTransition.FAIL, ctx.run_id, h.name, ctx.phase.number,
@@ -225,6 +226,11 @@ class PhaseRun:
                               attempt=attempt, failure=failure)
                     ctx.say(f"  retry  {h.name}: {step.id}: {r.detail}")
                     retry.append(h)
+            if len(ok_hosts) > 3:  # a fleet: one line, failures still one per host
+                ctx.say(f"  ok     {step.id} on {len(ok_hosts)} hosts")
+            else:
+                for name in ok_hosts:
+                    ctx.say(f"  ok     {name}: {step.id}")
             pending = retry
             return retry
 
@@ -240,7 +246,8 @@ class PhaseRun:
         ctx, phase = self.ctx, self.ctx.phase
         for host in live:
             self.recorder.move_phase(PhaseTransition.BAKE, ctx.run_id, host.name, phase.number,
-                                     f"watching triggers for {phase.bake:g}s")
+                                     f"watching triggers for {phase.bake:g}s",
+                                     bake_s=phase.bake)
         ctx.say(f"baking {phase.bake:g}s: triggers are watched")
         clock = ctx.parts.clock
         end = clock.monotonic() + phase.bake

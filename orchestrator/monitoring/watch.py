@@ -146,7 +146,9 @@ class Watcher:
         watched = self._watched()
         alerts = self._alerts(watched)
         result.watched = [f"{w.host.name}/phase {w.phase.number}" for w in watched]
-        self.parts.say(f"watching {', '.join(result.watched) or 'nothing (no completed phase)'}"
+        shown = ", ".join(result.watched[:8]) + (f" and {len(result.watched) - 8} more"
+                                                 if len(result.watched) > 8 else "")
+        self.parts.say(f"watching {shown or 'nothing (no completed phase)'}"
                        f" every {self.project.poll_interval:g}s")
         clock = self.parts.clock
         began = clock.monotonic()

@@ -73,7 +73,7 @@ _CELL_LOOK = {
 _HOST_LOOK = {
     "pending": "dim", "running": "yellow", "baking": "blue", "completed": "green",
     "rolling_back": "magenta", "rolled_back": "cyan", "rollback_failed": "bold white on red",
-    "interrupted": "bold red",
+    "interrupted": "bold red", "watching": "blue",
 }
 _TRIGGER_LOOK = {"firing": "bold white on red", "pending": "bold yellow", "ok": "green"}
 
@@ -187,16 +187,20 @@ class LiveModel:
             p = e.payload
             if e.kind is EventKind.WATCH_STARTED:
                 self.watching = True
+                if e.host:
+                    self._host(e.host).state = "watching"
                 if p.get("for_s"):
                     self.countdown = ("observation", now + float(p["for_s"]), float(p["for_s"]))
                 if p.get("checkpoint_s"):
                     self.checkpoint = (0, now + float(p["checkpoint_s"]))
             elif e.kind is EventKind.OBSERVATION_CHECKPOINT and self.checkpoint is not None:
-                every = self.checkpoint[1] - (self.started or now)
                 done = int(p.get("checkpoint", self.checkpoint[0] + 1))
-                self.checkpoint = (done, now + max(every / max(done, 1), 0.0))
+                every = (self.checkpoint[1] - (self.started or now)) / (self.checkpoint[0] + 1)
+                self.checkpoint = (done, (self.started or now) + every * (done + 1))
             elif e.kind is EventKind.WAVE_STARTED:
                 self.wave = (int(p.get("wave", 0)), int(p.get("waves", 0)))
+                if self.countdown and self.countdown[0] == "bake":
+                    self.countdown = None  # the last wave's bake is over
                 for name in p.get("hosts", []):
                     self._host(name).wave = self.wave[0]
             elif e.kind is EventKind.BUDGET_EXHAUSTED:
@@ -211,7 +215,9 @@ class LiveModel:
                 bake = float(p.get("bake_s") or self.expected.get(e.phase or -1,
                                                                   ((), (), 0.0))[2])
                 if e.kind is EventKind.BAKE_STARTED and bake and (
-                        self.countdown is None or self.countdown[0] != "bake"):
+                        self.countdown is None or self.countdown[0] != "bake"
+                        or now - (self.countdown[1] - self.countdown[2]) > 1.0):
+                    # the wave's hosts start baking together: one countdown per wave
                     self.countdown = ("bake", now + bake, bake)
                 if e.kind is EventKind.PHASE_COMPLETED and self.countdown and \
                         self.countdown[0] == "bake" and self.countdown[1] <= now + 0.5:
@@ -336,10 +342,12 @@ class LiveView:
         self._refresh = refresh_per_second
         self._trigger_every = trigger_every
         self._journal: Callable[[], Journal | None] | None = None
-        self._journal_at = 0.0
+        self._poller: threading.Thread | None = None
+        self._halt = threading.Event()
         self._live: Live | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
+        self._paused = False
         self._machine = socket.gethostname()
 
     # --- wiring ------------------------------------------------------------------------------
@@ -360,7 +368,7 @@ class LiveView:
 
     def start(self) -> None:
         with self._start_lock:
-            if not self.live or self._live is not None or self._stopped:
+            if not self.live or self._live is not None or self._stopped or self._paused:
                 return
             from rich.live import Live
 
@@ -370,26 +378,41 @@ class LiveView:
                         vertical_overflow="visible")
             live.start()
             self._live = live
+            if self._journal is not None and self._poller is None:
+                self._poller = threading.Thread(target=self._poll, name="live-view-triggers",
+                                                daemon=True)
+                self._poller.start()
 
     def stop(self) -> None:
         """Draw the last frame (with the outcome) and give the terminal back."""
         with self._start_lock:
             self._stopped = True
             live, self._live = self._live, None
+        self._halt.set()
         if live is not None:
             live.refresh()
             live.stop()
+
+    def _poll(self) -> None:
+        """Re-read the journaled trigger values, in a thread of its own: a slow or
+        unavailable journal stalls this thread, never the redraw nor the run's own output
+        (which shares the console's lock with the redraw)."""
+        while not self._halt.wait(self._trigger_every):
+            self.read_triggers()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
         """Give the terminal to a prompt, then draw again below it."""
         with self._start_lock:
             live, self._live = self._live, None
+            self._paused = True  # events during the prompt must not draw over it
         if live is not None:
             live.stop()
         try:
             yield
         finally:
+            with self._start_lock:
+                self._paused = False
             if live is not None:
                 self.start()
 
@@ -442,7 +465,6 @@ class LiveView:
         from rich.console import Group
         from rich.text import Text
 
-        self._maybe_read_triggers()
         m = self.model
         now = m.clock()
         with m.lock:
@@ -466,13 +488,10 @@ class LiveView:
                 parts.append(_line(Text.assemble(("outcome: ", "bold"), m.outcome)))
         return Group(*parts)
 
-    def _maybe_read_triggers(self) -> None:
+    def read_triggers(self) -> None:
+        """Overlay the trigger values the monitor journaled at its last poll."""
         if self._journal is None or self.model.run_id is None:
             return
-        now = self.model.clock()
-        if now - self._journal_at < self._trigger_every:
-            return
-        self._journal_at = now
         try:
             journal = self._journal()
             if journal is not None:
@@ -649,8 +668,10 @@ class LiveView:
         return seconds(now - t.breaching_since) if t.breaching_since is not None else ""
 
     def text(self, width: int = 120) -> str:
-        """The current frame as plain text (tests, screenshots)."""
+        """The current frame as plain text (tests, screenshots), trigger values re-read."""
         from rich.console import Console
+
+        self.read_triggers()
 
         console = Console(width=width, record=True, file=io.StringIO(), color_system=None,
                           force_terminal=False)

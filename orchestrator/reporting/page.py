@@ -70,6 +70,7 @@ h2{font-size:1.2em;margin:28px 0 10px;border-bottom:1px solid #d0d7de;padding-bo
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eaeef2;vertical-align:top}
 th{background:#f6f8fa}
+td:first-child{white-space:nowrap}
 table.summary th{width:180px}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}
 figure{margin:0;background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:8px}

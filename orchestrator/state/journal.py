@@ -432,7 +432,9 @@ class Journal:
         graph like every other; what was interrupted is kept in `self.interrupted` so
         that the caller can notify about it (the journal never sends anything itself).
         """
-        dead = self.store.dead_runs(None, self.holders())
+        holders = self.holders()
+        dead = self.availability.run(lambda: self.store.dead_runs(None, holders),
+                                     self.store.is_transient, write=False)
         reaped = []
         for run_id in sorted(dead):
             def body(db: Conn, run_id: str = run_id) -> list[tuple[str, str, int, str]] | None:
@@ -504,7 +506,8 @@ class Journal:
             return None
         machine, pid, start, command, since = rows[0]
         process = ProcessId(pid, start or 0, machine)
-        if not self.store.leader_alive(name, process):
+        if not self.availability.run(lambda: self.store.leader_alive(name, process),
+                                     self.store.is_transient, write=False):
             return None
         return LeaderRecord(name, process, command, since)
 
