@@ -26,7 +26,7 @@ from orchestrator.core.clock import CancelToken, Clock, SystemClock
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunReport
 from orchestrator.core.states import PhaseState
-from orchestrator.state.journal import Journal, open_journal
+from orchestrator.state.journal import Journal
 
 if TYPE_CHECKING:  # the engine is imported where a command runs something, not for status
     from orchestrator.core.events import Hook
@@ -81,8 +81,13 @@ class App:
     @property
     def journal(self) -> Journal:
         if self._journal is None:
+            from orchestrator.state.open import StateSettings, open_state
+
             project, _ = self.load()
-            journal = open_journal(project.state_dir)
+            settings = project.state or StateSettings()
+            if project.state_dir_override is not None:  # a rehearsal keeps its own, embedded
+                settings = StateSettings(timeout=settings.timeout)
+            journal = open_state(project.state_dir, settings)
             self._resources.callback(journal.close)
             self._journal = journal
         return self._journal
@@ -252,6 +257,10 @@ class App:
         from orchestrator.reporting.report import find_run, write_report
 
         project, _ = self.load()
+        if project.state is not None and project.state.url and \
+                self.journal.run_info(run_id) is not None:  # the team's database first
+            return write_report(self.journal, run_id,
+                                project.state_dir / "runs" / run_id / "report", fmt)
         rehearsals = project.root / ".migrate" / "rehearsals"
         dirs = [project.state_dir]
         if rehearsals.is_dir():

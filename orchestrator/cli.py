@@ -24,6 +24,7 @@ from orchestrator.exit_codes import (
     BAD_CONFIG,
     FIRED_AND_ROLLED_BACK,
     INTERRUPTED,
+    NEEDS_HUMAN,
     OK,
     exit_code_for,
 )
@@ -363,6 +364,29 @@ def baseline_capture(opts: Options, hosts: tuple[str, ...], name: str, duration:
     return OK
 
 
+@cli.group()
+def state() -> None:
+    """Where the journal lives: embedded (.migrate/state.db) or the team's PostgreSQL."""
+
+
+@state.command("copy")
+@click.option("--to", "to_url", required=True, metavar="URL",
+              help="postgresql:// URL of an empty database.")
+@click.pass_obj
+def state_copy(opts: Options, to_url: str) -> int:
+    """Copy the embedded journal into an empty PostgreSQL database (a team starts alone)."""
+    from orchestrator.state.copy import copy_state
+
+    app = opts.app()
+    project, _ = app.load()
+    timeout = project.state.timeout if project.state is not None else 30.0
+    doc = copy_state(project.state_dir, to_url, timeout)
+    rows = ", ".join(f"{table} {n}" for table, n in doc["rows"].items())
+    opts.emit(doc, f"copied {doc['from']} to {doc['to']}: {rows}; now set state.url "
+                   f"(or $MIGRATE_STATE_URL) to {doc['to']} in every checkout")
+    return OK
+
+
 @cli.command()
 @click.option("--host", "hosts", multiple=True)
 @click.pass_obj
@@ -525,4 +549,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         code = INTERRUPTED
+    except Exception as exc:  # a bug: one line for the operator, the trace on request
+        if os.environ.get("MIGRATE_DEBUG"):
+            raise
+        click.echo(f"migrate: unexpected error ({type(exc).__name__}: {exc}); a run in "
+                   "flight reads `interrupted` next time; MIGRATE_DEBUG=1 shows the traceback",
+                   err=True)
+        code = NEEDS_HUMAN
     sys.exit(code if isinstance(code, int) else OK)

@@ -188,6 +188,83 @@ def test_every_error_is_listed_not_only_the_first(tmp_path: Path) -> None:
                                 "unmatched ')'; every code line was still read")
 
 
+def test_past_an_error_no_line_rewrite_can_fix_units_are_read_one_by_one(
+        tmp_path: Path) -> None:
+    """`def broken(:` defeats step 2 (any rewrite leaves its body misindented), so
+    the rest of the file goes through step 3: each statement on its own."""
+    source = textwrap.dedent("""\
+        import threading
+        import zmq
+
+
+        def broken(:
+            pass
+
+
+        class Agent:
+            def __init__(self):
+                self.context = zmq.Context()
+                self.pub = self.context.socket(zmq.PUB))
+                    self.pub.bind("tcp://*:5556")
+                threading.Thread(None, self.serve, "server").start()
+
+            def serve(self):
+                if self.debug:
+                # tracing disabled
+                self.rep = self.context.socket(zmq.REP
+                self.rep.bind("tcp://*:5555")
+
+            def stop(self):
+                try:
+                    self.rep.close() from
+                except OSError:
+                    pass
+        """)
+    assert cpython_error(source) == (5, "invalid syntax")
+    path = tmp_path / "units.py"
+    path.write_text(source)
+    doc = analyze_file(path)
+    assert doc["syntax_errors"] == [
+        {"line": 5, "message": "invalid syntax"},
+        {"line": 12, "message": "unmatched ')'"},
+        {"line": 13, "message": "unexpected indent"},        # a block under a statement
+        {"line": 19, "message": "'(' was never closed"},     # closed at its line's end
+        {"line": 19, "message": "expected an indented block after 'if' statement on line 17"},
+        {"line": 24, "message": "invalid syntax"},           # read up to `from`
+    ]
+    assert [(s["line"], s["type"]) for s in doc["sockets"]["locations"]] == [
+        (12, "PUB"), (19, "REP")]
+    assert operation_lines(doc) == {"bind": [13, 20], "close": [24]}
+    assert [(t["line"], t["target"], t["name"]) for t in doc["threads"]["locations"]] == [
+        (14, "serve", "server")]  # Thread(group, target, name): positional
+    assert doc["complexity"]["functions"] == 4
+    assert doc["unparsed_lines"] == []  # `try:` and `except OSError:` were read too
+
+
+def test_in_step_3_a_repair_does_not_report_what_it_caused() -> None:
+    broken_first = "def broken(:\n    pass\n\n\n"  # sends the file to step 3
+    source = broken_first + textwrap.dedent("""\
+        def serve(ctx):
+            rep = ctx.socket(
+                zmq.REP
+            with rep)):
+            # nothing
+            rep.bind("tcp://*:5555")
+        """)
+    parsed = parse_source(source)
+    assert parsed.errors == [
+        SyntaxIssue(1, "invalid syntax"),
+        # closing the `(` at the end of line 6 leaves `zmq.REP` misindented: not reported
+        SyntaxIssue(6, "'(' was never closed"),
+        SyntaxIssue(8, "unmatched ')'"),
+        # the header was broken too: its empty block is still reported
+        SyntaxIssue(10, "expected an indented block after 'with' statement on line 8"),
+    ]
+    calls = sorted((n.lineno, ast.unparse(n.func)) for n in ast.walk(parsed.tree)
+                   if isinstance(n, ast.Call))
+    assert calls == [(6, "ctx.socket"), (10, "rep.bind")]
+
+
 def test_a_stray_indented_block_is_one_error(tmp_path: Path) -> None:
     path = tmp_path / "stray.py"
     path.write_text(textwrap.dedent("""\

@@ -8,6 +8,11 @@ during a rollback. With `ssh: {keepalive: 1s, keepalive_count: 2}` the run must 
 Then the link comes back and `migrate rollback --host pc2` finishes the job.
 
 Without keepalives, ssh waits on a dead peer until TCP gives up (about 15 minutes).
+
+`undo_retries: 0` here: each undo attempt on the lost host is one more Ansible start and
+connect timeout, seconds each on a loaded machine, and the bound is about finding the
+host lost; undo retries of an unreachable host are tested in test_two_hosts.py and
+test_reliability_engine.py. bench/lost_host.py measures the defaults.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ name: lost-host
 inventory: inventory/hosts.yml
 poll_interval: 1s
 ssh: {keepalive: 1s, keepalive_count: 2, connect_timeout: 2s}
-defaults: {step_timeout: 5m, undo_retries: 1, undo_retry_delay: 500ms}
+defaults: {step_timeout: 5m, undo_retries: 0}
 """
 
 SLOW_PLAY = """\
@@ -86,7 +91,7 @@ def project(tmp_path: Path, lab: Lab, phase: str) -> Proj:
 def cut_when(proj: Proj, lab: Lab, proc: subprocess.Popen[str], marker: str,
              host: str = "pc2") -> float:
     """Wait for `marker` (the host is busy with the step), then cut its link."""
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded CI machine starts Ansible slowly
     while not (proj.markers / marker).exists() and \
             not any(marker in line for line in proj.order()):
         assert proc.poll() is None, proc.communicate()
@@ -109,6 +114,7 @@ def finish(proc: subprocess.Popen[str], cut_at: float) -> tuple[int, dict, str, 
 
 def assert_lost_and_recovered(proj: Proj, lab: Lab, code: int, doc: dict, err: str,
                               took: float, step: str, leftover: str) -> None:
+    print(f"ended {took:.1f}s after the cut (bound {BOUND:g}s)")
     assert code == 3, err[-3000:]
     assert doc.get("outcome") == "rollback_failed", doc
     assert any(n.startswith(f"pc2: step {step}") for n in doc.get("needs_human", [])), doc

@@ -40,7 +40,7 @@ MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
 
 _TOP_KEYS = {"name", "inventory", "poll_interval", "prometheus", "metrics", "triggers",
-             "notify", "description", "ssh", "defaults", "forks", "alertmanager"}
+             "notify", "description", "ssh", "defaults", "forks", "alertmanager", "state"}
 _COMMON_METRIC_KEYS = {"source", "nodata", "nodata_alert", "timeout", "description"}
 _TRIGGER_KEYS = {"metric", "direction", "for", "action", "baseline", "description"}
 _CONDITIONS = {c.value for c in Condition}
@@ -183,6 +183,11 @@ def _load_migration(root: Path, problems: list[Problem]) -> Project:
         c.add(top.line_of("forks"), f"forks must be a whole number of at least 1, not {forks!r}")
     else:
         project.forks = forks
+    from orchestrator.state.open import parse_state_settings
+
+    project.state, state_problems = parse_state_settings(top.get("state"), os.environ)
+    for message in state_problems:
+        c.add(top.line_of("state") if "state" in top else 1, message)
     if "prometheus" in top:
         prom = c.mapping(top["prometheus"], top.line_of("prometheus"), "prometheus")
         if prom is not None:

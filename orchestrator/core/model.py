@@ -241,6 +241,8 @@ class Project:
     defaults: RunDefaults = field(default_factory=RunDefaults)  # `defaults:`
     ssh: SshSettings = field(default_factory=SshSettings)  # `ssh:`
     forks: int = 50  # `forks:`: Ansible's fan-out in one step, and ours
+    #: `state:` (url, timeout): where the journal lives; a `state.open.StateSettings`
+    state: Any = None
 
     @property
     def state_dir(self) -> Path:

@@ -154,7 +154,8 @@ class StepContext:
         base = self.artifacts_root if self.artifacts_root is not None else \
             self.project.state_dir / "runs" / self.run_id
         path = base / name
-        private_dirs(base.parent if self.artifacts_root is None else base, path)
+        # `.migrate/` itself may not exist yet: with `state.url` nothing else creates it
+        private_dirs(self.project.root if self.artifacts_root is None else base, path)
         return path
 
     def undoing(self, cancel: CancelToken) -> StepContext:

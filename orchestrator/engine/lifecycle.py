@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestrator._exceptions import RefusedError
+from orchestrator._exceptions import LockHeldError, RefusedError
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.events import EventKind, RunEvent
@@ -38,6 +38,7 @@ from orchestrator.engine.refusals import (
     refuse_if_not_resumable,
 )
 from orchestrator.engine.rollback import Origin, Reason, Rollback
+from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import DryRunRecorder, JournalRecorder, Recorder
 
 
@@ -52,7 +53,13 @@ class RunLifecycle:
     # --- the one place a rollback begins -----------------------------------------------------
     def roll_back(self, ctx: StepContext, recorder: Recorder, hosts: list[Host],
                   reason: Reason) -> RunReport:
-        """Undo `ctx.phase` on `hosts` for `reason`, within the run `ctx.run_id`."""
+        """Undo `ctx.phase` on `hosts` for `reason`, within the run `ctx.run_id`.
+
+        Never without a record: when the journal has been unwritable for longer than
+        `state.timeout`, no undo starts either; the run stops (exit 3) and reads
+        `interrupted` once the database is back, for `resume` or `rollback`."""
+        if self.journal.unavailable:
+            raise JournalUnavailableError(self.journal.unavailable)
         undo_ctx = ctx.undoing(CancelToken())
         return Rollback(undo_ctx, recorder).execute(hosts, reason)
 
@@ -61,7 +68,7 @@ class RunLifecycle:
                   dry_run: bool = False, plan: FleetPlan | None = None) -> RunReport:
         plan = plan or FleetPlan(phase.waves, phase.max_failed, phase.on_fire)
         run_id = new_run_id()
-        with self._holding(hosts, run_id, command):  # first: a holder is named, not its state
+        with self._holding(hosts, run_id, command, cancel):  # first: a holder is named
             refuse_if_not_ready(self.project, phase, hosts, self.journal, dry_run)
             refuse_failing_preconditions(self.parts.checker, phase, hosts)
             tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-")) if dry_run else None
@@ -147,7 +154,7 @@ class RunLifecycle:
                                f"{', '.join(changed)}; review, then resume with "
                                "--accept-changes (or roll back)")
         recorder = JournalRecorder(self.journal, self.parts.hooks)
-        with self._holding(hosts, run_id, command):
+        with self._holding(hosts, run_id, command, cancel):
             refuse_if_not_resumable(phase, hosts, self.journal, run_id)
             if changed:
                 recorder.event(EventKind.CHANGES_ACCEPTED, run_id, None, number, None,
@@ -171,19 +178,34 @@ class RunLifecycle:
             return report
 
     # --- migrate watch -----------------------------------------------------------------------
-    def watch_rollback(self, host: Host, reason: Reason, watch_run: str) -> RunReport:
-        """`watch` saw a trigger fire on `host`: roll back its latest completed phase."""
-        completed = [n for n in self.project.phases
-                     if self.journal.phase_record(host.name, n).state is PhaseState.COMPLETED]
-        if not completed:
-            raise RefusedError(f"host {host.name}: no completed phase to roll back")
-        phase = self.project.phases[max(completed)]
-        origin = self.journal.phase_record(host.name, phase.number).run_id or watch_run
-        self.parts.say(f"{reason.text} on {host.name}: rolling back phase {phase.number}")
-        with self._holding([host], watch_run, "migrate watch (rollback)"):
+    def watch_rollback(self, host: Host, reason: Reason, watch_run: str,
+                       phase_number: int | None = None) -> RunReport | None:
+        """`watch` saw a trigger fire on `host`: roll back its latest completed phase.
+
+        The phase is chosen again under the host's lock, so of two watchers (HA) that
+        both saw the fire only the first acts; the second finds nothing completed and
+        returns None, as it does when another run holds the host."""
+        try:
+            holding = self._holding([host], watch_run, "migrate watch (rollback)")
+            holding.__enter__()
+        except LockHeldError as exc:
+            self.parts.say(f"{reason.text} on {host.name}: not acting, {exc}")
+            return None
+        try:
+            completed = [n for n in self.project.phases
+                         if self.journal.phase_record(host.name, n).state
+                         is PhaseState.COMPLETED]
+            if not completed or (phase_number is not None and phase_number not in completed):
+                self.parts.say(f"{reason.text} on {host.name}: already rolled back elsewhere")
+                return None
+            phase = self.project.phases[max(completed)]
+            origin = self.journal.phase_record(host.name, phase.number).run_id or watch_run
+            self.parts.say(f"{reason.text} on {host.name}: rolling back phase {phase.number}")
             recorder = JournalRecorder(self.journal, self.parts.hooks)
             ctx = self._context(phase, origin, CancelToken())
             return self.roll_back(ctx, recorder, [host], reason)
+        finally:
+            holding.__exit__(None, None, None)
 
     # --- plumbing ----------------------------------------------------------------------------
     def _context(self, phase: Phase, run_id: str, cancel: CancelToken, dry_run: bool = False,
@@ -192,12 +214,19 @@ class RunLifecycle:
                            dry_run, tmp, self.parts.clock.monotonic())
 
     @contextmanager
-    def _holding(self, hosts: list[Host], run_id: str, command: str) -> Iterator[None]:
+    def _holding(self, hosts: list[Host], run_id: str, command: str,
+                 cancel: CancelToken | None = None) -> Iterator[None]:
+        """Hold the hosts' lock for the block. While it is held, a journal that stays
+        unwritable past `state.timeout` (or a lost lock) cancels the step in flight."""
         self.journal.acquire([h.name for h in hosts], run_id, command)
         self._announce_reaped()
+        if cancel is not None:
+            self.journal.on_unavailable = lambda reason: cancel.cancel(
+                f"journal unreachable: {reason}")
         try:
             yield
         finally:
+            self.journal.on_unavailable = None
             self.journal.release(run_id)
 
     def _announce_reaped(self) -> None:

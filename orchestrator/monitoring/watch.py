@@ -101,6 +101,7 @@ class Watcher:
         self.act = act
         self.stop_event = threading.Event()
         self._wake = threading.Event()  # stop, or a pushed alert
+        self.leadership: Any = None
         self.metrics = metrics
         self.run_id = new_run_id()
         self.recorder: Recorder = JournalRecorder(self.parts.journal, self.parts.hooks)
@@ -136,6 +137,8 @@ class Watcher:
             checkpoint: float | None = None) -> WatchResult:
         journal = self.parts.journal
         names = [h.name for h in self.hosts]
+        if not self._lead(names):
+            return WatchResult()  # stopped while standing by
         journal.create_run(self.run_id, None, names, "migrate watch", "watch", False, {})
         for host in self.hosts:
             self.recorder.event(EventKind.WATCH_STARTED, self.run_id, host.name, None, None,
@@ -165,7 +168,11 @@ class Watcher:
                     result.fired.extend(f for f in w.monitor.fired if f not in result.fired)
                 if fire is not None:
                     result.rollback = self._roll_back(fire)
-                    break
+                    if result.rollback is not None:
+                        break
+                    watched = [w for w in watched if w is not fire[0]]  # handled elsewhere
+                    if not watched:
+                        break
                 if next_checkpoint is not None and clock.monotonic() >= next_checkpoint:
                     self._checkpoint(result, clock.monotonic() - began, duration, False)
                     next_checkpoint += checkpoint or 0
@@ -176,8 +183,14 @@ class Watcher:
                     result.fired.extend(f for w in watched for f in w.monitor.fired
                                         if f not in result.fired)
                     result.rollback = self._roll_back(fire)
-                    break
+                    if result.rollback is not None:
+                        break
+                    watched = [w for w in watched if w is not fire[0]]
+                    if not watched:
+                        break
         finally:
+            if self.leadership is not None:
+                self.leadership.release()
             if alerts is not None:
                 alerts.close()
             if checkpoint:
@@ -185,6 +198,30 @@ class Watcher:
             outcome = result.rollback.outcome.value if result.rollback else "watched"
             journal.end_run(self.run_id, outcome)
         return result
+
+    def _lead(self, names: list[str]) -> bool:
+        """HA: of the watchers of these hosts (on any machine sharing the journal) one is
+        active; the others stand by and take over within seconds of it dying. False when
+        stopped while standing by."""
+        from orchestrator.state.leader import Leadership, watch_key
+
+        lead = Leadership(self.parts.journal, watch_key(names), "migrate watch")
+        self.leadership = lead
+        if self.metrics is not None:
+            self.metrics.role.set(0)
+        if not lead.try_acquire():
+            holder = lead.current()
+            who = (f"{holder.process.machine} pid {holder.process.pid} since {holder.since}"
+                   if holder is not None else "another watcher")
+            self.parts.say(f"standing by: {who} is watching {', '.join(names)}")
+            self.recorder.event(EventKind.WATCH_ROLE, self.run_id, None, None, None,
+                                "standby", role="standby")
+            if not lead.wait(self.stop_event, poll=1.0):
+                return False
+            self.parts.say("taking over: the active watcher is gone")
+        if self.metrics is not None:
+            self.metrics.role.set(1)
+        return True
 
     def stop(self) -> None:
         """Ask the watch to end after the cycle in flight (SIGINT/SIGTERM)."""
@@ -253,13 +290,15 @@ class Watcher:
                 return w, w.monitor.firing
         return None
 
-    def _roll_back(self, fire: tuple[Watched, Firing]) -> RunReport:
+    def _roll_back(self, fire: tuple[Watched, Firing]) -> RunReport | None:
         w, firing = fire
-        if self.metrics is not None:
-            self.metrics.rollbacks.inc()
-        return self.lifecycle.watch_rollback(
+        report = self.lifecycle.watch_rollback(
             w.host, Reason(Origin.WATCH, f"{firing.reason} (migrate watch)",
-                           trigger=firing.trigger, host=w.host.name), self.run_id)
+                           trigger=firing.trigger, host=w.host.name), self.run_id,
+            w.phase.number)
+        if report is not None and self.metrics is not None:
+            self.metrics.rollbacks.inc()
+        return report
 
     def _export(self, watched: list[Watched]) -> None:
         if self.metrics is None:

@@ -208,7 +208,14 @@ class PgStore:
     def open(self) -> None:
         """Connect and bring the schema to the latest version (one exclusive upgrader)."""
         try:
-            self._open()
+            try:
+                self._open()
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+                # two checkouts creating the tables at the same moment: the other one won;
+                # look again (the version is now the latest)
+                if self._conn is not None:
+                    self._conn.rollback()
+                self._open()
         except psycopg.Error as exc:
             if self.is_transient(exc):
                 raise
