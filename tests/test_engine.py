@@ -10,9 +10,10 @@ import pytest
 from orchestrator._exceptions import LockHeldError, RefusedError
 from orchestrator.config.project import load_project
 from orchestrator.core.clock import CancelToken, FakeClock
+from orchestrator.core.events import Firing
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState, StepState
-from orchestrator.engine.context import AutoYes, EngineParts, Firing, NoTty
+from orchestrator.engine.context import AutoYes, EngineParts, NoTty
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.runners.base import CommandRequest, PlaybookRequest, Result
 from orchestrator.runners.fake import FakeCommandRunner, FakePlaybookRunner

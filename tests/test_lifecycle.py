@@ -9,11 +9,11 @@ import pytest
 
 from orchestrator.config.project import load_project
 from orchestrator.core.clock import CancelToken, FakeClock
-from orchestrator.core.events import EventKind, RunEvent
+from orchestrator.core.events import EventKind, Firing, RunEvent
 from orchestrator.core.outcomes import RunOutcome
 from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
 from orchestrator.engine.checksums import file_checksums
-from orchestrator.engine.context import EngineParts, Firing, NoTty
+from orchestrator.engine.context import EngineParts, NoTty
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.phase_run import FleetPlan
 from orchestrator.engine.rollback import Origin, Reason

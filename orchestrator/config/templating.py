@@ -25,6 +25,13 @@ def _env(shell: bool) -> Any:
                               autoescape=False, keep_trailing_newline=True)
 
 
+@lru_cache(maxsize=1024)
+def _compiled(template: str, shell: bool) -> Any:
+    """Compiling is most of a render's cost; a poll cycle renders the same few strings for
+    every host, so each is compiled once."""
+    return _env(shell).from_string(template)
+
+
 def render(template: str, context: dict[str, Any], shell: bool = False) -> str:
     """Render; an undefined name is a ConfigError naming it, never an empty string."""
     if "{{" not in template and "{%" not in template:
@@ -32,7 +39,7 @@ def render(template: str, context: dict[str, Any], shell: bool = False) -> str:
     import jinja2
 
     try:
-        return str(_env(shell).from_string(template).render(**context))
+        return str(_compiled(template, shell).render(**context))
     except jinja2.TemplateError as exc:
         raise ConfigError(f"template {template!r}: {exc}") from exc
 

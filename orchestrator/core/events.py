@@ -75,6 +75,19 @@ class RunEvent:
 Hook = Callable[[RunEvent], None]
 
 
+@dataclass(frozen=True)
+class Firing:
+    """A trigger that fired on a host: why the run must act (the monitor tells the run)."""
+
+    trigger: str
+    reason: str  # e.g. "trigger vram_degradation: 1301 > 1200 (baseline 1000, +20%)"
+    host: str
+    action: str = "rollback"
+
+
+FireSink = Callable[[Firing], None]
+
+
 class EventHooks:
     """The subscribers of a run's events; thread-safe, called in subscription order."""
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import CancelToken, Clock, SystemClock
-from orchestrator.core.events import EventHooks
+from orchestrator.core.events import EventHooks, FireSink
 from orchestrator.core.model import Phase, Project
 from orchestrator.runners.base import CommandRunner, PlaybookRunner, Result
 from orchestrator.state.journal import Journal
@@ -42,17 +42,6 @@ class NoTty:
         return None
 
 
-@dataclass(frozen=True)
-class Firing:
-    """A trigger that fired on a host: why the run must act."""
-
-    trigger: str
-    reason: str  # e.g. "trigger vram_degradation: 1301 > 1200 (baseline 1000, +20%)"
-    host: str
-    action: str = "rollback"
-
-
-FireSink = Callable[[Firing], None]
 
 
 class Monitor(Protocol):

@@ -22,12 +22,12 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import context_for, render
-from orchestrator.core.events import EventKind
+from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.model import Step, StepAction
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
 from orchestrator.engine.actions import ACTIONS
-from orchestrator.engine.context import Firing, StepContext, clock_sleep
+from orchestrator.engine.context import StepContext, clock_sleep
 from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.engine.waves import FailureBudget, plan_waves
 from orchestrator.runners.base import GroupResult, Result
@@ -122,14 +122,15 @@ class PhaseRun:
             self.recorder.event(EventKind.WAVE_STARTED, ctx.run_id, None, phase.number, None,
                                 f"wave {number} of {count}: {self._names(wave)}",
                                 wave=number, waves=count, hosts=[h.name for h in wave])
-        for host in wave:
-            resumed = self.resume and self.recorder.phase_state(host.name, phase.number) \
-                is PhaseState.INTERRUPTED
-            self.recorder.move_phase(
-                PhaseTransition.RESUME if resumed else PhaseTransition.START, ctx.run_id,
-                host.name, phase.number, f"{self.command} (run {ctx.run_id})",
-                wave=number if count > 1 else None)
-            self.started.append(host)
+        with self.recorder.batch():
+            for host in wave:
+                resumed = self.resume and self.recorder.phase_state(host.name, phase.number) \
+                    is PhaseState.INTERRUPTED
+                self.recorder.move_phase(
+                    PhaseTransition.RESUME if resumed else PhaseTransition.START, ctx.run_id,
+                    host.name, phase.number, f"{self.command} (run {ctx.run_id})",
+                    wave=number if count > 1 else None)
+                self.started.append(host)
         ctx.parts.monitor.watch_more(wave)
         self._run_steps(wave)
         live = self._live(wave)
@@ -139,9 +140,10 @@ class PhaseRun:
         if self.stop is not None:
             return
         live = self._live(wave)
-        for host in live:
-            self.recorder.move_phase(PhaseTransition.COMPLETE, ctx.run_id, host.name,
-                                     phase.number, f"all {len(phase.steps)} steps succeeded")
+        with self.recorder.batch():
+            for host in live:
+                self.recorder.move_phase(PhaseTransition.COMPLETE, ctx.run_id, host.name,
+                                         phase.number, f"all {len(phase.steps)} steps succeeded")
         if live:
             ctx.say(f"phase {phase.number} completed on {self._names(live)}")
         if count > 1:
@@ -165,12 +167,13 @@ class PhaseRun:
                 targets = [h for h in targets
                            if self.recorder.step_state(ctx.run_id, h.name, step.id)
                            is not StepState.SUCCEEDED]
-            for h in live:
-                if h not in targets and self.recorder.step_state(
-                        ctx.run_id, h.name, step.id) is StepState.PENDING:
-                    self.recorder.move_step(StepTransition.SKIP, ctx.run_id, h.name,
-                                            ctx.phase.number, step.id, idx,
-                                            f"hosts: {', '.join(step.hosts or ())}")
+            with self.recorder.batch():
+                for h in live:
+                    if h not in targets and self.recorder.step_state(
+                            ctx.run_id, h.name, step.id) is StepState.PENDING:
+                        self.recorder.move_step(StepTransition.SKIP, ctx.run_id, h.name,
+                                                ctx.phase.number, step.id, idx,
+                                                f"hosts: {', '.join(step.hosts or ())}")
             if not targets:
                 continue
             result = self._run_step(idx, step, targets)
@@ -197,35 +200,37 @@ class PhaseRun:
         def once() -> list[Host]:
             nonlocal pending, attempt
             attempt += 1
-            for h in pending:
-                detail = self._describe(step, h) + (f" (attempt {attempt})" if attempt > 1
-                                                    else "")
-                rec.move_step(StepTransition.START, ctx.run_id, h.name, ctx.phase.number,
-                              step.id, idx, detail, attempt=attempt)
+            with rec.batch():
+                for h in pending:
+                    detail = self._describe(step, h) + (f" (attempt {attempt})" if attempt > 1
+                                                        else "")
+                    rec.move_step(StepTransition.START, ctx.run_id, h.name, ctx.phase.number,
+                                  step.id, idx, detail, attempt=attempt)
             ctx.say(f"step {step.id} on {self._names(pending)}: {step.describe()}")
             result = ACTIONS[step.action].run(ctx, step, pending)
             retry: list[Host] = []
             ok_hosts: list[str] = []
-            for h in pending:
-                r = result.results.get(h.name) or Result(h.name, False, "no result")
-                failure = r.failure.value if r.failure else None
-                last = attempt >= attempts or ctx.cancel.cancelled or r.cancelled
-                if r.ok:
-                    final.results[h.name] = r
-                    rec.move_step(StepTransition.SUCCEED, ctx.run_id, h.name, ctx.phase.number,
-                                  step.id, idx, r.detail)
-                    ok_hosts.append(h.name)
-                elif last:
-                    final.results[h.name] = r
-                    rec.move_step(StepTransition.FAIL, ctx.run_id, h.name, ctx.phase.number,
-                                  step.id, idx, r.detail, failure=failure)
-                    ctx.say(f"  FAILED {h.name}: {step.id}: {r.detail}")
-                else:
-                    rec.event(EventKind.STEP_RETRY, ctx.run_id, h.name, ctx.phase.number,
-                              step.id, f"attempt {attempt} failed: {r.detail}",
-                              attempt=attempt, failure=failure)
-                    ctx.say(f"  retry  {h.name}: {step.id}: {r.detail}")
-                    retry.append(h)
+            with rec.batch():
+                for h in pending:
+                    r = result.results.get(h.name) or Result(h.name, False, "no result")
+                    failure = r.failure.value if r.failure else None
+                    last = attempt >= attempts or ctx.cancel.cancelled or r.cancelled
+                    if r.ok:
+                        final.results[h.name] = r
+                        rec.move_step(StepTransition.SUCCEED, ctx.run_id, h.name, ctx.phase.number,
+                                      step.id, idx, r.detail)
+                        ok_hosts.append(h.name)
+                    elif last:
+                        final.results[h.name] = r
+                        rec.move_step(StepTransition.FAIL, ctx.run_id, h.name, ctx.phase.number,
+                                      step.id, idx, r.detail, failure=failure)
+                        ctx.say(f"  FAILED {h.name}: {step.id}: {r.detail}")
+                    else:
+                        rec.event(EventKind.STEP_RETRY, ctx.run_id, h.name, ctx.phase.number,
+                                  step.id, f"attempt {attempt} failed: {r.detail}",
+                                  attempt=attempt, failure=failure)
+                        ctx.say(f"  retry  {h.name}: {step.id}: {r.detail}")
+                        retry.append(h)
             if len(ok_hosts) > 3:  # a fleet: one line, failures still one per host
                 ctx.say(f"  ok     {step.id} on {len(ok_hosts)} hosts")
             else:
@@ -244,10 +249,11 @@ class PhaseRun:
 
     def _bake(self, live: list[Host]) -> None:
         ctx, phase = self.ctx, self.ctx.phase
-        for host in live:
-            self.recorder.move_phase(PhaseTransition.BAKE, ctx.run_id, host.name, phase.number,
-                                     f"watching triggers for {phase.bake:g}s",
-                                     bake_s=phase.bake)
+        with self.recorder.batch():
+            for host in live:
+                self.recorder.move_phase(PhaseTransition.BAKE, ctx.run_id, host.name, phase.number,
+                                         f"watching triggers for {phase.bake:g}s",
+                                         bake_s=phase.bake)
         ctx.say(f"baking {phase.bake:g}s: triggers are watched")
         clock = ctx.parts.clock
         end = clock.monotonic() + phase.bake

@@ -73,9 +73,10 @@ class Rollback:
         ctx, rec = self.ctx, self.recorder
         phase = ctx.phase.number
         ctx.say(f"rolling back phase {phase} on {_names(hosts)}: {reason.text}")
-        for host in hosts:
-            rec.move_phase(PhaseTransition.ROLL_BACK, ctx.run_id, host.name, phase,
-                           reason.text, reason=reason.text, **reason.payload())
+        with rec.batch():
+            for host in hosts:
+                rec.move_phase(PhaseTransition.ROLL_BACK, ctx.run_id, host.name, phase,
+                               reason.text, reason=reason.text, **reason.payload())
         failures: dict[str, list[str]] = {h.name: [] for h in hosts}
         # step by step in reverse, each undo once for all the hosts where its step started
         # (one Ansible run per step, as forward), every undo attempted even after one failed
@@ -89,17 +90,18 @@ class Rollback:
             for name, why in self._undo_step(idx, step, targets).items():
                 failures[name].append(why)
         needs_human: list[str] = []
-        for host in hosts:
-            mine = failures[host.name]
-            if mine:
-                needs_human += mine
-                rec.move_phase(PhaseTransition.ROLLBACK_FAILED, ctx.run_id, host.name, phase,
-                               "a human is needed: " + "; ".join(mine),
-                               reason=f"{reason.text}; rollback failed: {'; '.join(mine)}",
-                               **reason.payload())
-            else:
-                rec.move_phase(PhaseTransition.ROLLED_BACK, ctx.run_id, host.name, phase,
-                               reason.text, reason=reason.text, **reason.payload())
+        with rec.batch():
+            for host in hosts:
+                mine = failures[host.name]
+                if mine:
+                    needs_human += mine
+                    rec.move_phase(PhaseTransition.ROLLBACK_FAILED, ctx.run_id, host.name, phase,
+                                   "a human is needed: " + "; ".join(mine),
+                                   reason=f"{reason.text}; rollback failed: {'; '.join(mine)}",
+                                   **reason.payload())
+                else:
+                    rec.move_phase(PhaseTransition.ROLLED_BACK, ctx.run_id, host.name, phase,
+                                   reason.text, reason=reason.text, **reason.payload())
         self._recheck(hosts)
         if needs_human:
             ctx.say("ROLLBACK FAILED; a human is needed for: " + "; ".join(needs_human))
@@ -141,24 +143,26 @@ class Rollback:
         """Undo one step on `hosts`; {host: why} for those where the undo failed for good."""
         ctx, rec = self.ctx, self.recorder
         assert step.undo is not None
-        for host in hosts:
-            rec.move_step(StepTransition.UNDO, ctx.run_id, host.name, ctx.phase.number, step.id,
-                          idx, step.undo.describe())
+        with rec.batch():
+            for host in hosts:
+                rec.move_step(StepTransition.UNDO, ctx.run_id, host.name, ctx.phase.number, step.id,
+                              idx, step.undo.describe())
         results = self._undo_with_retries(step, hosts)
         failed: dict[str, str] = {}
-        for host in hosts:
-            result = results[host.name]
-            if result.ok:
-                rec.move_step(StepTransition.UNDONE, ctx.run_id, host.name, ctx.phase.number,
-                              step.id, idx, result.detail)
-                ctx.say(f"  undone {host.name}: {step.id}")
-            else:
-                rec.move_step(StepTransition.UNDO_FAILED, ctx.run_id, host.name,
-                              ctx.phase.number, step.id, idx, result.detail,
-                              failure=result.failure.value if result.failure else None)
-                ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.detail}")
-                failed[host.name] = (f"{host.name}: step {step.id} ({step.undo.describe()}: "
-                                     f"{result.detail})")
+        with rec.batch():
+            for host in hosts:
+                result = results[host.name]
+                if result.ok:
+                    rec.move_step(StepTransition.UNDONE, ctx.run_id, host.name, ctx.phase.number,
+                                  step.id, idx, result.detail)
+                    ctx.say(f"  undone {host.name}: {step.id}")
+                else:
+                    rec.move_step(StepTransition.UNDO_FAILED, ctx.run_id, host.name,
+                                  ctx.phase.number, step.id, idx, result.detail,
+                                  failure=result.failure.value if result.failure else None)
+                    ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.detail}")
+                    failed[host.name] = (f"{host.name}: step {step.id} ({step.undo.describe()}: "
+                                         f"{result.detail})")
         return failed
 
     def _undo_with_retries(self, step: Step, hosts: list[Host]) -> dict[str, Result]:

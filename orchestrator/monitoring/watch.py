@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.durations import format_duration
-from orchestrator.core.events import EventKind
+from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
-from orchestrator.engine.context import EngineParts, Firing, new_run_id
+from orchestrator.engine.context import EngineParts, new_run_id
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline

@@ -16,6 +16,7 @@ never touch the state of the real hosts. Everything specific to one migration
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,15 @@ __all__ = ["Check", "Drill", "Rehearsal", "agent_revision", "default_scenario",
            "load_scenarios", "port_open", "sandbox_dir"]
 
 INSTALL = "apt-get install"
+BUSY = 2.0  # load average per core above which a drill warns that timing may suffer
+
+
+def _load() -> float:
+    """The 1-minute load average: a drill on an overloaded machine says so in its report."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return 0.0
 
 
 @dataclass
@@ -62,6 +72,7 @@ class Drill:
     injected: list[str] = field(default_factory=list)
     report_path: Path | None = None
     seconds: float = 0.0
+    load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
 
     @property
     def passed(self) -> bool:
@@ -73,6 +84,7 @@ class Drill:
                 "inventory": str(self.inventory), "passed": self.passed,
                 "exit_code": self.exit_code, "refused": self.refused,
                 "seconds": round(self.seconds, 1), "injected": self.injected,
+                "load": self.load, "cores": os.cpu_count(),
                 "runs": [{"run_id": r.run_id, "phase": r.phase, "outcome": r.outcome.value,
                           "reason": r.reason, "needs_human": r.needs_human}
                          for r in self.reports],
@@ -120,8 +132,13 @@ class Rehearsal:
         scale = self.time_scale if self.time_scale is not None else scenario.time_scale
         rid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{scenario.name}"
         state_dir = self.root / ".migrate" / "rehearsals" / rid
-        drill = Drill(scenario, rid, scale, inventory_path)
+        drill = Drill(scenario, rid, scale, inventory_path, load=[_load()])
         started = time.monotonic()
+        cores = os.cpu_count() or 1
+        if drill.load[0] > BUSY * cores:
+            self.say(f"this machine is busy (load {drill.load[0]:.1f} on {cores} cores): "
+                     "slow steps may outlast the time-scaled `for:` windows, so a failed "
+                     "check may be the machine's rather than the migration's")
         with App(root=self.root, inventory_override=inventory_path, say=self.say,
                  state_dir=state_dir, time_scale=scale, trigger_view_every=2.0) as app:
             project, inventory = app.load()
@@ -153,6 +170,7 @@ class Rehearsal:
                 drill.checks = verify(scenario, drill.exit_code, drill.reports, app.journal,
                                       inventory, sandbox)
                 drill.seconds = time.monotonic() - started
+                drill.load.append(_load())
                 drill.report_path = self._write_report(app, drill, state_dir)
             finally:
                 if not self.keep:
@@ -187,7 +205,9 @@ class Rehearsal:
                  f"- inventory: {drill.inventory}",
                  f"- time scale: {drill.time_scale:.4g} (durations only; thresholds unchanged)",
                  f"- result: **{'PASSED' if drill.passed else 'FAILED'}** "
-                 f"(exit code of the last phase run: {drill.exit_code}) in {drill.seconds:.0f}s"]
+                 f"(exit code of the last phase run: {drill.exit_code}) in {drill.seconds:.0f}s",
+                 f"- machine load (1 min, start/end): "
+                 f"{' / '.join(f'{v:.1f}' for v in drill.load)} on {os.cpu_count()} cores"]
         if s.waves is not None or s.max_failed is not None:
             lines.append(f"- fleet: waves {list(s.waves or [])}, max_failed {s.max_failed}")
         lines += [f"- fault injected on {line}" for line in drill.injected]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -126,6 +127,7 @@ class Journal:
         self._claims: dict[str, list[HostClaim]] = {}
         self._events_written = 0
         self._tx_events = 0
+        self._local = threading.local()  # this thread's batch of moves (see `batch`)
         #: (run_id, host, phase, detail) of every phase that `reap` found interrupted
         self.interrupted: list[tuple[str, str, int, str]] = []
         # Fault-injection seam for the crash tests: SIGKILL this process right after the
@@ -173,6 +175,34 @@ class Journal:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Moves made by this thread inside the block are written in one transaction when
+        it ends (before the caller acts on them): a step starting on 200 hosts is one
+        commit, not 200. Other threads (the monitor) keep writing on their own."""
+        if getattr(self._local, "pending", None) is not None:
+            yield  # already batching: the outer block writes
+            return
+        self._local.pending = []
+        try:
+            yield
+        except BaseException:
+            self._local.pending = None
+            raise
+        bodies, self._local.pending = self._local.pending, None
+        if bodies:
+            def all_of(db: Conn) -> None:
+                for body in bodies:
+                    body(db)
+            self._write(all_of)
+
+    def _write_or_batch(self, body: Callable[[Conn], None]) -> None:
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending.append(body)
+        else:
+            self._write(body)
 
     def _write(self, body: Callable[[Conn], T]) -> T:
         """Run `body` in one write transaction, under the state.timeout rule.
@@ -309,7 +339,7 @@ class Journal:
                        "updated_at = excluded.updated_at, reason = excluded.reason",
                        (host, phase, new.value, run_id, at, keep_reason))
 
-        self._write(body)
+        self._write_or_batch(body)
 
     # --- steps -----------------------------------------------------------------------------
     def step_state(self, run_id: str, host: str, step: str) -> StepState:
@@ -339,7 +369,7 @@ class Journal:
                            "WHERE run_id = ? AND host = ? AND step = ?",
                            (new.value, bump, ended, detail, run_id, host, step))
 
-        self._write(body)
+        self._write_or_batch(body)
 
     def steps_of(self, run_id: str, host: str) -> list[tuple[str, int, StepState]]:
         rows = self._query("SELECT step, idx, state FROM steps WHERE run_id = ? AND host = ? "
@@ -515,7 +545,7 @@ class Journal:
     def save_baseline(self, host: str, name: str, values: dict[str, float],
                       run_id: str | None) -> None:
         at = utc_stamp()
-        self._write(lambda db: db.executemany(
+        self._write_or_batch(lambda db: db.executemany(
             "INSERT INTO baselines (host, name, metric, value, captured_at, run_id) "
             "VALUES (?,?,?,?,?,?) ON CONFLICT (host, name, metric) DO UPDATE SET "
             "value = excluded.value, captured_at = excluded.captured_at, "

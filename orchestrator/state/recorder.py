@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from orchestrator.core.events import EventHooks, EventKind, RunEvent
@@ -50,6 +52,8 @@ class Recorder(Protocol):
 
     def finish(self, run_id: str, outcome: str) -> None: ...
 
+    def batch(self) -> AbstractContextManager[None]: ...
+
 
 def _clean(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if v is not None}
@@ -59,10 +63,32 @@ class JournalRecorder:
     def __init__(self, journal: Journal, hooks: EventHooks | None = None) -> None:
         self.journal = journal
         self.hooks = hooks or EventHooks()
+        self._local = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Moves inside the block are one journal transaction; their events reach the hooks
+        after it commits, so a listener still never sees what the journal does not hold."""
+        if getattr(self._local, "held", None) is not None:
+            yield
+            return
+        self._local.held = []
+        try:
+            with self.journal.batch():
+                yield
+        finally:
+            held, self._local.held = self._local.held, None
+        for event in held:
+            self.hooks.emit(event)
 
     def _emit(self, kind: EventKind, run_id: str, host: str | None, phase: int | None,
               step: str | None, detail: str | None, payload: dict[str, Any]) -> None:
-        self.hooks.emit(RunEvent(kind, run_id, host, phase, step, detail, payload))
+        event = RunEvent(kind, run_id, host, phase, step, detail, payload)
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            held.append(event)
+        else:
+            self.hooks.emit(event)
 
     def event(self, kind: EventKind, run_id: str, host: str | None, phase: int | None,
               step: str | None = None, detail: str | None = None, **payload: Any) -> None:
@@ -141,6 +167,10 @@ class DryRunRecorder:
     def phase_state(self, host: str, phase: int) -> PhaseState:
         # a dry run starts from a clean slate for the phase it rehearses
         return self._phases.get((host, phase), PhaseState.PENDING)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        yield  # nothing is written until the end anyway
 
     def finish(self, run_id: str, outcome: str) -> None:
         hosts = sorted({str(e["host"]) for e in self.timeline if e["host"]})

@@ -73,7 +73,6 @@ class CycleMemo:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[Hashable, CycleMemo._Entry] = {}
-        self.computed = 0  # how many keys were actually fetched (tests, bench)
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:
@@ -81,7 +80,6 @@ class CycleMemo:
             owner = entry is None
             if entry is None:
                 entry = self._entries[key] = CycleMemo._Entry()
-                self.computed += 1
         if owner:
             try:
                 entry.value = compute()
