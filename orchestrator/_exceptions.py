@@ -8,10 +8,14 @@ The tree, so that callers can catch at the depth they care about::
     ├── RefusedError                  another run holds the host, `requires` unmet,
     │   │                             interrupted run pending, precondition failing (4)
     │   └── LockHeldError             names the holder: pid, machine, command, since
-    ├── OperatorInterrupt             Ctrl-C / SIGTERM (130)
     ├── NvmlUnavailableError          the NVML library is missing on a host (2)
-    └── RunnerError                   a runner could not even start (translated from
-                                      ansible-runner / fabric / OS errors at the boundary)
+    ├── RunnerError                   a runner could not even start (translated from
+    │                                 ansible-runner / fabric / OS errors at the boundary)
+    └── JournalUnavailableError       the journal stayed unwritable past state.timeout (3)
+                                      (state/base.py, raised by the journal's writes)
+
+Ctrl-C is not an exception: the signal handler cancels the run's CancelToken and the
+engine takes the rollback edge; the outcome `interrupted_rolled_back` exits 130.
 
 Outcomes of a run that *did* run (rolled back, rollback failed) are not exceptions:
 the engine returns them as states, and `exit_codes.exit_code_for` maps both kinds
@@ -69,12 +73,6 @@ class LockHeldError(RefusedError):
             f"host {host} is held by another run: pid {pid} on {machine}, "
             f"command {command!r}, since {since}"
         )
-
-
-class OperatorInterrupt(MigrateError):
-    """The operator pressed Ctrl-C or sent SIGTERM."""
-
-    exit_code = 130
 
 
 class NvmlUnavailableError(MigrateError):

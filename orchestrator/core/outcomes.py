@@ -16,7 +16,6 @@ class RunOutcome(enum.Enum):
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
     INTERRUPTED_ROLLED_BACK = "interrupted_rolled_back"
-    INTERRUPTED = "interrupted"
     DRY_RUN_PASSED = "dry_run_passed"
     DRY_RUN_FAILED = "dry_run_failed"
 
