@@ -123,7 +123,7 @@ class App:
         from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
-        commands = HostCommandRunner()
+        commands = HostCommandRunner(project.ssh)
         self._resources.callback(commands.close)  # the SSH connection pool
         notifications = Notifications(project.notify, project.name, log=self.say)
         self._resources.callback(notifications.close, 5.0)
@@ -131,7 +131,8 @@ class App:
         hooks.subscribe(NotificationHook(notifications))
         for hook in self.hooks:
             hooks.subscribe(hook)
-        parts = EngineParts(journal=self.journal, playbooks=AnsiblePlaybookRunner(),
+        playbooks = AnsiblePlaybookRunner(forks=project.forks, ssh=project.ssh)
+        parts = EngineParts(journal=self.journal, playbooks=playbooks,
                             commands=commands, clock=self.clock,
                             prompter=prompter or NoTty(), say=self.say, hooks=hooks,
                             verbose=self.verbose, forks=project.forks)
@@ -148,6 +149,15 @@ class App:
         parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands)
         self._parts = parts
         return parts
+
+    def _probe_runner(self) -> Any:
+        """A command runner for a command that reads metrics without running a phase (plan,
+        baseline capture); its SSH connections close with the app."""
+        from orchestrator.runners.ssh import HostCommandRunner
+
+        runner = HostCommandRunner(self.load()[0].ssh)
+        self._resources.callback(runner.close)
+        return runner
 
     def lifecycle(self, prompter: Prompter | None = None) -> RunLifecycle:
         from orchestrator.engine.lifecycle import RunLifecycle
@@ -169,9 +179,8 @@ class App:
         project, _ = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
-        from orchestrator.runners.ssh import HostCommandRunner
 
-        raise_missing_baselines(project, phase, hosts, self.journal, HostCommandRunner())
+        raise_missing_baselines(project, phase, hosts, self.journal, self._probe_runner())
         doc = plan_document(project, phase, hosts, self._inventory())
         for t in doc["triggers"]:
             baseline = project.triggers[t["name"]].baseline
@@ -185,22 +194,22 @@ class App:
     def baseline_capture(self, host_names: tuple[str, ...], name: str,
                          duration: float) -> dict[str, Any]:
         from orchestrator.monitoring.monitor import MetricChecker
-        from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
         hosts = self.hosts(host_names)
         checker = MetricChecker(project, inventory, self.journal, self.clock,
-                                HostCommandRunner())
-        out: dict[str, Any] = {"name": name, "duration_s": duration, "hosts": {}}
-        for host in hosts:
-            self.say(f"sampling {len(checker.numeric_metrics())} metrics on {host.name} "
-                     f"for {duration:g}s")
-            values = checker.capture(name, host, duration, None)
-            if not values:
-                raise RefusedError(f"baseline {name} on {host.name}: no metric gave data in "
-                                   f"{duration:g}s; nothing stored")
-            out["hosts"][host.name] = values
-        return out
+                                self._probe_runner())
+        from orchestrator.engine.fanout import fan_out
+
+        self.say(f"sampling {len(checker.numeric_metrics())} metrics on {len(hosts)} host(s) "
+                 f"for {duration:g}s, all at once")
+        captured = fan_out(hosts, lambda host: checker.capture(name, host, duration, None),
+                           project.forks)
+        empty = [h for h, values in captured.items() if not values]
+        if empty:
+            raise RefusedError(f"baseline {name}: no metric gave data in {duration:g}s on "
+                               f"{', '.join(empty)}; nothing stored for them")
+        return {"name": name, "duration_s": duration, "hosts": captured}
 
     def _inventory(self) -> Inventory:
         return self.load()[1]
