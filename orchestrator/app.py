@@ -219,13 +219,17 @@ class App:
                   waves: tuple[int | str, ...] | None = None,
                   max_failed: int | str | None = None) -> RunReport:
         from orchestrator.engine.phase_run import FleetPlan
-        from orchestrator.monitoring.monitor import raise_missing_baselines
+        from orchestrator.monitoring.monitor import (
+            raise_missing_baselines,
+            raise_unusable_alert_sources,
+        )
 
         project, _ = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
         lifecycle = self.lifecycle(prompter)
         raise_missing_baselines(project, phase, hosts, self.journal, lifecycle.parts.commands)
+        raise_unusable_alert_sources(project, phase)
         plan = FleetPlan(waves if waves else phase.waves,
                          max_failed if max_failed is not None else phase.max_failed,
                          phase.on_fire)

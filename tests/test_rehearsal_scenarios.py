@@ -315,3 +315,20 @@ def test_checks_fail_on_the_wrong_state_event_count_or_file(project: Path) -> No
     human = RunReport("run-1", 1, [], RunOutcome.ROLLED_BACK, needs_human=["x: y"])
     checks = verify(scenario, 3, [human], bad, inventory, sandbox)  # type: ignore[arg-type]
     assert [c.ok for c in checks] == [False] * 7, checks
+
+
+def test_ports_held_by_another_process_are_named_before_provisioning(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as held, socket.socket() as spare:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        spare.bind(("127.0.0.1", 0))  # bound, not listening: free for a stand-in
+        taken, free = held.getsockname()[1], spare.getsockname()[1]
+        inv = tmp_path / "sandbox.yml"
+        inv.write_text(f"all:\n  vars: {{ansible_host: 127.0.0.1}}\n  hosts:\n"
+                       f"    web1: {{health_port: {taken}, dcgm_exporter_port: {taken}, "
+                       f"test_instance_port: {free}, use_port: yes}}\n")
+        hosts = list(read_inventory(inv).hosts.values())
+        busy = Sandbox(tmp_path, inv, lambda line: None).busy_ports(hosts)
+    assert busy == [f"127.0.0.1:{taken} (dcgm_exporter_port of web1, health_port of web1)"]

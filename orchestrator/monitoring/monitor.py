@@ -634,13 +634,18 @@ def nvml_problems(project: Project, phase: Phase, hosts: list[Host],
 
 def raise_missing_baselines(project: Project, phase: Phase, hosts: list[Host],
                             journal: Journal, commands: CommandRunner | None = None) -> None:
-    """Config problems that need the hosts, the journal or the environment: missing
-    baselines, no NVML, an alert receiver's token not set. Checked before a run is
-    recorded, so bad configuration never leaves a half-written run behind."""
+    """Config problems that need the hosts or the journal: missing baselines, no NVML.
+    Checked before a run is recorded, so bad configuration never leaves a half-written
+    run behind."""
     problems = missing_baselines(project, phase, hosts, journal)
     problems += nvml_problems(project, phase, hosts, commands)
     if problems:
         raise ConfigError(problems)
+
+
+def raise_unusable_alert_sources(project: Project, phase: Phase) -> None:
+    """A phase run whose `alert:` triggers could not be served (the receiver's token not
+    in the environment, no source at all) is refused before it is recorded."""
     triggers = [project.triggers[n] for n in phase.triggers]
     if any(t.alert is not None for t in triggers):
         from orchestrator.monitoring.alerts.service import AlertService

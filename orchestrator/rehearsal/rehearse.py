@@ -160,6 +160,12 @@ class Rehearsal:
             sandbox.fresh(list(inventory.hosts.values()), upfront)
             drill.injected = [f"{h}: {', '.join(sorted(f))} (from the start)"
                               for h, f in upfront.items()]
+            busy = sandbox.busy_ports(list(inventory.hosts.values()))
+            if busy:
+                raise RefusedError(f"the sandbox's ports are held by other processes: "
+                                   f"{', '.join(busy)}; stop them (another sandbox's "
+                                   f"`ansible-playbook -i INVENTORY playbooks/sandbox/"
+                                   f"teardown.yml`), or give {inventory_path.name} free ports")
             try:
                 sandbox.provision()
                 self._run_phases(app, scenario, hosts, drill)

@@ -178,6 +178,21 @@ class Sandbox:
             if host.name in upfront:
                 write_faults(faults, upfront[host.name])
 
+    def busy_ports(self, hosts: list[Host]) -> list[str]:
+        """Ports the sandbox's hosts will listen on (host variables named `*_port`) that
+        something else already holds once our own stand-ins are stopped: another drill
+        of another copy of the project, most often. Said before provisioning, in place
+        of a failed Ansible task that does not say why."""
+        wanted: dict[tuple[str, int], list[str]] = {}
+        for host in hosts:
+            for var, value in sorted(host.vars.items()):
+                if var.endswith("_port") and not isinstance(value, bool) \
+                        and isinstance(value, int | str) and str(value).isdigit():
+                    wanted.setdefault((host.address, int(value)), []).append(
+                        f"{var} of {host.name}")
+        return [f"{address}:{port} ({', '.join(names)})"
+                for (address, port), names in wanted.items() if port_open(address, port)]
+
     def provision(self) -> None:
         self.say("provisioning the sandbox: the original agent on every host")
         res = self._playbook(PROVISION)
