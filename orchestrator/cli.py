@@ -504,7 +504,12 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
                                  for n, f in doc.items()))
         return OK
     inv = inventory or opts.inventory
-    drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep).run(scenario)
+    view = opts.live_view("migrate rehearse")
+    with view:
+        drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep,
+                          view=view).run(scenario)
+        view.finish(f"rehearsal {drill.scenario.name} {'PASSED' if drill.passed else 'FAILED'}"
+                    f" in {drill.seconds:.0f}s")
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "
              f"{'PASSED' if drill.passed else 'FAILED'} in {drill.seconds:.0f}s"]
     lines += [f"  [{'ok' if c.ok else 'NO'}] {c.what}: {c.seen}" for c in drill.checks]

@@ -97,12 +97,14 @@ class Rehearsal:
     scenario's own; `time_scale` overrides the scenario's (tests)."""
 
     def __init__(self, root: Path, inventory: Path | None, say: Callable[[str], None],
-                 keep: bool = False, time_scale: float | None = None) -> None:
+                 keep: bool = False, time_scale: float | None = None,
+                 view: Any = None) -> None:
         self.root = root
         self.inventory_override = inventory.resolve() if inventory else None
         self.say = say
         self.keep = keep
         self.time_scale = time_scale
+        self.view = view  # reporting.live.LiveView: the operator's screen
 
     def scenario(self, name: str | None) -> Scenario:
         scenarios = load_scenarios(self.root)
@@ -140,7 +142,8 @@ class Rehearsal:
                      "slow steps may outlast the time-scaled `for:` windows, so a failed "
                      "check may be the machine's rather than the migration's")
         with App(root=self.root, inventory_override=inventory_path, say=self.say,
-                 state_dir=state_dir, time_scale=scale, trigger_view_every=2.0) as app:
+                 state_dir=state_dir, time_scale=scale,
+                 trigger_view_every=0.0 if self.view is not None else 2.0) as app:
             project, inventory = app.load()
             sandbox = Sandbox(self.root, inventory_path, self.say, project.forks)
             scenario.check_against(inventory, set(project.phases))
@@ -154,6 +157,12 @@ class Rehearsal:
                         upfront.setdefault(h.name, {}).update(inj.faults)
             injector = FaultInjector(targets, sandbox.faults_of, self.say)
             app.hooks.append(injector)  # before the first run builds the engine's hooks
+            if self.view is not None:
+                app.hooks.append(self.view)
+                self.view.attach(lambda: app.journal)
+                for number, phase in project.phases.items():
+                    self.view.expect(number, [s.id for s in phase.steps],
+                                     [h.name for h in hosts], phase.bake)
             self.say(f"rehearsal {rid}: scenario {scenario.name} ({scenario.fault})")
             self.say(f"time scale {scale:.4g}: for/bake/wait/poll run {1 / scale:g}x faster; "
                      "thresholds unchanged")
