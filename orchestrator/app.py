@@ -60,6 +60,10 @@ class App:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    def close_later(self, close: Callable[[], object]) -> None:
+        """Have the app close something a caller opened for its lifetime (a drill's lab)."""
+        self._resources.callback(close)
+
     def close(self) -> None:
         """Close everything this app opened, newest first."""
         self._resources.close()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("migration.yaml", "phases", "playbooks", "rollback", "inventory", "sandbox",
-         "rehearsals")
+         "rehearsals", "deploy")
 _PORT = re.compile(r"(\b\w+_port:\s*)(\d+)")
 
 
@@ -109,7 +109,7 @@ def test_list_reads_the_scenario_files(project: Path) -> None:
     assert code == 0, err
     assert [line.split()[0] for line in lines] == [
         "canary", "clean", "health-outage", "model-load-failure", "pc2-partition",
-        "rollback-failure", "vram-leak"]
+        "rollback-failure", "thread-alert", "vram-leak"]
     assert [line.split()[0] for line in lines if line.endswith("(default)")] == ["vram-leak"]
     # the list is the directory: a new file appears, a removed one goes
     (project / "rehearsals" / "clean.yaml").unlink()
@@ -237,3 +237,18 @@ def test_canary_rolls_back_the_second_wave_and_never_starts_the_last(project: Pa
             assert agent_revision(host(project, name, fleet)) == "original"
     finally:
         teardown(project, fleet)
+
+
+def test_thread_alert_rolls_phase_3_back_through_real_prometheus_and_alertmanager(
+        project: Path) -> None:
+    from tests.alertmanager import require_binaries
+
+    require_binaries()  # under CI=true a missing package fails, never skips
+    try:
+        code, doc = rehearse(project, "thread-alert")
+        assert code == 0, failed_checks(doc)
+        assert [r["outcome"] for r in doc["runs"]] == ["completed"] * 2 + ["rolled_back"]
+        assert "thread_health_alert" in str(doc["runs"][-1]["reason"])
+        assert agent_revision(host(project, "main")) == "phase2"
+    finally:
+        teardown(project)

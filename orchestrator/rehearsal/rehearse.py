@@ -92,6 +92,9 @@ class Drill:
                 "report": str(self.report_path) if self.report_path else None}
 
 
+DRILL_TOKEN_ENV = "MIGRATE_REHEARSAL_ALERT_TOKEN"
+
+
 class Rehearsal:
     """Runs one scenario of a project. `inventory` (the CLI's --inventory) overrides the
     scenario's own; `time_scale` overrides the scenario's (tests)."""
@@ -145,6 +148,9 @@ class Rehearsal:
                  state_dir=state_dir, time_scale=scale,
                  trigger_view_every=0.0 if self.view is not None else 2.0) as app:
             project, inventory = app.load()
+            alert_lab = self._alert_receiver(project, inventory, scenario, state_dir, scale)
+            if alert_lab is not None:
+                app.close_later(alert_lab.close)
             sandbox = Sandbox(self.root, inventory_path, self.say, project.forks)
             scenario.check_against(inventory, set(project.phases))
             hosts = (inventory.resolve([n.name for n in scenario.hosts]) if scenario.hosts
@@ -191,6 +197,41 @@ class Rehearsal:
                 if not self.keep:
                     sandbox.teardown()
         return drill
+
+    def _alert_receiver(self, project: Any, inventory: Any, scenario: Scenario,
+                        state_dir: Path, scale: float) -> Any:
+        """A drill never talks to the operators' Alertmanager: its `alert:` triggers get a
+        push receiver of the drill's own (a free loopback port and a fresh token). A
+        scenario that `requires_services: [prometheus, alertmanager]` also gets a real
+        Prometheus with the project's rules and a real Alertmanager pushing to it."""
+        if not any(t.alert is not None for t in project.triggers.values()):
+            return None
+        import secrets
+        import socket
+
+        from orchestrator.core.model import AlertmanagerConfig
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        token = secrets.token_urlsafe(24)
+        os.environ[DRILL_TOKEN_ENV] = token
+        project.alertmanager = AlertmanagerConfig(f"127.0.0.1:{port}", DRILL_TOKEN_ENV, None)
+        if "alertmanager" not in scenario.requires_services:
+            return None
+        from orchestrator.monitoring.alerts.lab import LabUnavailable, start_sandbox_lab
+
+        workdir = state_dir / "alert-lab"
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            lab = start_sandbox_lab(self.root, list(inventory.hosts.values()), workdir,
+                                    receiver_url=f"http://127.0.0.1:{port}/alerts",
+                                    token=token, time_scale=scale)
+        except LabUnavailable as exc:
+            raise RefusedError(f"scenario {scenario.name}: {exc}") from exc
+        self.say(f"alert lab: Prometheus {lab.prometheus_url}, Alertmanager "
+                 f"{lab.alertmanager_url} pushing to 127.0.0.1:{port}")
+        return lab
 
     def _run_phases(self, app: Any, scenario: Scenario, hosts: list[Host],
                     drill: Drill) -> None:
