@@ -599,17 +599,6 @@ class MetricChecker:
         return Result(host.name, True, f"baseline {name}: {text}")
 
 
-def refuse_failing_preconditions(checker: MetricChecker, phase: Phase,
-                                 hosts: list[Host]) -> list[str]:
-    failing = []
-    for host in hosts:
-        for metric in phase.preconditions:
-            ok, why = checker.passes_now(metric, host)
-            if not ok:
-                failing.append(f"{metric} on {host.name} ({why})")
-    return failing
-
-
 def nvml_problems(project: Project, phase: Phase, hosts: list[Host],
                   commands: CommandRunner | None) -> list[Problem]:
     """Every nvml metric the phase reads must work on every host: a clear error up front,
