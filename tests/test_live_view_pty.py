@@ -10,6 +10,7 @@ while a step runs and the phase rolls back. Under CI=true a missing tmux fails.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -142,7 +143,9 @@ def test_live_view_while_running_after_the_fire_and_at_the_end(tmp_path: Path,
                if line.startswith("vram_degradation") and "FIRING" in line)
     assert row.split()[2:5] == ["6500", "6000", "—"], row
     assert row.split()[-1].endswith("s")  # breaching for
-    assert "trigger vram_degradation: 6500 > 6000 for 2s on main -> rollback" in fired
+    # both hosts breach together: whichever the poll folds first fires, after 2-3 s
+    assert re.search(r"trigger vram_degradation: 6500 > 6000 for [23]s on (main|pc2) "
+                     r"-> rollback", fired), fired
 
     # 3. at the end: the grid as it ended and the outcome in one line
     end = screen.wait_for("the end", lambda s: "EXIT=" in s)
