@@ -283,3 +283,50 @@ def test_xid_watch_starts_every_host_and_stops_them_all() -> None:
         fakes.put(0, 79)
         seen.wait(1)
         assert watch.count("main") + watch.count("main2") == 1
+
+
+def test_an_xid_event_fires_gpu_operation_failure_in_the_monitor_within_100ms(
+        tmp_path: Path) -> None:
+    """The waiter wired into the trigger monitor: the event folds the `increase: 0` trigger
+    at once, not at the next poll (the poll interval here is a minute)."""
+    from orchestrator.config.project import load_project
+    from orchestrator.core.clock import SystemClock
+    from orchestrator.core.events import Firing
+    from orchestrator.monitoring.monitor import TriggerMonitor
+    from orchestrator.state.journal import Journal
+    from orchestrator.state.recorder import JournalRecorder
+    from tests.projects import make_project
+
+    proj = make_project(tmp_path, "name: xid\ninventory: inventory/hosts.yml\npoll_interval: 60s\n"
+                        "metrics:\n  xid: {source: nvml, field: xid_errors}\n"
+                        "triggers:\n  gpu_operation_failure: {metric: xid, increase: 0}\n")
+    proj.phase(1, "p", "phase: 1\nsteps:\n  - id: w\n    wait: 1s\n")
+    project, inventory = load_project(proj.root)
+    journal = Journal(project.state_dir / "state.db")
+    fake = FakeNvml()
+    monitor = TriggerMonitor(project, inventory, journal, SystemClock(), LocalCommandRunner())
+    monitor.nvml_module = fake
+    fires: list[tuple[float, Firing]] = []
+    got = threading.Event()
+
+    def on_fire(f: Firing) -> None:
+        fires.append((time.perf_counter(), f))
+        got.set()
+
+    monitor.start("run-1", project.phases[1], [], on_fire, False, JournalRecorder(journal))
+    try:
+        monitor.watch_more(inventory.resolve(["main"]))  # the wave joins: its waiter starts
+        deadline = time.monotonic() + 5
+        while not fake.registered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.registered == [("gpu0", 8)]
+        sent = time.perf_counter()
+        fake.put(0, 79)
+        assert got.wait(2), "the Xid never fired the trigger"
+        assert fires[0][0] - sent < 0.1
+        assert fires[0][1].trigger == "gpu_operation_failure" and fires[0][1].host == "main"
+    finally:
+        monitor.stop()
+    assert "free" in fake.calls  # the waiter was closed with the monitor
+    fired = [e for e in journal.events() if e.kind == "trigger_fired"]
+    assert fired and fired[0].payload["trigger"] == "gpu_operation_failure"

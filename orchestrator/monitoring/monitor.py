@@ -181,6 +181,11 @@ class TriggerMonitor:
         self._owns_alerts = False
         self._unsubscribe: Callable[[], None] | None = None
         self._wake = threading.Event()  # a pushed alert: fold the alert triggers now
+        #: Xid events as they happen (`nvml` metrics with `field: xid_errors`): one waiter
+        #: per watched host, started as its wave joins; `nvml_module` is the pynvml seam
+        self._xid_watches: list[Any] = []
+        self._xid_on = False
+        self.nvml_module: Any = None
 
     @property
     def firing(self) -> Firing | None:
@@ -205,6 +210,9 @@ class TriggerMonitor:
                     self.say(line)
         if self.alerts is not None:
             self._unsubscribe = self.alerts.on_change(lambda change: self._wake.set())
+        if self._xid_triggers() and not self.dry_run:
+            self._xid_on = True
+            self._watch_xid(self.hosts)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="trigger-monitor", daemon=True)
         self._thread.start()
@@ -232,6 +240,8 @@ class TriggerMonitor:
             self._prepare_baselines(new, baselines or {})
         with self._lock:
             self.hosts = [*self.hosts, *new]
+        if self._xid_on:
+            self._watch_xid(new)
 
     def forget(self, hosts: list[str]) -> None:
         """Stop watching hosts that left the run (rolled back on their own)."""
@@ -250,15 +260,63 @@ class TriggerMonitor:
         if self._owns_alerts and self.alerts is not None:
             self.alerts.close()
             self.alerts, self._owns_alerts = None, False
+        for watch in self._xid_watches:
+            watch.close()
+        self._xid_watches, self._xid_on = [], False
+
+    # --- Xid events ------------------------------------------------------------------------
+    def _xid_triggers(self) -> list[Trigger]:
+        out = []
+        for t in self.triggers:
+            metric = self.project.metrics.get(t.metric)
+            if metric is not None and metric.source == "nvml" \
+                    and metric.config.get("field") == "xid_errors":
+                out.append(t)
+        return out
+
+    def _watch_xid(self, hosts: list[Host]) -> None:
+        """Start an Xid waiter for these hosts (in-process for local ones, one long-lived
+        SSH probe for remote ones); a host without NVML stays a clear error."""
+        if not hosts:
+            return
+        from orchestrator.monitoring.sources.nvml_events import XidWatch
+
+        gpus = {h.name: sorted({int(self.project.metrics[t.metric].config.get("gpu", 0))
+                                for t in self._xid_triggers()}) for h in hosts}
+        watch = XidWatch(hosts, self._on_xid, gpus=gpus, commands=self.reader.commands,
+                         module=self.nvml_module, log=self.say)
+        watch.start()
+        self._xid_watches.append(watch)
+
+    def _on_xid(self, event: Any) -> None:
+        """An Xid arrived (waiter thread): fold the Xid triggers of that host now, not at
+        the next poll. The waiter counts events since it started, so the baseline is 0."""
+        with self._lock:
+            host = next((h for h in self.hosts if h.name == event.host), None)
+        if host is None:
+            return
+        now = self.clock.monotonic()
+        folded = []
+        for t in self._xid_triggers():
+            with self._lock:
+                live = self._live.setdefault((host.name, t.name), _Live())
+                if live.baseline is None:
+                    live.baseline = 0.0
+            folded.append(self._fold(host, t, Reading(float(event.count)), now))
+        if not self.dry_run and folded:
+            self.journal.record_cycle([f.sample for f in folded], [f.state for f in folded])
+        for f in folded:
+            self._announce(f)
 
     def _prepare_baselines(self, hosts: list[Host],
                            given: dict[tuple[str, str], float]) -> None:
         """Phase-start baselines of every new host at once: BASELINE_SAMPLES rounds of the
         cycle's batched reads (one query per metric for a fleet), 0.2 s apart, medians
         kept, all hosts' baselines saved in one transaction."""
+        xid = {t.name for t in self._xid_triggers()}  # counted from 0 by their waiter
         wanted = sorted({t.metric for t in self.triggers
                          if needs_baseline(t) and t.baseline == PHASE_START
-                         and t.metric in self.project.metrics
+                         and t.metric in self.project.metrics and t.name not in xid
                          and any((h.name, t.name) not in given for h in hosts)})
         samples: dict[tuple[str, str], list[float]] = {}
         for i in range(BASELINE_SAMPLES if wanted else 0):
@@ -275,6 +333,8 @@ class TriggerMonitor:
                 if needs_baseline(t):
                     if (host.name, t.name) in given:
                         live.baseline = given[(host.name, t.name)]
+                    elif t.name in xid:
+                        live.baseline = 0.0
                     elif t.baseline == PHASE_START:
                         live.baseline = medians.get((host.name, t.metric))
                         if live.baseline is not None:
@@ -336,7 +396,10 @@ class TriggerMonitor:
         """
         with self._lock:
             watched = list(self.hosts)
-        triggers = [t for t in self.triggers if t.metric in self.project.metrics]
+        # with the Xid waiter on, its event count is the Xid triggers' reading, not a poll
+        events = {t.name for t in self._xid_triggers()} if self._xid_on else set()
+        triggers = [t for t in self.triggers
+                    if t.metric in self.project.metrics and t.name not in events]
         metrics = sorted({t.metric for t in triggers})
         readings = self._read_all(metrics, watched, pool)
         now = self.clock.monotonic()
