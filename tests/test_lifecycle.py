@@ -231,8 +231,8 @@ def test_operator_rollback_path_records_its_own_run_and_ends_it(tmp_path: Path) 
     assert journal.holders() == []
 
 
-def test_resume_of_a_run_that_died_rolling_back_finishes_and_ends_it(tmp_path: Path) -> None:
-    lc, rec, journal, seen = lifecycle(tmp_path, hosts=("main",))
+def dead_run(lc: RunLifecycle, journal: Journal) -> tuple[JournalRecorder, str]:
+    """A run of phase 1 on main whose step `one` succeeded (the test adds what came next)."""
     recorder = JournalRecorder(journal)
     run_id = "dead-run"
     journal.create_run(run_id, 1, ["main"], "migrate phase 1", "phase", False,
@@ -240,11 +240,22 @@ def test_resume_of_a_run_that_died_rolling_back_finishes_and_ends_it(tmp_path: P
     recorder.move_phase(PhaseTransition.START, run_id, "main", 1)
     recorder.move_step(StepTransition.START, run_id, "main", 1, "one", 0)
     recorder.move_step(StepTransition.SUCCEED, run_id, "main", 1, "one", 0)
-    recorder.move_phase(PhaseTransition.ROLL_BACK, run_id, "main", 1, "trigger vram: 130 > 120")
-    with journal.transaction() as db:  # its process died: the lock names a pid that is gone
+    return recorder, run_id
+
+
+def died(journal: Journal, run_id: str) -> None:
+    """Its process died: the lock names a pid that is gone; the next look reaps it."""
+    with journal.transaction() as db:
         db.execute("INSERT INTO locks VALUES ('main', ?, 999999, 1, ?, 'migrate phase 1', 'x')",
                    (run_id, __import__("socket").gethostname()))
     journal.reap()
+
+
+def test_resume_of_a_run_that_died_rolling_back_finishes_and_ends_it(tmp_path: Path) -> None:
+    lc, rec, journal, seen = lifecycle(tmp_path, hosts=("main",))
+    recorder, run_id = dead_run(lc, journal)
+    recorder.move_phase(PhaseTransition.ROLL_BACK, run_id, "main", 1, "trigger vram: 130 > 120")
+    died(journal, run_id)
     lc._announce_reaped()
     assert [e.kind for e in seen] == [EventKind.RUN_INTERRUPTED]  # the hook heard the reaper
     report = lc.resume(lc.inventory.resolve(["main"]), False, CancelToken(), "migrate resume")
@@ -259,18 +270,9 @@ def test_resume_of_a_run_that_died_rolling_back_finishes_and_ends_it(tmp_path: P
 
 def test_resume_continues_forward_from_the_step_in_flight(tmp_path: Path) -> None:
     lc, rec, journal, _ = lifecycle(tmp_path, hosts=("main",))
-    recorder = JournalRecorder(journal)
-    run_id = "dead-run"
-    journal.create_run(run_id, 1, ["main"], "migrate phase 1", "phase", False,
-                       file_checksums(lc.project, lc.project.phases[1]))
-    recorder.move_phase(PhaseTransition.START, run_id, "main", 1)
-    recorder.move_step(StepTransition.START, run_id, "main", 1, "one", 0)
-    recorder.move_step(StepTransition.SUCCEED, run_id, "main", 1, "one", 0)
+    recorder, run_id = dead_run(lc, journal)
     recorder.move_step(StepTransition.START, run_id, "main", 1, "two", 1)
-    with journal.transaction() as db:
-        db.execute("INSERT INTO locks VALUES ('main', ?, 999999, 1, ?, 'migrate phase 1', 'x')",
-                   (run_id, __import__("socket").gethostname()))
-    journal.reap()
+    died(journal, run_id)
     report = lc.resume(lc.inventory.resolve(["main"]), False, CancelToken(), "migrate resume")
     assert report.outcome is RunOutcome.COMPLETED
     assert rec.log == ["cmd main do two"]

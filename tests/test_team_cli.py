@@ -186,9 +186,6 @@ def test_two_live_watchers_act_once(tmp_path: Path, pg: PgServer, agent: AgentSe
     time.sleep(3)
     agent.health["status"] = "degraded"
     codes = []
-    for w in watchers:
-        if w.poll() is None:
-            time.sleep(0)
     wait_until(lambda: any(w.poll() is not None for w in watchers), 30)
     for w in watchers:
         if w.poll() is None:
