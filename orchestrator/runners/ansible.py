@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import RunnerError
@@ -40,6 +41,8 @@ from orchestrator.runners.base import (
     PlaybookRequest,
     Result,
     SshSettings,
+    quoted,
+    task_failed,
 )
 from orchestrator.runners.descendants import cmdline, descendants, kill_trees
 from orchestrator.runners.executables import find_executable, own_bin_dir, path_with_own_bin
@@ -82,27 +85,37 @@ class AnsiblePlaybookRunner:
         names = [h.name for h in request.hosts]
         private = request.artifacts_dir
         private.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ident = _new_ident(private / "artifacts")
+        log = private / "artifacts" / ident / "stdout"  # the run's full Ansible output
         cmdline = f"--forks {self.forks}" + (" --check --diff" if request.check else "")
         unreachable: dict[str, str] = {}  # host -> why, from the runner_on_unreachable event
+        failed_task: dict[str, tuple[str, str]] = {}  # host -> (task, error): the first failure
+        running: dict[str, str] = {}  # host -> the task it is on (named on a timeout)
 
         def on_event(event: dict[str, Any]) -> bool:
             data = event.get("event_data") or {}
             kind = event.get("event", "")
             host = str(data.get("host") or "")
+            task = str(data.get("task") or data.get("task_action") or "")
             if kind == "playbook_on_task_start":
                 request.on_output("", f"TASK {data.get('task', '')}")
+            elif kind == "runner_on_start" and host:
+                running[host] = task
             elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable",
                           "runner_on_skipped"):
                 status = kind.removeprefix("runner_on_")
                 res = data.get("res") or {}
                 if kind == "runner_on_ok" and res.get("changed"):
                     status = "changed"
-                msg = res.get("msg") or res.get("stderr") or ""
+                error = task_error(res)
                 if status == "unreachable" and host:
-                    unreachable[host] = str(msg).strip()[:200]
+                    unreachable[host] = error[:200]
+                if status in ("failed", "unreachable") and host and \
+                        not data.get("ignore_errors") and host not in failed_task:
+                    failed_task[host] = (task, error)
                 line = f"{status}: {data.get('task', '')}"
-                if status in ("failed", "unreachable") and msg:
-                    line += f" -- {str(msg).strip()[:300]}"
+                if status in ("failed", "unreachable") and error:
+                    line += f" -- {error[:300]}"
                 request.on_output(host, line)
             return True
 
@@ -122,6 +135,7 @@ class AnsiblePlaybookRunner:
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(private),
+                ident=ident,
                 playbook=str(request.playbook),
                 inventory=str(request.inventory),
                 limit=",".join(names),
@@ -144,31 +158,78 @@ class AnsiblePlaybookRunner:
         failures = stats.get("failures") or {}
         dark = stats.get("dark") or {}
         processed = stats.get("processed") or {}
+        log_path = str(log if log.exists() else log.parent)
         out: dict[str, Result] = {}
         for name in names:
+            task, error = failed_task.get(name, (running.get(name, ""), ""))
             out[name] = _host_result(name, status, runner.rc, dark, failures, processed,
-                                     unreachable.get(name, ""), cancel.reason, request.timeout)
+                                     unreachable.get(name, ""), cancel.reason, request.timeout,
+                                     task=task, error=error, log=log_path)
         return GroupResult(out)
+
+
+def _new_ident(artifacts: Path) -> str:
+    """The next free ansible-runner ident under `artifacts`: 1, 2, ... (one per Ansible run of
+    the step: retries and undos keep their own logs), claimed by creating its directory."""
+    artifacts.mkdir(parents=True, exist_ok=True, mode=0o700)
+    n = len([p for p in artifacts.iterdir() if p.name.isdigit()]) + 1
+    while True:
+        try:
+            (artifacts / str(n)).mkdir(mode=0o700)
+            return str(n)
+        except FileExistsError:
+            n += 1
+
+
+def task_error(res: dict[str, Any]) -> str:
+    """A failed task's error in one line: Ansible's `msg`, its return code and the last line
+    of stderr when `msg` alone says little ("non-zero return code"); the first failed item
+    of a loop."""
+    items = res.get("results")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
+                inner = task_error(item)
+                if inner:
+                    return inner
+    msg = " ".join(str(res.get("msg") or "").split())
+    stderr = [line.strip() for line in str(res.get("stderr") or "").splitlines() if line.strip()]
+    parts = [msg] if msg else []
+    if res.get("rc") not in (None, 0) and "rc " not in msg:
+        parts.append(f"(rc {res['rc']})")
+    if stderr and stderr[-1] not in msg:
+        parts.append(("-- " if parts else "") + stderr[-1])
+    if not parts and res.get("stdout"):
+        last = [line for line in str(res["stdout"]).splitlines() if line.strip()]
+        parts.append(last[-1].strip() if last else "")
+    return " ".join(p for p in parts if p)
 
 
 def _host_result(name: str, status: str, rc: int | None, dark: dict[str, Any],
                  failures: dict[str, Any], processed: dict[str, Any], unreachable_msg: str,
-                 cancel_reason: str, timeout: float | None) -> Result:
-    """One host's outcome from ansible-runner's status and the play recap's stats."""
+                 cancel_reason: str, timeout: float | None, *, task: str = "",
+                 error: str = "", log: str = "") -> Result:
+    """One host's outcome from ansible-runner's status and the play recap's stats; a failure
+    names the task (the failed one, or the one in flight), its error and the run's log."""
+    during = f" during task {quoted(task)}" if task else ""
     if status == "canceled":
-        return Result.failed(name, FailureKind.CANCELLED, f"cancelled: {cancel_reason}", rc)
+        return Result.failed(name, FailureKind.CANCELLED, f"cancelled{during}: {cancel_reason}",
+                             rc, task=task, log=log)
     if status == "timeout":
-        return Result.failed(name, FailureKind.TIMEOUT, f"timed out after {timeout or 0:g}s", rc)
+        return Result.failed(name, FailureKind.TIMEOUT,
+                             f"timed out after {timeout or 0:g}s{during}", rc, task=task, log=log)
     if name in dark:
-        detail = "host unreachable" + (f": {unreachable_msg}" if unreachable_msg else "")
-        return Result.failed(name, FailureKind.UNREACHABLE, detail, rc)
+        return Result.failed(name, FailureKind.UNREACHABLE, f"host unreachable{during}", rc,
+                             task=task, error=error or unreachable_msg, log=log)
     if name in failures:
-        return Result.failed(name, FailureKind.EXIT, f"{failures[name]} task(s) failed", rc)
+        return Result.failed(name, FailureKind.EXIT, task_failed(task), rc, task=task,
+                             error=error or f"{failures[name]} task(s) failed", log=log)
     if status != "successful" and name not in processed:
-        return Result.failed(name, FailureKind.EXIT, f"ansible-playbook {status} (rc {rc})", rc)
+        return Result.failed(name, FailureKind.EXIT, f"ansible-playbook {status} (rc {rc})",
+                             rc, log=log)
     if name not in processed and processed:
         return Result.failed(name, FailureKind.EXIT, "host was not part of the play", rc)
-    return Result(name, True, "ok", rc)
+    return Result(name, True, "ok", rc, log=log)
 
 
 class _Stopper:

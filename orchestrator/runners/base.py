@@ -15,6 +15,7 @@ The contract every runner keeps (local shell, fabric over SSH, ansible-runner, f
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import SshSettings
 
 __all__ = ["CancelToken", "CommandRequest", "CommandRunner", "FailureKind", "GroupResult",
-           "OutputSink", "PlaybookRequest", "PlaybookRunner", "Result", "SshSettings"]
+           "OutputSink", "PlaybookRequest", "PlaybookRunner", "Result", "SshSettings",
+           "describe_failure", "display_path", "quoted", "task_failed"]
 
 #: Called with (host or "", one line of progress) while a runner works.
 OutputSink = Callable[[str, str], None]
@@ -65,6 +67,13 @@ class Result:
     stdout: str = ""
     cancelled: bool = False
     failure: FailureKind | None = None
+    #: what failed: the Ansible task's name, or the command that was run
+    task: str = ""
+    #: its error message: Ansible's `msg` (and the last stderr line), or the command's
+    #: last line of output
+    error: str = ""
+    #: the path of the full log of this request (ansible-runner's stdout, the command's log)
+    log: str = ""
 
     def __post_init__(self) -> None:
         failure = self.failure
@@ -77,8 +86,60 @@ class Result:
 
     @classmethod
     def failed(cls, host: str, failure: FailureKind, detail: str,
-               exit_code: int | None = None, stdout: str = "") -> Result:
-        return cls(host, False, detail, exit_code, stdout, failure=failure)
+               exit_code: int | None = None, stdout: str = "", *, task: str = "",
+               error: str = "", log: str | Path = "") -> Result:
+        """A failure. `detail` says what failed (`task_failed` words it for a task or a
+        command); with `error`/`log` the stored detail is `describe_failure`'s one line,
+        which every failure message shows (step failed, UNDO FAILED, a human is needed)."""
+        log = str(log) if log else ""
+        return cls(host, False, describe_failure(detail, error=error, log=log), exit_code,
+                   stdout, failure=failure, task=task, error=error, log=log)
+
+    def describe(self) -> str:
+        """The operator's line for this result: what failed, its error, where its log is."""
+        return self.detail
+
+
+def task_failed(task: str, what: str = "failed", *, command: bool = False) -> str:
+    """`task "NAME" failed` / `command "CMD" exited 5`: the head of a failure line."""
+    if not task:
+        return f"{'command' if command else 'task'} {what}"
+    return f"{'command' if command else 'task'} {quoted(task)} {what}"
+
+
+def describe_failure(what: str, *, error: str = "", log: str = "") -> str:
+    """One line for a failure, the same in the step-failed line, UNDO FAILED and the
+    needs-human list: `WHAT: ERROR (log: PATH)`, e.g. `task "restart agent" failed:
+    Could not find the requested service agent (log: .migrate/runs/R/rollback-deploy/
+    artifacts/1/stdout)`. The log path is relative to the current directory when below it.
+    """
+    line = what
+    if error and not what.endswith(_one_line(error)):
+        line += f": {_one_line(error)}"
+    if log:
+        line += f" (log: {display_path(log)})"
+    return line
+
+
+def display_path(path: str | Path) -> str:
+    """`path` relative to the current directory when below it, else absolute."""
+    try:
+        full = Path(path).resolve()
+        rel = full.relative_to(Path(os.getcwd()).resolve())
+    except (OSError, ValueError):
+        return str(path)
+    return str(rel)
+
+
+def quoted(text: str, limit: int = 160) -> str:
+    text = _one_line(text, limit)
+    return f'"{text}"' if '"' not in text else f"'{text}'"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Whitespace folded to single spaces; cut with an ellipsis past `limit`."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 @dataclass

@@ -10,9 +10,11 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 from orchestrator.core.clock import CancelToken
-from orchestrator.runners.base import CommandRequest, FailureKind, Result
+from orchestrator.runners.base import CommandRequest, FailureKind, Result, task_failed
 
 
 class LocalCommandRunner:
@@ -28,6 +30,8 @@ class LocalCommandRunner:
         def pump() -> None:
             assert proc.stdout is not None
             with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"# {_utc()} $ {request.command}\n")
+                log.flush()
                 for line in proc.stdout:
                     lines.append(line)
                     log.write(line)
@@ -49,14 +53,37 @@ class LocalCommandRunner:
             cancel.wait(0.05)
         proc.wait()
         reader.join(timeout=2)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"# {_utc()} exit {proc.returncode}" + (f" ({why})" if why else "") + "\n")
         out = "".join(lines)
         if kind is not None:
-            return Result.failed(host, kind, why, proc.returncode, out)
-        ok = proc.returncode == 0
-        tail = out.strip()[-300:]
-        detail = f"exit {proc.returncode}" + (f": {tail}" if tail and not ok else "")
-        return Result(host, ok, detail, proc.returncode, out,
-                      failure=None if ok else FailureKind.EXIT)
+            return Result.failed(host, kind, why, proc.returncode, out, task=request.command,
+                                 error=last_line(out), log=log_path)
+        if proc.returncode == 0:
+            return Result(host, True, "exit 0", 0, out, log=str(log_path))
+        return command_failed(host, request.command, proc.returncode, out, log_path)
+
+
+def last_line(output: str) -> str:
+    """The last non-empty line of a command's output (stderr is folded into it): what a
+    failing command said last is nearly always why it failed."""
+    for line in reversed(output.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def command_failed(host: str, command: str, code: int | None, output: str,
+                   log: str | Path) -> Result:
+    """A command that exited non-zero: the command, its exit code, its last line of output
+    and its log, in the one failure line (`describe_failure`)."""
+    return Result.failed(host, FailureKind.EXIT,
+                         task_failed(command, f"exited {code}", command=True), code, output,
+                         task=command, error=last_line(output), log=log)
+
+
+def _utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
