@@ -8,12 +8,12 @@ It serves, on 127.0.0.1:<health_port>:
   GET  /metrics  Prometheus text with DCGM-named gauges from a simulated GPU whose VRAM
                  follows the models loaded (base 1000 MiB + each model's size)
   POST /models/load?name=N&size_mib=S, POST /models/unload?name=N
-  POST /coordinate   a peer's coordination request (main -> pc2)
+  POST /coordinate   a peer's coordination request (one host -> its peer)
 and, with `zmq_port` set, a plain TCP listener standing in for its ZMQ port.
 
 Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on every request:
   {"vram_leak": {"from_revision": "phase3", "pct": 30}}   VRAM +30% from that revision on
-  {"health_outage": {"revision": "phase2"}}              /health fails in that revision
+  {"health_outage": {"revision": "phase2"}}            /health fails in that revision
   {"model_load_failure": true}     loads are accepted, then fail in the loader thread
   {"partition": {"on": "coordinate"}}   after a /coordinate, the peer port stops answering
   {"restore_fails": true}          `restore` fails (an unreadable backup)
@@ -50,10 +50,8 @@ BASE_VRAM_MIB = 1000.0
 GPU_TOTAL_MIB = 24576.0
 DEFAULT_MODELS = {"llm-7b-q4": 1500.0, "whisper-large": 2500.0}
 THREADS = {
-    "original": ["memory-manager", "health-check", "request-handler", "vram-monitor",
-                 "model-loader", "zmq-poller", "pc2-heartbeat"],
-    "phase2": ["memory-manager", "health-check", "request-handler", "vram-monitor",
-               "model-loader", "pc2-heartbeat"],
+    "original": ["memory-manager", "health-check", "request-handler", "vram-monitor", "model-loader", "zmq-poller", "pc2-heartbeat"],
+    "phase2": ["memory-manager", "health-check", "request-handler", "vram-monitor", "model-loader", "pc2-heartbeat"],
     "phase3": ["base-agent-lifecycle", "model-loader"],
 }
 
@@ -61,7 +59,7 @@ THREADS = {
 class Agent:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.revision = str(config.get("revision", "original"))
+        self.revision = str(config.get("revision", REVISIONS[0]))
         self.host = str(config.get("host", socket.gethostname()))
         self.models = dict(DEFAULT_MODELS)
         self.load_failures = 0
@@ -93,7 +91,7 @@ class Agent:
             "status": "ok", "agent": "ModelManagerAgent", "host": self.host,
             "revision": self.revision, "uptime_s": round(time.time() - self.started, 1),
             "threads": {"custom": THREADS.get(self.revision, []),
-                        "managed_by_base_agent": self.revision == "phase3"},
+                        "managed_by_base_agent": self.rank(self.revision) == len(REVISIONS) - 1},
             "sockets": {"zmq": 4, "raw": 0 if self.rank(self.revision) >= 1 else 2,
                         "managed_by_base_agent": self.rank(self.revision) >= 1},
             "models_loaded": sorted(self.models), "model_load_failures": self.load_failures,

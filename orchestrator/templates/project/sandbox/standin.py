@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""A stand-in [[ agent_display ]] for rehearsals: the sandbox playbooks deploy, start, stop,
+back up and restore it by revision, exactly as they would the real agent.
+
+It serves, on 127.0.0.1:<health_port>:
+  GET  /health   BaseAgent-style JSON: status, revision, threads, sockets, models_loaded,
+                 model_load_failures (503 with status "error" during an injected outage)
+  GET  /metrics  Prometheus text with DCGM-named gauges from a simulated GPU whose VRAM
+                 follows the models loaded (base 1000 MiB + each model's size)
+  POST /models/load?name=N&size_mib=S, POST /models/unload?name=N
+  POST /coordinate   a peer's coordination request (one host -> its peer)
+and, with `zmq_port` set, a plain TCP listener standing in for its ZMQ port.
+
+Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on every request:
+  {"vram_leak": {"from_revision": "[[ revisions[-1] ]]", "pct": 30}}   VRAM +30% from that revision on
+  {"health_outage": {"revision": "[[ revisions[1] ]]"}}            /health fails in that revision
+  {"model_load_failure": true}     loads are accepted, then fail in the loader thread
+  {"partition": {"on": "coordinate"}}   after a /coordinate, the peer port stops answering
+  {"restore_fails": true}          `restore` fails (an unreadable backup)
+  {"thread_unhealthy": {"thread": "model-loader", "from_revision": "[[ revisions[-1] ]]"}}
+                                   that thread's [[ metric_prefix ]]_thread_health_status is 0 from that
+                                   revision on (every revision when from_revision is absent)
+  {"xid_errors": 2}                DCGM_FI_DEV_XID_ERRORS reads 2
+
+/metrics also has the agent's own health gauges that the alert rules in
+deploy/prometheus/ read: [[ metric_prefix ]]_thread_health_status{thread=...} per custom thread of the
+running revision, and [[ metric_prefix ]]_socket_connection_status{socket=...}; 1 healthy, 0 not.
+
+Standard library only; started with `serve --config CONFIG.json`, and stops by itself when
+that file is gone (its sandbox was deleted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+REVISIONS = [[ revisions | pylist ]]
+BASE_VRAM_MIB = 1000.0
+GPU_TOTAL_MIB = 24576.0
+DEFAULT_MODELS = {"llm-7b-q4": 1500.0, "whisper-large": 2500.0}
+THREADS = {
+[% for revision, threads in threads.items() %]
+    [[ revision | pyrepr ]]: [[ threads | pylist ]],
+[% endfor %]
+}
+
+
+class Agent:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.revision = str(config.get("revision", REVISIONS[0]))
+        self.host = str(config.get("host", socket.gethostname()))
+        self.models = dict(DEFAULT_MODELS)
+        self.load_failures = 0
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.peer: socket.socket | None = None
+        self.coordinated = 0
+
+    def faults(self) -> dict[str, Any]:
+        path = self.config.get("faults_file")
+        try:
+            return dict(json.loads(Path(path).read_text())) if path else {}
+        except (OSError, ValueError):
+            return {}
+
+    def rank(self, revision: str) -> int:
+        return REVISIONS.index(revision) if revision in REVISIONS else 0
+
+    def vram_used(self) -> float:
+        used = BASE_VRAM_MIB + sum(self.models.values())
+        leak = self.faults().get("vram_leak")
+        if leak and self.rank(self.revision) >= self.rank(str(leak.get("from_revision"))):
+            used *= 1 + float(leak.get("pct", 30)) / 100
+        return used
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        outage = self.faults().get("health_outage")
+        doc: dict[str, Any] = {
+            "status": "ok", "agent": "[[ agent_display ]]", "host": self.host,
+            "revision": self.revision, "uptime_s": round(time.time() - self.started, 1),
+            "threads": {"custom": THREADS.get(self.revision, []),
+                        "managed_by_base_agent": self.rank(self.revision) == len(REVISIONS) - 1},
+            "sockets": {"zmq": 4, "raw": 0 if self.rank(self.revision) >= 1 else 2,
+                        "managed_by_base_agent": self.rank(self.revision) >= 1},
+            "models_loaded": sorted(self.models), "model_load_failures": self.load_failures,
+        }
+        if outage and outage.get("revision") == self.revision:
+            doc["status"] = "error"
+            doc["error"] = "health check failed (injected outage)"
+            return 503, doc
+        return 200, doc
+
+    def metrics(self) -> str:
+        used = self.vram_used()
+        labels = f'gpu="0",Hostname="{self.host}",modelName="Simulated GPU"'
+        xid = float(self.faults().get("xid_errors", 0))
+        lines = [
+            "# HELP DCGM_FI_DEV_FB_USED Framebuffer memory used (in MiB).",
+            "# TYPE DCGM_FI_DEV_FB_USED gauge", f"DCGM_FI_DEV_FB_USED{{{labels}}} {used:.0f}",
+            "# HELP DCGM_FI_DEV_FB_FREE Framebuffer memory free (in MiB).",
+            "# TYPE DCGM_FI_DEV_FB_FREE gauge",
+            f"DCGM_FI_DEV_FB_FREE{{{labels}}} {max(0.0, GPU_TOTAL_MIB - used):.0f}",
+            "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).",
+            "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
+            f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {min(100, 10 * len(self.models))}",
+            "# HELP DCGM_FI_DEV_XID_ERRORS Value of the last XID error encountered.",
+            "# TYPE DCGM_FI_DEV_XID_ERRORS gauge", f"DCGM_FI_DEV_XID_ERRORS{{{labels}}} {xid:.0f}",
+        ]
+        return "\n".join(lines + self.health_gauges()) + "\n"
+
+    def health_gauges(self) -> list[str]:
+        """The agent's thread and socket gauges (1 healthy, 0 not), for alert rules."""
+        sick = self.faults().get("thread_unhealthy") or {}
+        since = sick.get("from_revision")
+        sick_now = bool(sick) and (since is None
+                                   or self.rank(self.revision) >= self.rank(str(since)))
+        host = f'host="{self.host}"'
+        lines = ["# HELP [[ metric_prefix ]]_thread_health_status Thread health (1 healthy, 0 not).",
+                 "# TYPE [[ metric_prefix ]]_thread_health_status gauge"]
+        for thread in THREADS.get(self.revision, []):
+            ok = 0 if sick_now and thread == sick.get("thread") else 1
+            lines.append(f'[[ metric_prefix ]]_thread_health_status{{{host},thread="{thread}"}} {ok}')
+        lines += ["# HELP [[ metric_prefix ]]_socket_connection_status Socket connected (1) or not (0).",
+                  "# TYPE [[ metric_prefix ]]_socket_connection_status gauge",
+                  f'[[ metric_prefix ]]_socket_connection_status{{{host},socket="health"}} 1']
+        if self.config.get("zmq_port"):
+            up = 1 if self.peer is not None else 0
+            lines.append(f'[[ metric_prefix ]]_socket_connection_status{{{host},socket="zmq"}} {up}')
+        return lines
+
+    def load(self, name: str, size: float) -> tuple[int, dict[str, Any]]:
+        if self.faults().get("model_load_failure"):
+            def fail_later() -> None:  # the loader thread fails after accepting the request
+                time.sleep(0.3)
+                with self.lock:
+                    self.load_failures += 1
+            threading.Thread(target=fail_later, daemon=True).start()
+            return 202, {"accepted": True, "model": name}
+        with self.lock:
+            self.models[name] = size
+        return 200, {"loaded": True, "model": name, "vram_used_mib": self.vram_used()}
+
+    def unload(self, name: str) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            was = self.models.pop(name, None)
+        return 200, {"unloaded": was is not None, "model": name}
+
+    def coordinate(self) -> tuple[int, dict[str, Any]]:
+        self.coordinated += 1
+        partition = self.faults().get("partition")
+        if partition and partition.get("on") == "coordinate":
+            threading.Timer(0.5, self.close_peer_port).start()
+        return 200, {"ok": True, "peer": self.host, "revision": self.revision}
+
+    # --- the ZMQ stand-in port -------------------------------------------------------------
+    def open_peer_port(self, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(64)
+        self.peer = sock
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                conn.close()
+        threading.Thread(target=accept, daemon=True).start()
+
+    def close_peer_port(self) -> None:
+        if self.peer is not None:
+            try:
+                self.peer.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.peer.close()
+            self.peer = None
+
+
+def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+        def address_string(self) -> str:  # never a reverse DNS lookup
+            return str(self.client_address[0])
+
+        def reply(self, code: int, body: Any, ctype: str = "application/json") -> None:
+            data = (body if isinstance(body, str) else json.dumps(body)).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = urlparse(self.path).path
+            if path == "/health":
+                self.reply(*agent.health())
+            elif path == "/metrics":
+                self.reply(200, agent.metrics(), "text/plain; version=0.0.4")
+            else:
+                self.reply(404, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            url = urlparse(self.path)
+            q = {k: v[0] for k, v in parse_qs(url.query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            if url.path == "/models/load":
+                self.reply(*agent.load(q.get("name", "model"), float(q.get("size_mib", 512))))
+            elif url.path == "/models/unload":
+                self.reply(*agent.unload(q.get("name", "model")))
+            elif url.path == "/coordinate":
+                self.reply(*agent.coordinate())
+            else:
+                self.reply(404, {"error": "not found"})
+
+    return Handler
+
+
+def serve(config_path: Path) -> int:
+    config = json.loads(config_path.read_text())
+    agent = Agent(config)
+    state = Path(config.get("state_dir", config_path.parent))
+    state.mkdir(parents=True, exist_ok=True)
+    pid_name = str(config.get("pid_file_name", "agent.pid"))
+    (state / pid_name).write_text(f"{os.getpid()}\n")
+    if config.get("zmq_port"):
+        agent.open_peer_port(int(config["zmq_port"]))
+    server = ThreadingHTTPServer(("127.0.0.1", int(config["health_port"])), make_handler(agent))
+    server.daemon_threads = True
+
+    def exit_with_sandbox() -> None:
+        """Stop once the config file is gone: the sandbox was deleted (a drill killed before
+        its teardown, a test's temp dir cleaned), and nobody is left to stop this process,
+        which would otherwise hold its ports for good."""
+        while config_path.exists():
+            time.sleep(2)
+        server.shutdown()
+
+    threading.Thread(target=exit_with_sandbox, daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0
+
+
+def restore(source: Path, target: Path, faults_file: str | None) -> int:
+    """Put the files of a backup or snapshot back in place (config and revision included)."""
+    faults: dict[str, Any] = {}
+    if faults_file and Path(faults_file).exists():
+        try:
+            faults = json.loads(Path(faults_file).read_text())
+        except ValueError:
+            faults = {}
+    if faults.get("restore_fails"):
+        print("restore failed: backup archive unreadable (injected fault)", file=sys.stderr)
+        return 1
+    if not (source / "config.json").is_file():
+        print(f"restore failed: {source} holds no backup (config.json missing)", file=sys.stderr)
+        return 1
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name == "manifest.json":
+            continue
+        dest = target / item.name
+        if item.is_dir():
+            shutil.copytree(item, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest)
+    print(f"restored {target} from {source}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="[[ standin_stem ]]")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_serve = sub.add_parser("serve")
+    p_serve.add_argument("--config", type=Path, required=True)
+    p_restore = sub.add_parser("restore")
+    p_restore.add_argument("--from", dest="source", type=Path, required=True)
+    p_restore.add_argument("--to", dest="target", type=Path, required=True)
+    p_restore.add_argument("--faults-file", default=None)
+    args = parser.parse_args(argv)
+    if args.cmd == "serve":
+        return serve(args.config)
+    return restore(args.source, args.target, args.faults_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
