@@ -27,7 +27,8 @@ from orchestrator.core.model import SshSettings
 
 __all__ = ["CancelToken", "CommandRequest", "CommandRunner", "FailureKind", "GroupResult",
            "OutputSink", "PlaybookRequest", "PlaybookRunner", "Result", "SshSettings",
-           "describe_failure", "display_path", "quoted", "task_failed"]
+           "command_failed", "describe_failure", "display_path", "last_line", "quoted",
+           "task_failed"]
 
 #: Called with (host or "", one line of progress) while a runner works.
 OutputSink = Callable[[str, str], None]
@@ -119,6 +120,24 @@ def describe_failure(what: str, *, error: str = "", log: str = "") -> str:
     if log:
         line += f" (log: {display_path(log)})"
     return line
+
+
+def last_line(output: str) -> str:
+    """The last non-empty line of a command's output (stderr is folded into it): what a
+    failing command said last is nearly always why it failed."""
+    for line in reversed(output.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def command_failed(host: str, command: str, code: int | None, output: str,
+                   log: str | Path) -> Result:
+    """A command that exited non-zero: the command, its exit code, its last line of output
+    and its log, in the one failure line (`describe_failure`)."""
+    return Result.failed(host, FailureKind.EXIT,
+                         task_failed(command, f"exited {code}", command=True), code, output,
+                         task=command, error=last_line(output), log=log)
 
 
 def display_path(path: str | Path) -> str:

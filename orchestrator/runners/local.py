@@ -11,10 +11,15 @@ import subprocess
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from orchestrator.core.clock import CancelToken
-from orchestrator.runners.base import CommandRequest, FailureKind, Result, task_failed
+from orchestrator.runners.base import (
+    CommandRequest,
+    FailureKind,
+    Result,
+    command_failed,
+    last_line,
+)
 
 
 class LocalCommandRunner:
@@ -62,24 +67,6 @@ class LocalCommandRunner:
         if proc.returncode == 0:
             return Result(host, True, "exit 0", 0, out, log=str(log_path))
         return command_failed(host, request.command, proc.returncode, out, log_path)
-
-
-def last_line(output: str) -> str:
-    """The last non-empty line of a command's output (stderr is folded into it): what a
-    failing command said last is nearly always why it failed."""
-    for line in reversed(output.splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def command_failed(host: str, command: str, code: int | None, output: str,
-                   log: str | Path) -> Result:
-    """A command that exited non-zero: the command, its exit code, its last line of output
-    and its log, in the one failure line (`describe_failure`)."""
-    return Result.failed(host, FailureKind.EXIT,
-                         task_failed(command, f"exited {code}", command=True), code, output,
-                         task=command, error=last_line(output), log=log)
 
 
 def _utc() -> str:
