@@ -519,6 +519,32 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="The migration's name, a slug (tutoring-agent).")
+@click.option("--host", "hosts", multiple=True,
+              help="A host of the migration (repeatable; default main and pc2).")
+@click.option("--agent", default=None, metavar="PATH",
+              help="The agent's source: recorded, analysed into ANALYSIS.md.")
+@click.option("--sandbox-ports", "port_base", type=click.IntRange(1024, 65000), default=None,
+              metavar="BASE", help="First port of the sandbox (default: chosen from NAME).")
+@click.pass_obj
+def init(opts: Options, directory: Path, name: str, hosts: tuple[str, ...],
+         agent: str | None, port_base: int | None) -> int:
+    """Start a new migration project in DIRECTORY from the template shipped with migrate."""
+    from orchestrator.init import init_project
+
+    result = init_project(directory, name, hosts, agent, port_base)
+    doc = {"directory": str(result.directory), "written": result.written,
+           "next": result.next_commands, "notes": result.notes}
+    text = [f"migration {name} written to {result.directory}:"]
+    text += [f"  {rel}" for rel in result.written]
+    text += [f"note: {n}" for n in result.notes]
+    text += ["", "next:"] + [f"  {c}" for c in result.next_commands]
+    opts.emit(doc, "\n".join(text))
+    return OK
+
+
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text",
               show_default=True, help="Text (a table for a directory) or Markdown.")
