@@ -268,7 +268,42 @@ class App:
         return status_document(project, hosts, self.journal)
 
     def history(self, host: str | None, run_id: str | None) -> dict[str, Any]:
-        return {"events": [e.as_json() for e in self.journal.events(host, run_id)]}
+        events = self.journal.events(host, run_id)
+        if run_id is not None and not events and self.journal.run_info(run_id) is None:
+            found = self._rehearsal_events(host, run_id)  # a drill keeps its own journal
+            if found is not None:
+                return found
+        return {"events": [e.as_json() for e in events]}
+
+    def _rehearsal_dirs(self) -> list[Path]:
+        """Each rehearsal's own state dir (`.migrate/rehearsals/<rehearsal_id>/`), newest
+        first."""
+        rehearsals = self.load()[0].root / ".migrate" / "rehearsals"
+        return sorted((d for d in rehearsals.iterdir() if d.is_dir()), reverse=True) \
+            if rehearsals.is_dir() else []
+
+    def _rehearsal_events(self, host: str | None, run_id: str) -> dict[str, Any] | None:
+        """The events of a rehearsal (its id: every run of the drill) or of one of its runs,
+        from the drill's own journal; None when no rehearsal knows the id."""
+        from orchestrator.reporting.report import find_run
+
+        for state_dir in self._rehearsal_dirs():
+            if state_dir.name == run_id and (state_dir / "state.db").exists():
+                journal = Journal(state_dir / "state.db")
+                try:
+                    return {"rehearsal_id": run_id,
+                            "events": [e.as_json() for e in journal.events(host)]}
+                finally:
+                    journal.close()
+        try:
+            journal, state_dir = find_run(self._rehearsal_dirs(), run_id)
+        except ConfigError:
+            return None
+        try:
+            return {"rehearsal_id": state_dir.name,
+                    "events": [e.as_json() for e in journal.events(host, run_id)]}
+        finally:
+            journal.close()
 
     def report(self, run_id: str, fmt: str) -> tuple[Path, str]:
         from orchestrator.reporting.report import find_run, write_report
@@ -278,12 +313,15 @@ class App:
                 self.journal.run_info(run_id) is not None:  # the team's database first
             return write_report(self.journal, run_id,
                                 project.state_dir / "runs" / run_id / "report", fmt)
-        rehearsals = project.root / ".migrate" / "rehearsals"
-        dirs = [project.state_dir]
-        if rehearsals.is_dir():
-            dirs += sorted(rehearsals.iterdir(), reverse=True)
-        journal, state_dir = find_run(dirs, run_id)
-        return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)
+        drill = project.root / ".migrate" / "rehearsals" / run_id
+        if "/" not in run_id and run_id not in (".", "..") and \
+                (drill / "rehearsal.json").is_file():  # a rehearsal's id: the drill's report
+            return _rehearsal_report(drill, fmt)
+        journal, state_dir = find_run([project.state_dir, *self._rehearsal_dirs()], run_id)
+        try:
+            return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)
+        finally:
+            journal.close()
 
     def watcher(self, host_names: tuple[str, ...], act: bool, metrics_port: int | None) -> Any:
         from orchestrator.monitoring.watch import Watcher, WatchMetrics
@@ -301,3 +339,24 @@ class App:
         """Continue the interrupted run on the hosts (or finish its rollback)."""
         hosts = self.hosts(host_names)
         return self.lifecycle(prompter).resume(hosts, accept_changes, cancel, command)
+
+
+def _rehearsal_report(drill: Path, fmt: str) -> tuple[Path, str]:
+    """`migrate report REHEARSAL_ID`: the report the drill wrote (md), its document (json),
+    or the md as a page (html); each phase run inside has its own report too."""
+    import html
+    import json
+
+    md = drill / "report.md"
+    if fmt == "json":
+        doc = json.loads((drill / "rehearsal.json").read_text(encoding="utf-8"))
+        return drill / "rehearsal.json", json.dumps(doc, indent=2)
+    text = md.read_text(encoding="utf-8") if md.is_file() else ""
+    if fmt == "md":
+        return md, text
+    page = drill / "report.html"
+    body = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Rehearsal "
+            f"{html.escape(drill.name)}</title></head><body><pre>{html.escape(text)}</pre>"
+            "</body></html>\n")
+    page.write_text(body, encoding="utf-8")
+    return page, body
