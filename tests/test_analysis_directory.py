@@ -69,7 +69,8 @@ def tree(tmp_path: Path) -> Path:
 
 def test_reports_summary_totals_and_skipped(tree: Path) -> None:
     result = analyze_path(tree)
-    assert set(result) == {"reports", "summary", "totals", "skipped"}
+    assert set(result) == {"reports", "summary", "totals", "skipped", "excluded", "duplicates",
+                           "warnings"}
     assert [Path(r["file"]).relative_to(tree).as_posix() for r in result["reports"]] == [
         "agents/legacy/translator_agent.py", "agents/speech_agent.py", "pc2/vision_agent.py"]
     assert [(Path(s["file"]).name, s["score"], s["level"], s["syntax_errors"], s["base_agent"])
@@ -78,9 +79,16 @@ def test_reports_summary_totals_and_skipped(tree: Path) -> None:
         ("translator_agent.py", 12, "LOW", 0, False),  # socket 2 + not BaseAgent 10
         ("speech_agent.py", 4, "LOW", 0, True),        # socket 2 + thread 2
     ]
-    assert result["totals"] == {"files": 3, "unparsable": 1, "agent_classes": 3,
-                                "base_agent_classes": 1, "legacy_agent_classes": 2,
-                                "skipped": 2}
+    assert result["totals"] == {
+        "files": 3, "unparsable": 1, "agent_classes": 3, "base_agent_classes": 1,
+        "legacy_agent_classes": 2, "skipped": 2,
+        "sockets": {"count": 3, "zmq": 2, "raw": 1, "by_type": {"PUB": 1, "REP": 1, "raw": 1}},
+        "threads": {"count": 1}, "risk": {"score": 18}, "syntax_errors": 1,
+        "worklist": result["totals"]["worklist"], "excluded": 1, "duplicates": 0,
+        "warnings": 0,
+        "left_out": {"default: under a __pycache__ directory": 1, "could not be analysed": 2}}
+    assert result["excluded"] == [{"file": str(tree / "agents" / "__pycache__" / "x.py"),
+                                   "reason": "default: under a __pycache__ directory"}]
     assert result["skipped"] == [
         {"file": str(tree / "pc2" / "gone.py"),
          "reason": "cannot read: No such file or directory"},

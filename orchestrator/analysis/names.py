@@ -161,6 +161,11 @@ class Names:
         self._bind()
         self._bound = True
 
+    @property
+    def pairs(self) -> list[tuple[ast.expr, ast.expr]]:
+        """(target, value) of every assignment, walrus and `with ... as` the walk kept."""
+        return self._pairs
+
     # -- the one walk
 
     def _walk(self, tree: ast.Module) -> None:

@@ -4,7 +4,8 @@ The document is SPEC section 6's, flat (``r["risk"]["score"]``), with a few
 fields more than the SPEC shows: ``gpu_operations``, ``complexity``,
 ``unparsed_lines`` (code line ranges the tolerant parser could not read, when
 the file does not parse), ``sockets.operation_lines`` and ``sockets.patterns``,
-``base_agent.legacy_classes``. A file that cannot be analysed gives
+``base_agent.legacy_classes``, and ``worklist``: the sites the migration must change
+(see `sites`). A file that cannot be analysed gives
 ``{"file", "skipped": reason}`` instead.
 """
 
@@ -20,8 +21,15 @@ from orchestrator.analysis.gpu import gpu_report
 from orchestrator.analysis.names import Names
 from orchestrator.analysis.parsing import parse_source, split_lines
 from orchestrator.analysis.scoring import risk_score
+from orchestrator.analysis.sites import worklist
 from orchestrator.analysis.sockets import socket_report
-from orchestrator.analysis.source import NotText, line_counts, path_error, read_source
+from orchestrator.analysis.source import (
+    NotText,
+    decode_source,
+    line_counts,
+    path_error,
+    read_source,
+)
 from orchestrator.analysis.threads import thread_report
 
 
@@ -54,11 +62,30 @@ def analyze_readable(path: Path) -> dict[str, Any]:
             gc.enable()
 
 
-def skipped(path: Path, reason: str) -> dict[str, Any]:
+def analyze_bytes(name: str | Path, data: bytes) -> dict[str, Any]:
+    """The document of a file's bytes, read elsewhere (a host, a cache); never raises."""
+    try:
+        source = decode_source(data)
+    except NotText as exc:
+        return skipped(name, str(exc))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _document(name, source.size_bytes, source.text)
+    except (RecursionError, MemoryError) as exc:
+        return skipped(name, f"too deeply nested to analyse ({type(exc).__name__})")
+    except Exception as exc:  # one bad file must not sink the report
+        return skipped(name, f"analyser failed: {type(exc).__name__}: {exc}")
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def skipped(path: str | Path, reason: str) -> dict[str, Any]:
     return {"file": str(path), "skipped": reason}
 
 
-def _document(path: Path, size_bytes: int, text: str) -> dict[str, Any]:
+def _document(path: str | Path, size_bytes: int, text: str) -> dict[str, Any]:
     try:
         parsed = parse_source(text)
     except ValueError as exc:
@@ -100,5 +127,6 @@ def _document(path: Path, size_bytes: int, text: str) -> dict[str, Any]:
         "complexity": complexity,
         "critical_functions": critical,
         "risk": risk,
+        "worklist": worklist(names, sockets, threads, base_agent),
     })
     return doc

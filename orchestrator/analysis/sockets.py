@@ -75,21 +75,35 @@ def socket_report(names: Names) -> dict[str, Any]:
     by_type: dict[str, int] = {}
     operations = {op: 0 for op in OPERATIONS}
     operation_lines: dict[str, list[int]] = {op: [] for op in OPERATIONS}
+    created_calls: list[tuple[ast.Call, Function | None, dict[str, Any]]] = []
+    # (receiver key, owner, op, call) of every bind/connect, to tell each socket's endpoint
+    endpoints: list[tuple[str, Function | None, str, ast.Call]] = []
     for call, owner in names.calls:
         created = names.socket_creation(call)
         if created is not None:
             kind, via = created
             socket_type = "raw" if kind == "raw" else _zmq_type(names, call, owner)
             by_type[socket_type] = by_type.get(socket_type, 0) + 1
-            locations.append({"line": call.lineno, "kind": kind, "type": socket_type,
-                              "call": source_text(call.func), "via": via})
+            location = {"line": call.lineno, "kind": kind, "type": socket_type,
+                        "call": source_text(call.func), "via": via}
+            locations.append(location)
+            created_calls.append((call, owner, location))
             continue
         func = call.func
         if isinstance(func, ast.Attribute):
             op = _operation(func.attr)
-            if op is not None and _is_socket(names, func.value):
+            if op is None:
+                continue
+            if _is_socket(names, func.value):
                 operations[op] += 1
                 operation_lines[op].append(call.lineno)
+            if op in ("bind", "connect"):
+                # also on a local that shadows a module (`socket = ctx.socket(...)`):
+                # linked to a creation only when that creation is assigned to the name
+                key = _receiver_key(func.value)
+                if key is not None:
+                    endpoints.append((key, owner, op, call))
+    _endpoints(names, created_calls, endpoints)
     zmq_count = sum(1 for s in locations if s["kind"] == "zmq")
     order = {name: i for i, name in enumerate((*ZMQ_TYPES, "raw"))}
     return {
@@ -102,6 +116,49 @@ def socket_report(names: Names) -> dict[str, Any]:
         "patterns": len(locations) + sum(operations.values()),
         "locations": locations,
     }
+
+
+def _receiver_key(receiver: ast.expr) -> str | None:
+    if isinstance(receiver, ast.Subscript):
+        receiver = receiver.value
+    return dotted(receiver)
+
+
+def _endpoints(names: Names, created: list[tuple[ast.Call, Function | None, dict[str, Any]]],
+               endpoints: list[tuple[str, Function | None, str, ast.Call]]) -> None:
+    """Give each created socket the name it is kept under and its first bind/connect.
+
+    ``name``: what the creation is assigned to (``self.socket``, ``sock``), when it is;
+    ``endpoint``: ``{"op", "address", "line"}`` of the first bind or connect on that
+    name, in the creating function first (a local ``sock``), else anywhere in the file
+    (an attribute such as ``self.pub_socket``).
+    """
+    targets: dict[int, str] = {}
+    for target, value in names.pairs:
+        key = _receiver_key(target)
+        if key is not None:
+            targets.setdefault(id(value), key)
+    for call, owner, location in created:
+        key = targets.get(id(call))
+        if key is None:
+            continue
+        location["name"] = key
+        local = key.split(".")[0] not in ("self", "cls")
+        same = [e for e in endpoints if e[0] == key and e[1] is owner]
+        if not same and not local:
+            same = [e for e in endpoints if e[0] == key]
+        if same:
+            after = [e for e in same if e[3].lineno >= call.lineno] or same
+            _, _, op, op_call = after[0]
+            address = op_call.args[0] if op_call.args else None
+            if address is None:
+                for kw in op_call.keywords:
+                    if kw.arg in ("addr", "address"):
+                        address = kw.value
+            text = "" if address is None else address.value \
+                if isinstance(address, ast.Constant) and isinstance(address.value, str) \
+                else source_text(address, limit=60)
+            location["endpoint"] = {"op": op, "address": text, "line": op_call.lineno}
 
 
 def _is_socket(names: Names, receiver: ast.expr) -> bool:

@@ -49,7 +49,11 @@ class Source:
 
 def read_source(path: Path) -> Source:
     """The file's text. OSError if unreadable; NotText if its bytes are not text."""
-    data = path.read_bytes()
+    return decode_source(path.read_bytes())
+
+
+def decode_source(data: bytes) -> Source:
+    """Bytes to text as CPython would read them; NotText if they are not text."""
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except (SyntaxError, LookupError) as exc:
