@@ -305,21 +305,23 @@ class App:
         finally:
             journal.close()
 
-    def report(self, run_id: str, fmt: str) -> tuple[Path, str]:
+    def report(self, run_id: str, fmt: str, out: Path | None = None) -> tuple[Path, str]:
+        """Write the run's report to `out` (default `runs/RUN_ID/report.FMT`, charts in
+        `runs/RUN_ID/report/`); its path and text."""
         from orchestrator.reporting.report import find_run, write_report
 
         project, _ = self.load()
         if project.state is not None and project.state.url and \
                 self.journal.run_info(run_id) is not None:  # the team's database first
             return write_report(self.journal, run_id,
-                                project.state_dir / "runs" / run_id / "report", fmt)
+                                project.state_dir / "runs" / run_id / "report", fmt, out)
         drill = project.root / ".migrate" / "rehearsals" / run_id
         if "/" not in run_id and run_id not in (".", "..") and \
                 (drill / "rehearsal.json").is_file():  # a rehearsal's id: the drill's report
             return _rehearsal_report(drill, fmt)
         journal, state_dir = find_run([project.state_dir, *self._rehearsal_dirs()], run_id)
         try:
-            return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt)
+            return write_report(journal, run_id, state_dir / "runs" / run_id / "report", fmt, out)
         finally:
             journal.close()
 

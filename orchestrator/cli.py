@@ -472,10 +472,17 @@ def _watch_text(result: Any) -> str:
 @click.argument("run_id")
 @click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md",
               show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report here (default .migrate/runs/RUN_ID/report.FORMAT).")
 @click.pass_obj
-def report(opts: Options, run_id: str, fmt: str) -> int:
-    """Run report: timeline, and a chart per trigger with its threshold and baseline."""
-    path, text = opts.app().report(run_id, fmt)
+def report(opts: Options, run_id: str, fmt: str, out: Path | None) -> int:
+    """Run report: timeline, and a chart per trigger with its threshold and baseline, the
+    fired trigger's first. html goes to a file whose path is printed; md and json are
+    printed too."""
+    path, text = opts.app().report(run_id, fmt, out)
+    if fmt == "html":  # a page for a browser, never dumped on a terminal
+        click.echo(str(path))
+        return OK
     click.echo(text)
     opts.log(f"report written to {path}")
     return OK

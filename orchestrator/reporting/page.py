@@ -2,7 +2,8 @@
 
 A report is a `Page`: a title, an outcome badge, a summary table of facts, charts
 (one per trigger and host, drawn by `trigger_chart`) and tables. `render_html`
-makes it one self-contained file: the stylesheet is inline and every chart is a
+renders it from the Jinja2 template shipped in the package (`templates/page.html.j2`,
+autoescaped) as one self-contained file: the stylesheet is inline and every chart is a
 base64 `data:` URI, so the file can be mailed, attached to a ticket or opened from
 an artifact store without the PNGs beside it. `render_markdown` gives the same
 page for a repository or a chat, with the charts as PNG files next to it
@@ -17,11 +18,13 @@ a chart is drawn.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 #: outcome badge colours: good, bad, needs attention, neutral
 VERDICTS = {"ok": "#1a7f37", "bad": "#cf222e", "warn": "#9a6700", "info": "#57606a"}
@@ -59,68 +62,56 @@ class Page:
     notes: Sequence[str] = field(default_factory=tuple)  # paragraphs under the summary
 
 
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1f2328;
-background:#f6f8fa}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:1.6em;margin:0 0 8px}
-h2{font-size:1.2em;margin:28px 0 10px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
-.badge{display:inline-block;color:#fff;border-radius:6px;padding:6px 12px;font-weight:600}
-.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px;margin:12px 0}
-table{border-collapse:collapse;width:100%;font-size:.9em}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eaeef2;vertical-align:top}
-th{background:#f6f8fa}
-td:first-child{white-space:nowrap}
-table.summary th{width:180px}
-.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:12px}
-figure{margin:0;background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:8px}
-figure img{width:100%;height:auto;display:block}
-figcaption{font-size:.9em;margin-top:6px}
-.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em}
-"""
+@dataclass(frozen=True)
+class Mark:
+    """A vertical line on a chart at `x`: a fire, the start or the end of a rollback."""
+
+    x: float | datetime
+    label: str
+    color: str = "black"
+    style: str = "-"  # matplotlib line style
+    width: float = 1.5
+
+
+@dataclass(frozen=True)
+class Dot:
+    """A point drawn apart from the series (the re-check after a rollback)."""
+
+    x: float | datetime
+    y: float
+    label: str
+    color: str = "green"
+    marker: str = "D"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    """The Jinja2 environment of the shipped templates (`reporting/templates`), autoescaped."""
+    import jinja2  # heavy-ish: imported only when a page is rendered
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("orchestrator.reporting", "templates"),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined)
 
 
 def render_html(page: Page) -> str:
-    """One self-contained HTML document: no file or network access is needed to view it."""
-    esc = html.escape
-    colour = VERDICTS.get(page.verdict, VERDICTS["info"])
-    out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-           "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-           f"<title>{esc(page.title)}</title><style>{_CSS}</style></head><body><main>",
-           f"<h1>{esc(page.title)}</h1>",
-           f"<p><span class='badge' id='outcome' style='background:{colour}'>"
-           f"{esc(page.outcome)}</span></p>"]
-    if page.summary:
-        out.append("<div class='card'><table class='summary'>")
-        out += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in page.summary]
-        out.append("</table></div>")
-    out += [f"<p>{esc(n)}</p>" for n in page.notes]
-    if page.charts:
-        out.append("<h2>Charts</h2><div class='charts'>")
-        for c in page.charts:
-            data = base64.b64encode(c.png).decode("ascii")
-            cap_colour = VERDICTS.get(c.verdict, VERDICTS["info"])
-            out.append(f"<figure data-chart='{esc(c.filename)}'>"
-                       f"<img src='data:image/png;base64,{data}' alt='{esc(c.title)}'>"
-                       f"<figcaption style='color:{cap_colour}'><b>{esc(c.title)}</b>"
-                       + (f": {esc(c.caption)}" if c.caption else "")
-                       + f" <span class='mono'>({esc(c.filename)})</span></figcaption></figure>")
-        out.append("</div>")
-    for t in page.tables:
-        out.append(f"<h2>{esc(t.title)}</h2>")
-        if t.note:
-            out.append(f"<p>{esc(t.note)}</p>")
-        out.append("<div class='card'><table><tr>"
-                   + "".join(f"<th>{esc(h)}</th>" for h in t.headers) + "</tr>")
-        for row in t.rows:
-            out.append("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in row) + "</tr>")
-        out.append("</table></div>")
-    out.append("</main></body></html>")
-    return "\n".join(out)
+    """One self-contained HTML document: no file or network access is needed to view it.
+
+    Rendered from the package's `templates/page.html.j2` with autoescape on: every text of
+    the page is escaped; the charts are base64 `data:` URIs."""
+    charts = [{"title": c.title, "caption": c.caption, "filename": c.filename,
+               "colour": VERDICTS.get(c.verdict, VERDICTS["info"]),
+               "data": base64.b64encode(c.png).decode("ascii")} for c in page.charts]
+    tables = [{"title": t.title, "note": t.note, "headers": [str(h) for h in t.headers],
+               "rows": [[_cell(v) for v in row] for row in t.rows]} for t in page.tables]
+    return str(_environment().get_template("page.html.j2").render(
+        page=page, colour=VERDICTS.get(page.verdict, VERDICTS["info"]), charts=charts,
+        tables=tables, verdict_bad=VERDICTS["bad"]))
 
 
-def render_markdown(page: Page) -> str:
-    """The same page in Markdown; charts are the PNG files named by `Chart.filename`."""
+def render_markdown(page: Page, charts_dir: str = "") -> str:
+    """The same page in Markdown; charts are the PNG files named by `Chart.filename`, in
+    `charts_dir` (relative to the markdown file; "" is beside it)."""
     lines = [f"# {page.title}", "", f"**{page.outcome}**", ""]
     if page.summary:
         lines += ["| | |", "|---|---|"]
@@ -134,7 +125,8 @@ def render_markdown(page: Page) -> str:
             lines += [f"### {c.title}", ""]
             if c.caption:
                 lines += [c.caption, ""]
-            lines += [f"![{c.title}]({c.filename})", ""]
+            link = f"{charts_dir.rstrip('/')}/{c.filename}" if charts_dir else c.filename
+            lines += [f"![{c.title}]({link})", ""]
     for t in page.tables:
         lines += [f"## {t.title}", ""]
         if t.note:
@@ -161,44 +153,75 @@ def write_page(page: Page, out_dir: Path, stem: str = "report",
     return written
 
 
-def trigger_chart(title: str, points: Sequence[tuple[float, float | None]], *,
+def trigger_chart(title: str, points: Sequence[tuple[float | datetime, float | None]], *,
                   ylabel: str, threshold: float | None = None, baseline: float | None = None,
-                  fired_at: Sequence[float] = (), xlabel: str = "seconds since phase start",
-                  ) -> bytes:
-    """A metric over time with its limit, baseline and fires, as PNG bytes.
+                  fired_at: Sequence[float | datetime] = (),
+                  xlabel: str = "seconds since phase start", marks: Sequence[Mark] = (),
+                  dots: Sequence[Dot] = (), passfail: bool = False,
+                  until: float | datetime | None = None) -> bytes:
+    """A metric over time with its limit, baseline, fires and marks, as PNG bytes.
+
+    x is seconds (floats) or UTC `datetime`s; with datetimes the axis is a date axis in
+    UTC (HH:MM:SS), the same clock as the run's timeline. `marks` are vertical lines
+    (a fire, a rollback's start and end) and `dots` single points (a re-check); the axis
+    reaches `until` (the end of the rollback) even where no sample was read. `passfail`
+    labels the y axis `pass`/`fail` instead of 1/0.
 
     No data is a gap in the line (NaN) with grey crosses, never a straight line drawn
     across it, so a chart never suggests values that were not read.
     """
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    fig = Figure(figsize=(8, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax: Any = fig.add_subplot()  # x may be datetimes: matplotlib's stubs say float
     xs = [t for t, _ in points]
     ys = [v if v is not None else float("nan") for _, v in points]
-    ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=ylabel)
+    ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=ylabel,
+            drawstyle="steps-post" if passfail else "default")
     known = [v for _, v in points if v is not None]
     nodata = [t for t, v in points if v is None]
     if nodata:
         ax.scatter(nodata, [min(known) if known else 0] * len(nodata), marker="x",
                    color="grey", label="no data")
-    if threshold is not None:
+    if threshold is not None and not passfail:
         ax.axhline(threshold, color="red", linestyle="--", label=f"limit {threshold:g}")
-    if baseline is not None:
+    if baseline is not None and not passfail:
         ax.axhline(baseline, color="green", linestyle=":", label=f"baseline {baseline:g}")
     for i, t in enumerate(fired_at):
-        ax.axvline(t, color="black", linewidth=2, label=f"fired at {t:.1f}s" if i == 0 else None)
+        label = None
+        if i == 0:
+            label = (f"fired at {t:%H:%M:%S}" if isinstance(t, datetime) else f"fired at {t:.1f}s")
+        ax.axvline(t, color="black", linewidth=2, label=label)
+    for m in marks:
+        ax.axvline(m.x, color=m.color, linestyle=m.style, linewidth=m.width, label=m.label)
+    for d in dots:
+        ax.plot([d.x], [d.y], linestyle="none", marker=d.marker, markersize=8, color=d.color,
+                label=d.label)
+    if until is not None and xs:
+        every: list[Any] = [*xs, until, *(m.x for m in marks), *(d.x for d in dots)]
+        left, right = min(every), max(every)
+        if right != left:
+            pad = (right - left) * 0.03
+            ax.set_xlim(left - pad, right + pad)
+    if passfail:
+        ax.set_yticks([0, 1], ["fail", "pass"])
+        ax.set_ylim(-0.2, 1.2)
+    if xs and isinstance(xs[0], datetime):
+        import matplotlib.dates as mdates
+
+        locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -1,10 +1,12 @@
 """Run reports: the timeline of a run and, per trigger, a chart a person can read alone.
 
-Each chart shows the metric's samples over time since the phase started, the
-limit it was compared with, its baseline, and a vertical line where the trigger
-fired, so "why did it roll back?" is answered by the picture. Charts are PNG
-files (matplotlib, Agg backend, imported only when drawing) next to the report;
-`report --format html` is one self-contained file with the charts inlined. The
+Each chart shows the metric's samples on the run's UTC clock (the timeline's), the
+limit it was compared with, its baseline, and vertical lines where the trigger fired
+and where the rollback began and ended, with the re-check after it, so "why did it
+roll back, and did that help?" is answered by the picture. The chart of the trigger
+that fired comes first. Charts are PNG files (matplotlib, Agg backend, imported only
+when drawing) in `runs/RUN_ID/report/`; `report --format html` is one self-contained
+file (`runs/RUN_ID/report.html` unless `--out` says otherwise) with the charts inlined. The
 page itself is `reporting.page`'s, shared with the observation reports, so every
 report migrate writes reads the same way.
 """
@@ -12,6 +14,8 @@ report migrate writes reads the same way.
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +43,58 @@ def find_run(state_dirs: list[Path], run_id: str) -> tuple[Journal, Path]:
 #: the first others, get a chart: 200 hosts x 3 triggers would be 600 charts nobody reads
 MAX_CHARTS = 24
 
+_STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def parse_stamp(text: str | None) -> datetime | None:
+    """A journal time (`2026-11-23T23:59:00.123Z`) as an aware UTC datetime."""
+    if not text:
+        return None
+    for fmt in (_STAMP, "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def clock(text: str | None) -> str:
+    """HH:MM:SS of a journal time: what the charts' UTC axis and the timeline show."""
+    moment = parse_stamp(text)
+    return moment.strftime("%H:%M:%S") if moment else str(text or "")
+
+
+def _passfail(rows: list[dict[str, Any]]) -> bool:
+    """A pass/fail metric's samples: no limit, values 1 (pass) and 0 (fail) only."""
+    values = {r["value"] for r in rows if r["value"] is not None}
+    return all(r["threshold"] is None for r in rows) and bool(values) and values <= {0, 1}
+
+
+def _first(events: list[dict[str, Any]], kinds: tuple[str, ...],
+           host: str | None = None) -> dict[str, Any] | None:
+    return next((e for e in events if e["kind"] in kinds and (host is None or e["host"] == host)),
+                None)
+
+
+def _last(events: list[dict[str, Any]], kinds: tuple[str, ...],
+          host: str | None = None) -> dict[str, Any] | None:
+    return next((e for e in reversed(events)
+                 if e["kind"] in kinds and (host is None or e["host"] == host)), None)
+
 
 def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]:
-    """The run's document (`--format json`), with its charts written to `out_dir`."""
-    from orchestrator.reporting.page import trigger_chart
+    """The run's document (`--format json`), with its charts written to `out_dir`.
+
+    Triggers come worst first: those that fired (in the order they fired), then those
+    that went firing or pending, then the others by name. Every chart is on one UTC
+    time axis, the timeline's, and reaches past the rollback to its re-check, with the
+    fire and the rollback's start and end marked.
+    """
+    from orchestrator.reporting.page import Dot, Mark, trigger_chart
 
     info = journal.run_info(run_id)
     if info is None:
@@ -59,39 +111,102 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
         if e["kind"] == "trigger_fired" and payload.get("trigger"):
             fired.setdefault((payload["trigger"], e["host"]),
                              dict(payload, reason=e["detail"], at=e["at"]))
+    fire_order = {key: i for i, key in enumerate(fired)}
 
-    def interest(key: tuple[str, str]) -> tuple[int, str, str]:
-        rows = series[key]
-        if key in fired or any(r["state"] == "firing" for r in rows):
-            return (0, *key)
+    def interest(key: tuple[str, str]) -> tuple[int, int, str, str]:
+        rows = series.get(key, [])
+        if key in fired:
+            return (0, fire_order[key], *key)
+        if any(r["state"] == "firing" for r in rows):
+            return (1, 0, *key)
         if any(r["state"] == "pending" for r in rows):
-            return (1, *key)
-        return (2, *key)
+            return (2, 0, *key)
+        return (3, 0, *key)
 
-    charted = set(sorted(series, key=interest)[:MAX_CHARTS])
+    # the rollback: when it began and ended (on each host, and for the run)
+    rollback_kinds = ("rollback_started",)
+    rolled_kinds = ("rollback_completed", "rollback_failed")
+    recheck_kinds = ("rollback_verified", "rollback_verify_failed")
+    started = _first(events, rollback_kinds)
+    ended = _last(events, rolled_kinds)
+    rollback = None
+    if started is not None:
+        rollback = {"started_at": started["at"], "ended_at": ended["at"] if ended else None,
+                    "reason": started["detail"],
+                    "hosts": sorted({e["host"] for e in events
+                                     if e["kind"] in rollback_kinds and e["host"]})}
+    first_fire = min(fired.items(), key=lambda kv: kv[1]["at"]) if fired else None
+
+    order = sorted(series, key=interest)
+    charted = set(order[:MAX_CHARTS])
     triggers = []
-    for (trigger, host), rows in sorted(series.items()):
+    for trigger, host in order:
+        rows = series[(trigger, host)]
+        fire = fired.get((trigger, host))
         fire_t = next((r["t"] for r in rows if r["state"] == "firing"), None)
         last_threshold = next((r["threshold"] for r in reversed(rows)
                                if r["threshold"] is not None), None)
         last_baseline = next((r["baseline"] for r in reversed(rows)
                               if r["baseline"] is not None), None)
+        passfail = _passfail(rows)
+        rechecks = [e for e in events if e["kind"] in recheck_kinds and e["host"] == host
+                    and (e.get("payload") or {}).get("metric") == rows[0]["metric"]]
         chart: Path | None = None
         if (trigger, host) in charted:
             chart = out_dir / f"{trigger}-{host}.png"
+            marks: list[Mark] = []
+            fire_at = parse_stamp(fire["at"]) if fire else None
+            if fire_at is not None:
+                marks.append(Mark(fire_at, f"fired {fire_at:%H:%M:%S}", "red", "-", 2.0))
+            elif first_fire is not None:
+                (ftrig, fhost), f = first_fire
+                at = parse_stamp(f["at"])
+                if at is not None:
+                    marks.append(Mark(at, f"{ftrig} fired on {fhost} {at:%H:%M:%S}", "red",
+                                      ":", 1.5))
+            mine_start = _first(events, rollback_kinds, host) or started
+            mine_end = _last(events, rolled_kinds, host) or ended
+            start_at = parse_stamp(mine_start["at"]) if mine_start else None
+            end_at = parse_stamp(mine_end["at"]) if mine_end else None
+            if start_at is not None:
+                marks.append(Mark(start_at, f"rollback started {start_at:%H:%M:%S}", "darkorange",
+                                  "--"))
+            if end_at is not None:
+                word = "failed" if mine_end and mine_end["kind"] == "rollback_failed" else "ended"
+                marks.append(Mark(end_at, f"rollback {word} {end_at:%H:%M:%S}", "purple", "--"))
+            dots = []
+            for e in rechecks:
+                at = parse_stamp(e["at"])
+                ok = bool((e.get("payload") or {}).get("passes"))
+                if at is not None:
+                    dots.append(Dot(at, 1.0 if ok else 0.0, f"re-check: {'pass' if ok else 'fail'}",
+                                    "green" if ok else "red"))
+            points = [(parse_stamp(r["at"]) or datetime.fromtimestamp(0, UTC), r["value"])
+                      for r in rows]
+            day = points[0][0].strftime("%Y-%m-%d") if points else ""
+            until = max([m.x for m in marks if isinstance(m.x, datetime)] +
+                        [d.x for d in dots if isinstance(d.x, datetime)] +
+                        [p[0] for p in points[-1:]], default=None)
             chart.write_bytes(trigger_chart(
-                f"{trigger} on {host}", [(r["t"], r["value"]) for r in rows],
-                ylabel=rows[0]["metric"], threshold=last_threshold, baseline=last_baseline,
-                fired_at=[fire_t] if fire_t is not None else []))
+                f"{trigger} on {host}", points, ylabel=rows[0]["metric"],
+                threshold=last_threshold, baseline=last_baseline, marks=marks,
+                dots=dots if passfail else [], passfail=passfail, until=until,
+                xlabel=f"time (UTC) on {day}"))
         triggers.append({"trigger": trigger, "host": host, "metric": rows[0]["metric"],
-                         "samples": len(rows), "fired": (trigger, host) in fired,
+                         "kind": "pass/fail" if passfail else "number",
+                         "samples": len(rows), "fired": fire is not None,
+                         "fired_at": fire["at"] if fire else None,
                          "fired_at_s": fire_t, "threshold": last_threshold,
                          "baseline": last_baseline,
-                         "reason": fired.get((trigger, host), {}).get("reason"),
+                         "last_value": rows[-1]["value"], "last_at": rows[-1]["at"],
+                         "reason": fire["reason"] if fire else None,
+                         "rechecks": [{"at": e["at"], "passes": bool((e.get("payload") or {})
+                                                                      .get("passes")),
+                                       "detail": e["detail"]} for e in rechecks],
                          "chart": str(chart) if chart else None})
-    reason = next((e["detail"] for e in events if e["kind"] == "rollback_started"), None)
+    reason = started["detail"] if started else None
     return {"run": info, "outcome": info.get("outcome"), "reason": reason,
-            "timeline": events, "triggers": triggers}
+            "rollback": rollback, "timeline": events, "triggers": triggers}
 
 
 def _verdict(outcome: str | None) -> str:
@@ -102,6 +217,15 @@ def _verdict(outcome: str | None) -> str:
     if outcome == "interrupted":
         return "warn"
     return "info"
+
+
+def show_value(value: Any, kind: str) -> str:
+    """A sample's value as a person reads it: `pass`/`fail` for pass/fail metrics."""
+    if value is None:
+        return "no data"
+    if kind == "pass/fail":
+        return "pass" if value else "fail"
+    return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
 def run_page(doc: dict[str, Any]) -> Page:
@@ -123,37 +247,57 @@ def run_page(doc: dict[str, Any]) -> Page:
                ("started", str(run["started_at"])),
                ("ended", str(run["ended_at"] or "")),
                ("triggers watched", str(len({t["trigger"] for t in doc["triggers"]}))),
-               ("fired", ", ".join(f"{t['trigger']} on {t['host']}" for t in fired) or "none")]
+               ("fired", ", ".join(f"{t['trigger']} on {t['host']} at {t['fired_at']}"
+                                   for t in fired) or "none")]
+    rb = doc.get("rollback")
+    if rb:
+        summary.append(("rolled back", f"{', '.join(rb['hosts'])}: {rb['started_at']} to "
+                                       f"{rb['ended_at'] or '(not ended)'}"))
+    human = [e for e in doc["timeline"] if e["kind"] == "rollback_failed"]
+    for e in human:
+        summary.append(("A HUMAN IS NEEDED", f"{e['host']}: {e['detail']}"))
     charts = []
     for t in doc["triggers"]:
         if not t["chart"]:
             continue
-        state = (f"FIRED at {t['fired_at_s']:.1f}s: {t['reason']}" if t["fired"]
-                 else "did not fire")
+        state = (f"FIRED at {t['fired_at']}: {t['reason']}" if t["fired"]
+                 else f"did not fire; last {show_value(t['last_value'], t['kind'])} "
+                      f"at {t['last_at']}")
+        if t["rechecks"]:
+            state += "; after the rollback: " + ", ".join(
+                "pass" if r["passes"] else f"FAIL ({r['detail']})" for r in t["rechecks"])
         charts.append(Chart(f"{t['trigger']} on {t['host']}", Path(t["chart"]).read_bytes(),
                             Path(t["chart"]).name, state, "bad" if t["fired"] else "info"))
     notes = []
     if not doc["triggers"]:
         notes.append("No trigger was watched in this run.")
-    elif len(charts) < len(doc["triggers"]):
-        notes.append(f"Charts for {len(charts)} of {len(doc['triggers'])} trigger/host pairs: "
-                     "those that fired or went pending first; every pair is in the table.")
-    trig_rows = [(t["trigger"], t["host"], t["metric"], t["samples"], t["threshold"],
-                  t["baseline"], f"fired at {t['fired_at_s']:.1f}s" if t["fired"] else "ok")
+    else:
+        notes.append("Times are UTC, on the charts as in the timeline. Charts show the trigger "
+                     "that fired first, then the others; each marks the fire and the rollback's "
+                     "start and end.")
+        if len(charts) < len(doc["triggers"]):
+            notes.append(f"Charts for {len(charts)} of {len(doc['triggers'])} trigger/host "
+                         "pairs: those that fired or went pending first; every pair is in the "
+                         "table.")
+    trig_rows = [(t["trigger"], t["host"], t["metric"], t["samples"],
+                  "failing" if t["kind"] == "pass/fail" else t["threshold"],
+                  "" if t["kind"] == "pass/fail" else t["baseline"],
+                  show_value(t["last_value"], t["kind"]),
+                  f"FIRED at {t['fired_at']}" if t["fired"] else "ok")
                  for t in doc["triggers"]]
     timeline = [(e["at"], e["host"] or "", e["step"] or "", e["kind"],
-                 (e["detail"] or "").replace("\n", " ")[:300]) for e in doc["timeline"]]
+                 (e["detail"] or "").replace("\n", " ")[:600]) for e in doc["timeline"]]
     tables = [Table("Triggers", ("trigger", "host", "metric", "samples", "limit", "baseline",
-                                 "result"), trig_rows)] if trig_rows else []
-    tables.append(Table("Timeline", ("at", "host", "step", "event", "detail"), timeline))
+                                 "last value", "result"), trig_rows)] if trig_rows else []
+    tables.append(Table("Timeline (UTC)", ("at", "host", "step", "event", "detail"), timeline))
     return Page(f"Run {run['id']}: {what} on {on}", outcome, _verdict(doc["outcome"]),
                 summary, charts, tables, tuple(notes))
 
 
-def render_markdown(doc: dict[str, Any]) -> str:
+def render_markdown(doc: dict[str, Any], charts_dir: str = "") -> str:
     from orchestrator.reporting.page import render_markdown as page_markdown
 
-    return page_markdown(run_page(doc))
+    return page_markdown(run_page(doc), charts_dir)
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -162,10 +306,20 @@ def render_html(doc: dict[str, Any]) -> str:
     return page_html(run_page(doc))
 
 
-def write_report(journal: Journal, run_id: str, out_dir: Path, fmt: str) -> tuple[Path, str]:
+def write_report(journal: Journal, run_id: str, out_dir: Path, fmt: str,
+                 out: Path | None = None) -> tuple[Path, str]:
+    """Write the report in `fmt` to `out` (default: `report.FMT` beside `out_dir`, i.e.
+    `.migrate/runs/RUN_ID/report.html`); the chart PNGs go to `out_dir`. Returns the
+    path written and the text."""
     doc = build_report(journal, run_id, out_dir)
-    text = {"md": render_markdown, "html": render_html,
-            "json": lambda d: json.dumps(d, indent=2, default=str)}[fmt](doc)
-    path = out_dir / f"report.{fmt}"
+    path = out if out is not None else out_dir.parent / f"report.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "md":
+        rel = os.path.relpath(out_dir.resolve(), path.parent.resolve())
+        text = render_markdown(doc, "" if rel == "." else rel)
+    elif fmt == "html":
+        text = render_html(doc)
+    else:
+        text = json.dumps(doc, indent=2, default=str)
     path.write_text(text, encoding="utf-8")
     return path, text
