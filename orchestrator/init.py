@@ -270,7 +270,7 @@ def init_project(directory: Path, name: str, hosts: list[str] | tuple[str, ...] 
     variables = default_vars(name, host_list, agent_text, port_base)
     files = render(variables)
     files[VARS_FILE] = _vars_text(variables)
-    notes = []
+    notes: list[str] = []
     if analysis_md is not None:
         files["ANALYSIS.md"] = analysis_md
     directory.mkdir(parents=True, exist_ok=True)

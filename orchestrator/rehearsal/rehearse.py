@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator._exceptions import ConfigError, RefusedError
+from orchestrator._exceptions import ConfigError, MigrateError, RefusedError
 from orchestrator.config.inventory import Host
+from orchestrator.config.scaling import without_other_migrations
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.engine.context import AutoYes
@@ -45,7 +46,7 @@ from orchestrator.rehearsal.scenario import (
 )
 
 __all__ = ["Check", "Drill", "Rehearsal", "agent_revision", "default_scenario",
-           "load_scenarios", "port_open", "sandbox_dir"]
+           "load_scenarios", "no_scenarios", "port_open", "sandbox_dir"]
 
 INSTALL = "apt-get install"
 BUSY = 2.0  # load average per core above which a drill warns that timing may suffer
@@ -73,6 +74,8 @@ class Drill:
     report_path: Path | None = None
     seconds: float = 0.0
     load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
+    assumed: list[str] = field(default_factory=list)  # requirements on other migrations
+    observations: list[dict[str, Any]] = field(default_factory=list)  # gates waited out
 
     @property
     def passed(self) -> bool:
@@ -89,7 +92,19 @@ class Drill:
                           "reason": r.reason, "needs_human": r.needs_human}
                          for r in self.reports],
                 "checks": [c.__dict__ for c in self.checks],
+                "assumed_met": self.assumed, "observations": self.observations,
                 "report": str(self.report_path) if self.report_path else None}
+
+
+def no_scenarios(root: Path) -> str:
+    """What to say in a project without scenarios: where they go and how to start one."""
+    return (f"no rehearsal scenarios: {root / SCENARIO_DIR} holds no *.yaml. Add one, e.g. "
+            f"{SCENARIO_DIR}/clean.yaml with\n"
+            "  description: none (all phases must complete)\n"
+            "  expect: {exit_code: 0, phase_states: {completed: {1: [all]}}}\n"
+            "and a sandbox (inventory/sandbox.yml, playbooks/sandbox/provision.yml and "
+            "teardown.yml, a stand-in agent); `migrate init DIR --name NAME` writes all of "
+            "these into a new project to copy from")
 
 
 DRILL_TOKEN_ENV = "MIGRATE_REHEARSAL_ALERT_TOKEN"
@@ -112,8 +127,7 @@ class Rehearsal:
     def scenario(self, name: str | None) -> Scenario:
         scenarios = load_scenarios(self.root)
         if not scenarios:
-            raise ConfigError(f"no rehearsal scenarios: {self.root / SCENARIO_DIR} holds no "
-                              "*.yaml")
+            raise MigrateError(no_scenarios(self.root))
         name = name or default_scenario(scenarios)
         if name is None:
             raise ConfigError(f"no default scenario (none of {SCENARIO_DIR}/*.yaml says "
@@ -153,6 +167,9 @@ class Rehearsal:
                 app.close_later(alert_lab.close)
             sandbox = Sandbox(self.root, inventory_path, self.say, project.forks)
             scenario.check_against(inventory, set(project.phases))
+            reduced, assumed = without_other_migrations(project)
+            project.phases = reduced.phases  # the app's own project: its runs see it
+            drill.assumed = assumed
             hosts = (inventory.resolve([n.name for n in scenario.hosts]) if scenario.hosts
                      else list(inventory.hosts.values()))
             targets = [(inj, inventory.resolve([inj.host.name])) for inj in scenario.inject]
@@ -170,8 +187,10 @@ class Rehearsal:
                     self.view.expect(number, [s.id for s in phase.steps],
                                      [h.name for h in hosts], phase.bake)
             self.say(f"rehearsal {rid}: scenario {scenario.name} ({scenario.fault})")
-            self.say(f"time scale {scale:.4g}: for/bake/wait/poll run {1 / scale:g}x faster; "
-                     "thresholds unchanged")
+            self.say(f"time scale {scale:.4g}: for/bake/wait/observed/poll run "
+                     f"{1 / scale:g}x faster; thresholds unchanged")
+            for line in assumed:
+                self.say(line)
             sandbox.fresh(list(inventory.hosts.values()), upfront)
             drill.injected = [f"{h}: {', '.join(sorted(f))} (from the start)"
                               for h, f in upfront.items()]
@@ -238,6 +257,8 @@ class Rehearsal:
         project, _ = app.load()
         names = tuple(h.name for h in hosts)
         for number in scenario.phases or tuple(sorted(project.phases)):
+            if not self._observe(app, project.phases[number], hosts, drill):
+                return
             try:
                 report = app.run_phase(number, names, False, AutoYes(), CancelToken(),
                                        f"migrate rehearse --scenario {scenario.name} "
@@ -251,6 +272,37 @@ class Rehearsal:
             drill.reports.append(report)
             if report.outcome is not RunOutcome.COMPLETED:
                 return
+
+    def _observe(self, app: Any, phase: Any, hosts: list[Host], drill: Drill) -> bool:
+        """Wait out the phase's own observation gates (`requires: {phase: N, observed: D}`,
+        D already scaled) as the real run would: with the triggers of the completed phases
+        watched (`migrate watch`). False when a trigger fired and the watch rolled back."""
+        from orchestrator.core.durations import format_duration
+        from orchestrator.engine.refusals import observation_left
+
+        left = 0.0
+        gates = []
+        for required, needed in sorted(phase.observed.items()):
+            for host in hosts:
+                wait, why = observation_left(app.journal, host.name, required, needed)
+                if why is None:
+                    left = max(left, wait)
+            gates.append(f"phase {required} observed {format_duration(needed)}")
+        if left <= 0:
+            return True
+        self.say(f"phase {phase.number} requires {', '.join(gates)} (scaled): watching the "
+                 f"completed phases' triggers for {format_duration(left)}")
+        watcher = app.watcher(tuple(h.name for h in hosts), True, None)
+        result = watcher.run(left + app.load()[0].poll_interval, False)
+        drill.observations.append({"phase": phase.number, "gates": gates,
+                                   "seconds": round(left, 1), "watch_run_id": watcher.run_id,
+                                   "fired": [f"{f.trigger} on {f.host}" for f in result.fired]})
+        if result.rollback is not None:
+            drill.reports.append(result.rollback)
+            self.say(f"a trigger fired during the observation before phase {phase.number}: "
+                     f"{result.rollback.outcome.value}")
+            return False
+        return True
 
     def _write_report(self, app: Any, drill: Drill, state_dir: Path) -> Path:
         from orchestrator.reporting.report import write_report
@@ -269,6 +321,11 @@ class Rehearsal:
         lines += [f"- fault injected on {line}" for line in drill.injected]
         if drill.refused:
             lines.append(f"- refused: {drill.refused}")
+        lines += [f"- {line}" for line in drill.assumed]
+        lines += [f"- before phase {o['phase']}: {', '.join(o['gates'])}, waited "
+                  f"{o['seconds']:g}s with triggers watched (run {o['watch_run_id']})"
+                  + (f"; fired: {', '.join(o['fired'])}" if o["fired"] else "")
+                  for o in drill.observations]
         lines += ["", "## Checks (from the sandbox's real state)", ""]
         lines += [f"- [{'x' if c.ok else ' '}] {c.what}: {c.seen}" for c in drill.checks]
         lines += ["", "## Runs", ""]

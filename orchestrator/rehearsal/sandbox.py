@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator._exceptions import ConfigError
+from orchestrator._exceptions import ConfigError, MigrateError
 from orchestrator.config.inventory import Host
 from orchestrator.core.events import RunEvent
 from orchestrator.rehearsal.scenario import DEFAULT_HEALTH_URL, Injection
@@ -31,6 +32,8 @@ from orchestrator.rehearsal.scenario import DEFAULT_HEALTH_URL, Injection
 PROVISION = "playbooks/sandbox/provision.yml"
 TEARDOWN = "playbooks/sandbox/teardown.yml"
 FAULTS_NAME = "faults.json"
+#: seconds a sandbox playbook (provision, teardown) may run before it is stopped
+PLAYBOOK_TIMEOUT = 300.0
 
 
 def _host_path(host: Host, inventory_path: Path, raw: Any, what: str) -> Path:
@@ -150,11 +153,12 @@ class Sandbox:
     """Provision, reset and tear down a sandbox inventory with the project's playbooks."""
 
     def __init__(self, root: Path, inventory: Path, say: Callable[[str], None],
-                 forks: int = 50) -> None:
+                 forks: int = 50, timeout: float = PLAYBOOK_TIMEOUT) -> None:
         self.root = root
         self.inventory = inventory
         self.say = say
         self.forks = forks  # the project's `forks:`: a fleet sandbox is provisioned at once
+        self.timeout = timeout  # seconds a provision or teardown playbook may take
 
     def dir_of(self, host: Host) -> Path:
         return sandbox_dir(host, self.inventory, self.root)
@@ -203,16 +207,43 @@ class Sandbox:
             raise ConfigError(f"{PROVISION} failed (exit {res.returncode}):\n" + "\n".join(tail))
 
     def teardown(self) -> None:
-        self._playbook(TEARDOWN)
+        try:
+            self._playbook(TEARDOWN)
+        except MigrateError as exc:  # a teardown that hangs must not hang the drill
+            self.say(str(exc))
 
     def _playbook(self, rel: str) -> subprocess.CompletedProcess[str] | None:
+        """Run a sandbox playbook; past `timeout` its whole process group is killed (Ansible
+        forks workers) and a MigrateError says which playbook and after how long."""
         path = self.root / rel
         if not path.exists():
             return None
-        return subprocess.run(["ansible-playbook", "--forks", str(self.forks), "-i",
-                               str(self.inventory), str(path)],
-                              capture_output=True, text=True, cwd=self.root,
-                              env=ansible_env(), stdin=subprocess.DEVNULL)
+        args = ["ansible-playbook", "--forks", str(self.forks), "-i", str(self.inventory),
+                str(path)]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=self.root, env=ansible_env(),
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            tail = (out + err).strip().splitlines()[-10:]
+            last = "; its last lines:\n" + "\n".join(tail) if tail else ""
+            raise MigrateError(f"{rel} did not finish within {self.timeout:g}s; stopped it"
+                               + last) from None
+        except BaseException:
+            _kill_group(proc)
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def ansible_env() -> dict[str, str]:
