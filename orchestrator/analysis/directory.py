@@ -126,6 +126,7 @@ class Tree:
 
     root: Path
     files: list[Path] = field(default_factory=list)  # to analyse, sorted
+    kept: list[Path] = field(default_factory=list)  # readable and not excluded: with copies
     digests: dict[Path, str] = field(default_factory=dict)
     sizes: dict[Path, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -163,13 +164,15 @@ def select(root: Path, exclusions: Exclusions = Exclusions()) -> Tree:
                                  "reason": f"cannot read: {exc.strerror or exc}"})
             continue
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        tree.digests[path] = digest
+        tree.sizes[path] = len(data)
         if digest in first_of:
             duplicate_of[path] = first_of[digest]
             continue
         first_of[digest] = path
-        tree.digests[path] = digest
-        tree.sizes[path] = len(data)
     for path in kept:
+        if path in tree.digests:
+            tree.kept.append(path)
         if path in duplicate_of:
             tree.duplicates.append({"file": display_name(path),
                                     "duplicate_of": display_name(duplicate_of[path])})

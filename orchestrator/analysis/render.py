@@ -18,10 +18,19 @@ from typing import Any
 from orchestrator.analysis.scoring import RISK_MAX
 
 
-def render_text(result: dict[str, Any], width: int | None = None) -> str:
-    """A readable report: a file's details, or a table of a directory's files with totals."""
+def render_text(result: dict[str, Any], width: int | None = None,
+                plain: bool = False) -> str:
+    """A readable report: a file's details, or a table of a directory's files with totals.
+
+    `plain`: the directory table as one line per file, never wrapped or cut (for a
+    pipe: `grep` finds every row), instead of a rich table fitted to `width`.
+    """
+    if "changes" in result:
+        return render_changes(result)
+    if "worklist" in result and "reports" not in result and "file" not in result:
+        return render_worklist(result)
     if "reports" in result:
-        return _directory_text(result, width)
+        return _directory_text(result, width, plain)
     if "skipped" in result:
         return f"{result['file']}: skipped: {result['skipped']}"
     return "\n".join(_file_lines(result))
@@ -29,6 +38,10 @@ def render_text(result: dict[str, Any], width: int | None = None) -> str:
 
 def render_markdown(result: dict[str, Any]) -> str:
     """The same report as Markdown (`migrate analyze --format md`)."""
+    if "changes" in result:
+        return "```\n" + render_changes(result) + "\n```\n"
+    if "worklist" in result and "reports" not in result and "file" not in result:
+        return _worklist_markdown(result)
     if "reports" in result:
         return _directory_markdown(result)
     if "skipped" in result:
@@ -74,13 +87,30 @@ def _agent_cell(report: dict[str, Any]) -> str:
     return "legacy" if ba["legacy_classes"] else "no"
 
 
-def _totals_line(totals: dict[str, int]) -> str:
+def _totals_line(totals: dict[str, Any]) -> str:
     line = (f"{_plural(totals['files'], 'file')}, {totals['unparsable']} not parsing; "
             f"{_plural(totals['agent_classes'], 'agent class', 'agent classes')}: "
             f"{totals['base_agent_classes']} BaseAgent, {totals['legacy_agent_classes']} legacy")
+    if "sockets" in totals:
+        socks = totals["sockets"]
+        line += (f"; {_plural(socks['count'], 'socket')} ({socks['zmq']} zmq, {socks['raw']} raw)"
+                 f", {_plural(totals['threads']['count'], 'thread')}, highest score "
+                 f"{totals['risk']['score']}/{RISK_MAX}")
     if totals.get("skipped"):
         line += f"; {totals['skipped']} skipped"
     return line
+
+
+def _left_out_line(totals: dict[str, Any]) -> str | None:
+    """How many files were left out and why, or None when none was."""
+    left = {k: v for k, v in (totals.get("left_out") or {}).items()}
+    if not left:
+        return None
+    count = sum(left.values())
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(left.items(), key=lambda kv: -kv[1]))
+    hint = " (--all-files keeps what the defaults leave out)" \
+        if any(reason.startswith("default:") for reason in left) else ""
+    return f"left out: {_plural(count, 'file')}: {why}{hint}"
 
 
 def _common_root(files: list[str]) -> str:
@@ -156,7 +186,50 @@ def _file_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _directory_text(result: dict[str, Any], width: int | None) -> str:
+def _row_cells(entry: dict[str, Any], report: dict[str, Any], root: str) -> list[str]:
+    return [_relative(entry["file"], root), str(report["total_lines"]),
+            str(report["sockets"]["count"]), str(report["threads"]["count"]),
+            _agent_cell(report), str(entry["syntax_errors"]) if entry["syntax_errors"] else "",
+            f"{entry['score']}/{RISK_MAX}", entry["level"]]
+
+
+_HEADER = ["file", "lines", "sockets", "threads", "BaseAgent", "syntax errors", "score",
+           "level"]
+_RIGHT = {1, 2, 3, 5, 6}
+
+
+def _plain_table(result: dict[str, Any], root: str) -> list[str]:
+    """One line per file, columns padded to the widest cell, nothing wrapped or cut."""
+    by_file = {r["file"]: r for r in result["reports"]}
+    rows = [_row_cells(e, by_file[e["file"]], root) for e in result["summary"]]
+    widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in _RIGHT else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [f"migration risk, files under {root or '.'}", line(_HEADER),
+            *[line(r) for r in rows]]
+
+
+def _directory_footer(result: dict[str, Any]) -> list[str]:
+    lines = ["", f"totals: {_totals_line(result['totals'])}"]
+    left = _left_out_line(result["totals"])
+    if left:
+        lines.append(left)
+    for item in result.get("skipped", []):
+        lines.append(f"skipped: {item['file']}: {item['reason']}")
+    for item in result.get("duplicates", []):
+        lines.append(f"duplicate: {item['file']}: same bytes as {item['duplicate_of']}")
+    for item in result.get("warnings", []):
+        lines.append(f"warning: {item['file']}: {item['warning']}")
+    return lines
+
+
+def _directory_text(result: dict[str, Any], width: int | None, plain: bool = False) -> str:
+    if plain:
+        root = _common_root([r["file"] for r in result["reports"]])
+        return "\n".join(_plain_table(result, root) + _directory_footer(result))
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -187,9 +260,7 @@ def _directory_text(result: dict[str, Any], width: int | None) -> str:
                       legacy_windows=False, highlight=False)
     console.print(table)
     lines = [row.rstrip() for row in buffer.getvalue().rstrip("\n").splitlines()]
-    lines += ["", f"totals: {_totals_line(result['totals'])}"]
-    for item in result.get("skipped", []):
-        lines.append(f"skipped: {item['file']}: {item['reason']}")
+    lines += _directory_footer(result)
     return "\n".join(lines)
 
 
@@ -289,8 +360,97 @@ def _directory_markdown(result: dict[str, Any]) -> str:
     out += _table(["file", "lines", "sockets", "threads", "BaseAgent", "syntax errors",
                    "score", "level"], rows, {1, 2, 3, 5, 6})
     out += ["", f"**Totals:** {_totals_line(result['totals'])}.", ""]
+    left = _left_out_line(result["totals"])
+    if left:
+        out += [f"**Left out:** {_cell(left.split(': ', 1)[1])}.", ""]
+    if result.get("duplicates"):
+        out += ["## Duplicates", ""]
+        out += [f"- {_code(d['file'])}: same bytes as {_code(d['duplicate_of'])}"
+                for d in result["duplicates"]]
+        out.append("")
     if result.get("skipped"):
         out += ["## Skipped", ""]
         out += [f"- {_code(item['file'])}: {_cell(item['reason'])}" for item in result["skipped"]]
         out.append("")
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- worklist
+
+
+def worklist_of(result: dict[str, Any]) -> dict[str, Any]:
+    """``{"worklist": [{file, line, kind, what, target}]}`` of a file's or a tree's result."""
+    docs = result["reports"] if "reports" in result else [result]
+    sites = [{"file": doc["file"], **site} for doc in docs if "skipped" not in doc
+             for site in doc.get("worklist", [])]
+    sites.sort(key=lambda s: (s["file"], s["line"]))
+    out: dict[str, Any] = {"worklist": sites}
+    counts: dict[str, int] = {}
+    for site in sites:
+        counts[site["kind"]] = counts.get(site["kind"], 0) + 1
+    out["counts"] = counts
+    return out
+
+
+def render_worklist(result: dict[str, Any]) -> str:
+    """One line per site: ``FILE:LINE  KIND  WHAT  -> TARGET``, then the counts."""
+    sites = result["worklist"]
+    root = _common_root(sorted({s["file"] for s in sites})) if len(
+        {s["file"] for s in sites}) > 1 else ""
+    width = max((len(s["kind"]) for s in sites), default=0)
+    lines = [f"{_relative(s['file'], root)}:{s['line']}  {s['kind']:<{width}}  {s['what']}  "
+             f"-> {s['target']}" for s in sites]
+    counts = result.get("counts") or {}
+    lines.append(f"{_plural(len(sites), 'site')}"
+                 + (": " + ", ".join(f"{n} {k}" for k, n in counts.items()) if counts else ""))
+    return "\n".join(lines)
+
+
+def _worklist_markdown(result: dict[str, Any]) -> str:
+    rows = [[_code(f"{s['file']}:{s['line']}"), s["kind"], _code(s["what"]), s["target"]]
+            for s in result["worklist"]]
+    out = ["# Migration worklist", ""]
+    out += _table(["site", "kind", "what", "target"], rows)
+    out += ["", f"{_plural(len(rows), 'site')}.", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- --against
+
+
+def render_changes(result: dict[str, Any]) -> str:
+    """Per file with a difference: counts and score before -> after, sites removed and added."""
+    lines: list[str] = []
+    unchanged = 0
+    for ch in result["changes"]:
+        before, after = ch["before"], ch["after"]
+        if ch["status"] == "unchanged":
+            unchanged += 1
+            continue
+        if before and after:
+            figures = ", ".join(
+                f"{label} {before[key]} -> {after[key]}" for key, label in
+                (("sockets", "sockets"), ("threads", "threads"),
+                 ("syntax_errors", "syntax errors"), ("score", "score")))
+        else:
+            side = after or before
+            figures = "" if side is None else (
+                f"sockets {side['sockets']}, threads {side['threads']}, syntax errors "
+                f"{side['syntax_errors']}, score {side['score']}")
+        lines.append(f"{ch['file']} ({ch['status']}): {figures}".rstrip(": "))
+        for side_name in ("before", "after"):
+            if ch.get(f"{side_name}_skipped"):
+                lines.append(f"  {side_name}: skipped: {ch[side_name + '_skipped']}")
+        for site in ch["removed"]:
+            lines.append(f"  - {site['line']:>5}  {site['kind']:<9}  {site['what']}")
+        for site in ch["added"]:
+            lines.append(f"  + {site['line']:>5}  {site['kind']:<9}  {site['what']}  "
+                         f"-> {site['target']}")
+    t = result["totals"]
+    b, a = t["before"], t["after"]
+    lines.append(f"{_plural(t['files'], 'file')}: {t['changed']} changed, {t['added']} added, "
+                 f"{t['removed']} removed, {unchanged} unchanged; sockets {b['sockets']} -> "
+                 f"{a['sockets']}, threads {b['threads']} -> {a['threads']}, syntax errors "
+                 f"{b['syntax_errors']} -> {a['syntax_errors']}, highest score {b['score']} -> "
+                 f"{a['score']}; {t['sites_removed']} sites removed, {t['sites_added']} added")
+    return "\n".join(lines)
