@@ -1,7 +1,7 @@
 """The Prometheus metrics of SPEC section 7, served on `--metrics-port` by `phase`, `watch`
 and `rehearse`.
 
-series                     labels                         fed by
+    series                     labels                         fed by
     migrate_phase_state        migration, host, phase, state  phase transition events
     migrate_trigger_value      migration, host, trigger       trigger events, observe()
     migrate_trigger_threshold  migration, host, trigger       trigger events, observe()
