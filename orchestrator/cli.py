@@ -562,18 +562,39 @@ def init(opts: Options, directory: Path, name: str, hosts: tuple[str, ...],
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text",
               show_default=True, help="Text (a table for a directory) or Markdown.")
+@click.option("--exclude", "excludes", metavar="GLOB", multiple=True,
+              help="Leave out paths matching GLOB (relative to PATH); repeatable.")
+@click.option("--all-files", is_flag=True,
+              help="Keep trash, archive, backup and *_old/*_copy files (left out by default).")
+@click.option("--worklist", is_flag=True,
+              help="One line per site to change: FILE:LINE  KIND  WHAT  -> TARGET.")
+@click.option("--against", "against", metavar="OLD_PATH", type=click.Path(path_type=Path),
+              help="Compare with an older revision: counts, score, sites removed and added.")
 @click.pass_obj
-def analyze(opts: Options, path: Path, fmt: str) -> int:
+def analyze(opts: Options, path: Path, fmt: str, excludes: tuple[str, ...], all_files: bool,
+            worklist: bool, against: Path | None) -> int:
     """Migration-risk analysis of an agent's source (a .py file or a directory)."""
     from orchestrator.analysis import analyze_path, render_markdown, render_text
+    from orchestrator.analysis.compare import compare_paths
+    from orchestrator.analysis.render import worklist_of
 
-    result = analyze_path(path)
-    opts.emit(result, render_markdown(result) if fmt == "md" else render_text(result))
+    if against is not None:
+        result = compare_paths(path, against, excludes, all_files)
+    else:
+        result = analyze_path(path, excludes, all_files)
+        if worklist:
+            result = worklist_of(result)
+    plain = not sys.stdout.isatty()  # a pipe: one line per file, never wrapped
+    opts.emit(result, render_markdown(result) if fmt == "md"
+              else render_text(result, plain=plain))
     return OK
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the only place that turns outcomes and exceptions into an exit code."""
+    from orchestrator.core.supervision import install_excepthook
+
+    install_excepthook()  # a thread that dies is one line, never a traceback
     try:
         code = cli.main(args=argv, standalone_mode=False, prog_name="migrate")
     except click.exceptions.Exit as exc:  # --help, --version

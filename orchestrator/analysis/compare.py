@@ -60,8 +60,8 @@ def match_sites(old: list[dict[str, Any]], new: list[dict[str, Any]]
             new_left.discard(block.b + k)
             kept += 1
     # what is left: the same site moved past others; pair by nearest line
-    pairs = sorted(((abs(old[i]["line"] - new[j]["line"]), i, j)
-                    for i in old_left for j in new_left if old_keys[i] == new_keys[j]))
+    pairs = sorted((abs(old[i]["line"] - new[j]["line"]), i, j)
+                    for i in old_left for j in new_left if old_keys[i] == new_keys[j])
     for _, i, j in pairs:
         if i in old_left and j in new_left:
             old_left.discard(i)
