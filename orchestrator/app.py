@@ -74,6 +74,7 @@ class App:
     def load(self) -> tuple[Project, Inventory]:
         """Validate everything; raises ConfigError listing every problem."""
         if self._loaded is None:
+            import orchestrator.monitoring.sources  # noqa: F401 - registers every source's keys
             from orchestrator.config.scaling import scaled
 
             project, inventory = checked_project(self.root, self.inventory_override)
@@ -144,6 +145,7 @@ class App:
         parts.step_timeout = defaults.step_timeout
         parts.undo_attempts = defaults.undo_retries + 1
         parts.undo_retry_delay = defaults.undo_retry_delay
+        parts.undo_deadline = defaults.undo_deadline
         if monitor is None:
             live = TriggerMonitor(project, inventory, self.journal, self.clock, commands,
                                   self.say)
@@ -240,12 +242,12 @@ class App:
         return lifecycle.run_phase(phase, hosts, command, cancel, dry_run, plan)
 
     def rollback(self, host_names: tuple[str, ...], number: int | None,
-                 command: str) -> RunReport:
+                 command: str, cancel: CancelToken | None = None) -> RunReport:
         """Roll back phase N (default: the latest phase not pending or rolled back)."""
         hosts = self.hosts(host_names)
         if number is None:
             number = self._latest_rollbackable(hosts)
-        return self.lifecycle().rollback(self.phase(number), hosts, command)
+        return self.lifecycle().rollback(self.phase(number), hosts, command, cancel)
 
     def _latest_rollbackable(self, hosts: list[Host]) -> int:
         project, _ = self.load()

@@ -92,10 +92,23 @@ class _Yes:
 
 
 class SignalGuard:
-    """First Ctrl-C/SIGTERM: cancel the step in flight and roll back. Second: stop at once."""
+    """Ctrl-C/SIGTERM while a run acts (SPEC section 3, "Every run ends" in section 4).
 
-    def __init__(self, cancel: CancelToken, log: Any) -> None:
+    - Once, during the forward steps: cancel the step in flight and roll the phase back
+      (exit 130).
+    - Once during an undo (`migrate rollback`, a phase's own rollback), or twice: stop the
+      undo in flight; the phase is left `interrupted` and the run ends recording it
+      (exit 130); `migrate rollback` run again finishes what is left.
+    - A third time, or when the run has not ended 15 s after the second: exit at once;
+      the next command reaps the run (`interrupted`), as after a SIGKILL.
+
+    `undo_only`: the command only undoes (`migrate rollback`), so the first signal stops
+    the undo.
+    """
+
+    def __init__(self, cancel: CancelToken, log: Any, undo_only: bool = False) -> None:
         self.cancel, self.log, self.count = cancel, log, 0
+        self.undo_only = undo_only
         self.saved: dict[int, Any] = {}
 
     def __enter__(self) -> SignalGuard:
@@ -110,21 +123,45 @@ class SignalGuard:
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         name = signal.Signals(signum).name
-        if self.count == 1:
+        why = f"interrupted by the operator ({name})"
+        if self.count == 1 and not (self.undo_only or self.cancel.undoing):
             self.log(f"{name}: cancelling the step in flight and rolling the phase back "
-                     "(press again to stop at once and leave the run interrupted)")
-            self.cancel.cancel(f"interrupted by the operator ({name})", by_operator=True)
-        else:
-            self.log(f"{name} again: stopping at once (with the playbooks and commands "
-                     "started under it); the run is left interrupted for `migrate resume` or "
-                     "`migrate rollback`")
+                     "(press again to stop the rollback and leave the phase interrupted)")
+            self.cancel.cancel(why, by_operator=True)
+            return
+        if self.count <= 2:
+            self.log(f"{name}: stopping the undo in flight; the phase is left interrupted "
+                     "for `migrate rollback` (or `migrate resume`) to finish")
+            self.cancel.cancel(why, by_operator=True)
+            self.cancel.undo().cancel(why, by_operator=True)
             from orchestrator.runners.descendants import kill_descendants
 
             kill_descendants()
-            if sys.__stderr__ is not None and sys.__stderr__.isatty():
-                sys.__stderr__.write("\x1b[?25h\n")  # the live view hid the cursor
-                sys.__stderr__.flush()
-            os._exit(INTERRUPTED)
+            _exit_later(15.0)
+            return
+        _exit_now()
+
+
+def _exit_later(seconds: float) -> None:
+    """The last resort after the second signal: if the run has not ended by then, go."""
+    import threading
+
+    timer = threading.Timer(seconds, _exit_now)
+    timer.daemon = True
+    timer.start()
+
+
+def _exit_now() -> None:
+    from orchestrator.runners.descendants import kill_descendants
+
+    kill_descendants()
+    if sys.__stderr__ is not None:
+        if sys.__stderr__.isatty():
+            sys.__stderr__.write("\x1b[?25h\n")  # the live view hid the cursor
+        sys.__stderr__.write("migrate: stopped at once; the run reads `interrupted` next "
+                             "time, for `migrate resume` or `migrate rollback`\n")
+        sys.__stderr__.flush()
+    os._exit(INTERRUPTED)
 
 
 def _render_report(opts: Options, report: RunReport) -> int:
@@ -331,8 +368,9 @@ def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: boo
             return OK
     command = " ".join(["migrate", *sys.argv[1:]])
     view.attach(lambda: app.journal)
-    with view:
-        report = app.rollback(hosts, number, command)
+    cancel = CancelToken()
+    with view, SignalGuard(cancel, opts.log, undo_only=True):
+        report = app.rollback(hosts, number, command, cancel)
         view.finish(_outcome_line(report))
     code = _render_report(opts, report)
     return OK if report.outcome is RunOutcome.ROLLED_BACK else code
@@ -438,8 +476,10 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     view.attach(lambda: app.journal, sorted(app.load()[0].phases))
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        opts.log(f"{signal.Signals(signum).name}: watch stopping")
-        watcher.stop()
+        name = signal.Signals(signum).name
+        opts.log(f"{name}: watch stopping (a rollback in flight stops and leaves its phase "
+                 "interrupted)")
+        watcher.interrupt(f"interrupted by the operator ({name})")
 
     old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -450,7 +490,7 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
         for sig, handler in old.items():
             signal.signal(sig, handler)
     doc = {"watched": result.watched, "cycles": result.cycles,
-           "checkpoints": result.checkpoints,
+           "checkpoints": result.checkpoints, "died": result.died,
            "fired": [f.__dict__ for f in result.fired],
            "rollback": None if result.rollback is None else {
                "run_id": result.rollback.run_id, "phase": result.rollback.phase,
@@ -462,6 +502,8 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
 
 def _watch_text(result: Any) -> str:
     text = f"watched {len(result.watched)} phase(s) for {result.cycles} cycle(s)"
+    if result.died:
+        text += f"; STOPPED: {result.died} (nothing was rolled back; restart the watch)"
     if result.rollback is not None:
         text += (f"; rolled back phase {result.rollback.phase}: "
                  f"{result.rollback.outcome.value} ({result.rollback.reason})")
@@ -618,8 +660,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: one line for the operator, the trace on request
         if os.environ.get("MIGRATE_DEBUG"):
             raise
-        click.echo(f"migrate: unexpected error ({type(exc).__name__}: {exc}); a run in "
-                   "flight reads `interrupted` next time; MIGRATE_DEBUG=1 shows the traceback",
-                   err=True)
+        click.echo(f"migrate: unexpected error ({type(exc).__name__}: {exc}); any run it "
+                   "had started was ended `interrupted` (see `migrate status`); "
+                   "MIGRATE_DEBUG=1 shows the traceback", err=True)
         code = NEEDS_HUMAN
     sys.exit(code if isinstance(code, int) else OK)

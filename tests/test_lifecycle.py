@@ -205,8 +205,33 @@ def test_undo_of_a_lost_host_retries_on_the_clock_then_fails_naming_host_and_ste
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLBACK_FAILED
     assert undo_attempts == ["main"] * 4  # the first try and undo_retries: 3
-    assert clock.monotonic() - before >= 30  # three waits of 10 s, on the fake clock
+    # waits of 10 s and 15 s, then what is left of the 30 s deadline: the last try is at
+    # the deadline, on the fake clock
+    assert 30 <= clock.monotonic() - before < 31
     assert report.needs_human == ["main: step one (command: undo one: host unreachable)"]
+
+
+def test_undo_retries_stop_at_the_deadline_whatever_their_count(tmp_path: Path) -> None:
+    rec = Recorder()
+    attempts: list[float] = []
+
+    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
+        if req.command == "do two":
+            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
+        if req.command == "undo one":
+            attempts.append(clock.monotonic())
+            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
+        return Result(req.host.name, True, "ok")
+
+    rec.commands.handler = on_command
+    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
+    clock = lc.parts.clock
+    lc.parts.undo_attempts = 50  # many retries: the deadline is what stops them
+    lc.parts.undo_retry_delay = 2.0
+    report = run(lc, names=("main",))
+    assert report.outcome is RunOutcome.ROLLBACK_FAILED
+    assert 3 < len(attempts) < 50
+    assert attempts[-1] - attempts[0] <= lc.parts.undo_deadline  # none starts past it
 
 
 def test_a_failing_undo_is_not_retried(tmp_path: Path) -> None:

@@ -16,6 +16,12 @@ class RunOutcome(enum.Enum):
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
     INTERRUPTED_ROLLED_BACK = "interrupted_rolled_back"
+    #: the operator stopped an undo (or stopped at once): the phase is left `interrupted`
+    #: for `migrate rollback` or `migrate resume` to finish
+    INTERRUPTED = "interrupted"
+    #: a background worker (trigger monitor, alert receiver, Xid waiter, lock heartbeat)
+    #: died while `watch` was watching: the watch ends and undoes nothing
+    WORKER_DIED = "worker_died"
     DRY_RUN_PASSED = "dry_run_passed"
     DRY_RUN_FAILED = "dry_run_failed"
 

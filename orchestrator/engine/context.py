@@ -97,6 +97,7 @@ class EngineParts:
     say: Say = lambda line: None
     undo_attempts: int = 4  # the first try and `defaults: {undo_retries: 3}`
     undo_retry_delay: float = 10.0
+    undo_deadline: float = 30.0  # `defaults: {undo_deadline}`: from the first failed undo
     step_timeout: float | None = 1800.0  # default for playbook/command steps and undos
     forks: int = 50
     verbose: bool = False
@@ -130,6 +131,9 @@ class StepContext:
     artifacts_root: Path | None = None  # a dry run's temporary directory
     t0: float = 0.0  # the clock's reading at phase start: `elapsed` of scripted timelines
     hostvars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the run whose step rows this context acts on, when not `run_id` itself: a rollback
+    #: run owns the phase (and its lock) under its own id and undoes another run's steps
+    steps_run: str | None = None
 
     def __post_init__(self) -> None:
         if not self.hostvars:
@@ -147,11 +151,28 @@ class StepContext:
         private_dirs(self.project.root if self.artifacts_root is None else base, path)
         return path
 
-    def undoing(self, cancel: CancelToken) -> StepContext:
-        """The same run for its rollback, with a cancel token of its own: undo work must not
-        be cut short by the cancel that stopped the forward steps."""
+    @property
+    def step_run_id(self) -> str:
+        """The run whose steps are run or undone here."""
+        return self.steps_run or self.run_id
+
+    @property
+    def owner(self) -> str | None:
+        """The run journaling another run's step moves (a rollback run), else None."""
+        return self.run_id if self.steps_run and self.steps_run != self.run_id else None
+
+    def undoing(self, cancel: CancelToken, steps_run: str | None = None) -> StepContext:
+        """The same run for its rollback, with the run's undo token: undo work must not be
+        cut short by the cancel that stopped the forward steps, only by the operator."""
         return StepContext(self.project, self.inventory, self.phase, self.run_id, self.parts,
-                           cancel, False, None, self.t0, self.hostvars)
+                           cancel, False, None, self.t0, self.hostvars,
+                           steps_run if steps_run is not None else self.steps_run)
+
+    def with_cancel(self, cancel: CancelToken) -> StepContext:
+        """The same context under another token (an undo attempt cut at its deadline)."""
+        return StepContext(self.project, self.inventory, self.phase, self.run_id, self.parts,
+                           cancel, self.dry_run, self.artifacts_root, self.t0, self.hostvars,
+                           self.steps_run)
 
 
 def clock_sleep(ctx: StepContext) -> Callable[[float], None]:

@@ -2,8 +2,12 @@
 
 Every command that changes hosts comes through `RunLifecycle`:
 
-- `run_phase`: lock the hosts, refuse what may not start, record the run and the
-  checksums of its definitions, drive `PhaseRun`, end the run.
+- `run`: **the one place a run begins and ends**: a context manager that locks the
+  hosts, records the run and, on every way out (return, exception, signal), records
+  how it ended, leaves what it had in flight `interrupted` and frees its locks, in one
+  transaction. A lock and the phase state it guards always carry the same run id.
+- `run_phase`: refuse what may not start, record the run and the checksums of its
+  definitions, drive `PhaseRun`.
 - `roll_back`: **the one place a rollback begins.** A failed step, a fired trigger,
   an exhausted failure budget, Ctrl-C, `migrate rollback`, `migrate resume` and
   `migrate watch` all end up here with a `Reason` that says where they came from.
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator._exceptions import LockHeldError, RefusedError
@@ -50,42 +55,94 @@ class RunLifecycle:
         self.journal = parts.journal
         self._announce_reaped()
 
+    # --- the one place a run begins and ends -------------------------------------------------
+    @contextmanager
+    def run(self, hosts: list[Host], run_id: str, command: str, kind: str,
+            phase: int | None, cancel: CancelToken | None = None, *, record: bool = True,
+            checksums: dict[str, str] | None = None, origins: dict[str, str] | None = None,
+            before: Callable[[], None] | None = None) -> Iterator[RunHandle]:
+        """A run's whole life: lock its hosts, record it, and end it on every way out.
+
+        The lock and every phase state the run moves carry `run_id`. On the way out,
+        whatever it is (a return, an exception, a signal's KeyboardInterrupt), one
+        transaction records the outcome (`handle.outcome`, else `interrupted`), turns
+        each phase the run still has in flight into `interrupted`, and frees its locks.
+        `before` runs under the lock, before the run is recorded (refusals: nothing is
+        recorded for a run that may not start). `record=False`: a dry run or a resume,
+        whose run record exists already or is not written.
+        """
+        self.journal.acquire([h.name for h in hosts], run_id, command)
+        self._announce_reaped()
+        handle = RunHandle(run_id)
+        if cancel is not None:
+            self.journal.on_unavailable = lambda reason: cancel.cancel(
+                f"journal unreachable: {reason}")
+        try:
+            if before is not None:
+                before()
+            if record:
+                self.journal.create_run(run_id, phase, [h.name for h in hosts], command, kind,
+                                        False, checksums or {}, origins)
+            yield handle
+        finally:
+            self.journal.on_unavailable = None
+            outcome = handle.outcome.value if handle.outcome is not None else "interrupted"
+            try:
+                self.journal.finish_run(run_id, outcome,
+                                        f"run {run_id} stopped while the phase was {{state}}")
+            except JournalUnavailableError:
+                pass  # the lock rows stay: the run reads `interrupted` once it is back
+            self._announce_reaped()
+
     # --- the one place a rollback begins -----------------------------------------------------
     def roll_back(self, ctx: StepContext, recorder: Recorder, hosts: list[Host],
                   reason: Reason) -> RunReport:
         """Undo `ctx.phase` on `hosts` for `reason`, within the run `ctx.run_id`.
 
-        Never without a record: when the journal has been unwritable for longer than
-        `state.timeout`, no undo starts either; the run stops (exit 3) and reads
-        `interrupted` once the database is back, for `resume` or `rollback`."""
+        The undo obeys the run's undo token (`ctx.cancel.undo()`), which only the operator
+        cancels: what stopped the forward steps never cuts the undo short. Never without
+        a record: when the journal has been unwritable for longer than `state.timeout`,
+        no undo starts either; the run stops (exit 3) and reads `interrupted` once the
+        database is back, for `resume` or `rollback`."""
         if self.journal.unavailable:
             raise JournalUnavailableError(self.journal.unavailable)
-        undo_ctx = ctx.undoing(CancelToken())
-        return Rollback(undo_ctx, recorder).execute(hosts, reason)
+        undo_ctx = ctx.undoing(ctx.cancel.undo())
+        by_origin: dict[str, list[Host]] = {}
+        for host in hosts:  # a rollback run undoes the steps of the run that made them
+            origin = ctx.steps_run or self.journal.steps_run(ctx.run_id, host.name)
+            by_origin.setdefault(origin, []).append(host)
+        reports = [Rollback(undo_ctx.undoing(undo_ctx.cancel, steps_run=origin),
+                            recorder).execute(group, reason)
+                   for origin, group in by_origin.items()]
+        return _worst(reports, ctx.run_id, hosts) if len(reports) > 1 else reports[0]
 
     # --- a phase -----------------------------------------------------------------------------
     def run_phase(self, phase: Phase, hosts: list[Host], command: str, cancel: CancelToken,
                   dry_run: bool = False, plan: FleetPlan | None = None) -> RunReport:
         plan = plan or FleetPlan(phase.waves, phase.max_failed, phase.on_fire)
         run_id = new_run_id()
-        with self._holding(hosts, run_id, command, cancel):  # first: a holder is named
+
+        def refuse() -> None:
             refuse_if_not_ready(self.project, phase, hosts, self.journal, dry_run)
             refuse_failing_preconditions(self.parts.checker, phase, hosts)
-            tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-")) if dry_run else None
-            try:
-                if not dry_run:
-                    self.journal.create_run(run_id, phase.number, [h.name for h in hosts],
-                                            command, "phase", False,
-                                            file_checksums(self.project, phase))
+
+        tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-")) if dry_run else None
+        try:
+            with self.run(hosts, run_id, command, "phase", phase.number, cancel,
+                          record=not dry_run, before=refuse,
+                          checksums=None if dry_run else file_checksums(self.project, phase)
+                          ) as handle:
                 recorder: Recorder = (DryRunRecorder(self.journal, self.parts.hooks) if dry_run
                                       else JournalRecorder(self.journal, self.parts.hooks))
                 ctx = self._context(phase, run_id, cancel, dry_run, tmp)
                 report = self._drive(ctx, recorder, hosts, plan, command, resume=False)
-                recorder.finish(run_id, report.outcome.value)
+                if dry_run:
+                    recorder.finish(run_id, report.outcome.value)
+                handle.outcome = report.outcome
                 return report
-            finally:
-                if tmp is not None:
-                    shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _drive(self, ctx: StepContext, recorder: Recorder, hosts: list[Host], plan: FleetPlan,
                command: str, resume: bool) -> RunReport:
@@ -95,32 +152,34 @@ class RunLifecycle:
         return PhaseRun(ctx, hosts, recorder, roll_back, plan, command, resume).drive()
 
     # --- migrate rollback --------------------------------------------------------------------
-    def rollback(self, phase: Phase, hosts: list[Host], command: str) -> RunReport:
-        """Roll back `phase` on `hosts`: each host from the run that last moved it."""
+    def rollback(self, phase: Phase, hosts: list[Host], command: str,
+                 cancel: CancelToken | None = None) -> RunReport:
+        """Roll back `phase` on `hosts` in a rollback run of its own, which owns the phase
+        and its lock under its own id and undoes the steps of the run that made them."""
         for host in hosts:
             rec = self.journal.phase_record(host.name, phase.number)
             if rec.state not in ROLLBACKABLE or rec.state in ACTIVE:
                 raise RefusedError(f"host {host.name}: phase {phase.number} is "
                                    f"{rec.state.value}; there is nothing to roll back")
         run_id = new_run_id()
-        with self._holding(hosts, run_id, command):
-            self.journal.create_run(run_id, phase.number, [h.name for h in hosts], command,
-                                    "rollback", False, {})
+        cancel = cancel or CancelToken()
+        origins = {h.name: self.journal.steps_run(
+            self.journal.phase_record(h.name, phase.number).run_id or run_id, h.name)
+            for h in hosts}
+        with self.run(hosts, run_id, command, "rollback", phase.number, cancel,
+                      origins=origins) as handle:
             recorder = JournalRecorder(self.journal, self.parts.hooks)
             by_run: dict[str, list[Host]] = {}
             for host in hosts:
-                origin = self.journal.phase_record(host.name, phase.number).run_id or run_id
-                by_run.setdefault(origin, []).append(host)
-            reports = []
+                by_run.setdefault(origins[host.name], []).append(host)
             for origin, group in by_run.items():
                 recorder.event(EventKind.ROLLBACK_REQUESTED, run_id, None, phase.number, None,
                                f"undoing run {origin} on {', '.join(h.name for h in group)}",
                                origin_run=origin, hosts=[h.name for h in group])
-                ctx = self._context(phase, origin, CancelToken())
-                reports.append(self.roll_back(ctx, recorder, group, Reason(
-                    Origin.OPERATOR, f"requested by operator (migrate rollback, run {run_id})")))
-            report = _worst(reports, run_id, hosts)
-            self.journal.end_run(run_id, report.outcome.value)
+            ctx = self._context(phase, run_id, cancel)
+            report = self.roll_back(ctx, recorder, hosts, Reason(
+                Origin.OPERATOR, f"requested by operator (migrate rollback, run {run_id})"))
+            handle.outcome = report.outcome
             return report
 
     # --- migrate resume ----------------------------------------------------------------------
@@ -147,15 +206,19 @@ class RunLifecycle:
         (run_id, number), = runs
         assert run_id is not None
         phase = self.project.phases[number]
-        then = (self.journal.run_info(run_id) or {}).get("checksums", {})
-        changed = changed_files(then, file_checksums(self.project, phase))
+        info = self.journal.run_info(run_id) or {}
+        then = info.get("checksums", {})
+        changed = changed_files(then, file_checksums(self.project, phase)) \
+            if info.get("kind") == "phase" else []
         if changed and not accept_changes:
             raise RefusedError(f"phase {number} changed since run {run_id} began: "
                                f"{', '.join(changed)}; review, then resume with "
                                "--accept-changes (or roll back)")
         recorder = JournalRecorder(self.journal, self.parts.hooks)
-        with self._holding(hosts, run_id, command, cancel):
-            refuse_if_not_resumable(phase, hosts, self.journal, run_id)
+        with self.run(hosts, run_id, command, "resume", number, cancel, record=False,
+                      before=lambda: refuse_if_not_resumable(phase, hosts, self.journal,
+                                                             run_id)) as handle:
+            self.journal.reopen_run(run_id)
             if changed:
                 recorder.event(EventKind.CHANGES_ACCEPTED, run_id, None, number, None,
                                ", ".join(changed), files=changed)
@@ -163,71 +226,75 @@ class RunLifecycle:
             events = self.journal.events(run_id=run_id)
             rolling = next((e for e in events if e.kind == "rollback_started"), None)
             failed = next((e for e in events if e.kind == "step_failed"), None)
-            if rolling is not None or failed is not None:
+            if rolling is not None or failed is not None or info.get("kind") != "phase":
                 text = rolling.detail if rolling is not None and rolling.detail else \
-                    f"step {failed.step} failed on {failed.host}: {failed.detail}"  # type: ignore[union-attr]
+                    f"step {failed.step} failed on {failed.host}: {failed.detail}" \
+                    if failed is not None else f"run {run_id} was interrupted"
                 report = self.roll_back(ctx, recorder, hosts, Reason(
                     Origin.RESUME, f"{text} (resumed after interruption)"))
             else:
-                info = self.journal.run_info(run_id) or {}
                 all_hosts = [self.inventory.hosts[n] for n in info.get("hosts", [])
                              if n in self.inventory.hosts] or hosts
                 plan = FleetPlan(phase.waves, phase.max_failed, phase.on_fire)
                 report = self._drive(ctx, recorder, all_hosts, plan, command, resume=True)
-            recorder.finish(run_id, report.outcome.value)
+            handle.outcome = report.outcome
             return report
 
     # --- migrate watch -----------------------------------------------------------------------
     def watch_rollback(self, host: Host, reason: Reason, watch_run: str,
-                       phase_number: int | None = None) -> RunReport | None:
-        """`watch` saw a trigger fire on `host`: roll back its latest completed phase.
+                       phase_number: int | None = None,
+                       cancel: CancelToken | None = None) -> RunReport | None:
+        """`watch` saw a trigger fire on `host`: roll back its latest completed phase, in a
+        rollback run of its own (its id owns the lock and the phase while it undoes).
 
         The phase is chosen again under the host's lock, so of two watchers (HA) that
         both saw the fire only the first acts; the second finds nothing completed and
         returns None, as it does when another run holds the host."""
-        try:
-            holding = self._holding([host], watch_run, "migrate watch (rollback)")
-            holding.__enter__()
-        except LockHeldError as exc:
-            self.parts.say(f"{reason.text} on {host.name}: not acting, {exc}")
-            return None
-        try:
+        run_id = new_run_id()
+        cancel = cancel or CancelToken()
+        chosen: list[Phase] = []
+
+        def choose() -> None:
             completed = [n for n in self.project.phases
                          if self.journal.phase_record(host.name, n).state
                          is PhaseState.COMPLETED]
-            if not completed or (phase_number is not None and phase_number not in completed):
-                self.parts.say(f"{reason.text} on {host.name}: already rolled back elsewhere")
-                return None
-            phase = self.project.phases[max(completed)]
-            origin = self.journal.phase_record(host.name, phase.number).run_id or watch_run
-            self.parts.say(f"{reason.text} on {host.name}: rolling back phase {phase.number}")
-            recorder = JournalRecorder(self.journal, self.parts.hooks)
-            ctx = self._context(phase, origin, CancelToken())
-            return self.roll_back(ctx, recorder, [host], reason)
-        finally:
-            holding.__exit__(None, None, None)
+            if completed and (phase_number is None or phase_number in completed):
+                chosen.append(self.project.phases[max(completed)])
+
+        try:
+            with self.run([host], run_id, "migrate watch (rollback)", "rollback", phase_number,
+                          cancel, record=False, before=choose) as handle:
+                if not chosen:
+                    self.parts.say(f"{reason.text} on {host.name}: already rolled back "
+                                   "elsewhere")
+                    handle.outcome = RunOutcome.COMPLETED
+                    return None
+                phase = chosen[0]
+                origin = self.journal.steps_run(
+                    self.journal.phase_record(host.name, phase.number).run_id or run_id,
+                    host.name)
+                self.journal.create_run(run_id, phase.number, [host.name],
+                                        "migrate watch (rollback)", "rollback", False, {},
+                                        {host.name: origin})
+                recorder = JournalRecorder(self.journal, self.parts.hooks)
+                recorder.event(EventKind.ROLLBACK_REQUESTED, run_id, None, phase.number, None,
+                               f"migrate watch (run {watch_run}) undoing run {origin} on "
+                               f"{host.name}", origin_run=origin, hosts=[host.name])
+                self.parts.say(f"{reason.text} on {host.name}: rolling back phase "
+                               f"{phase.number}")
+                ctx = self._context(phase, run_id, cancel)
+                report = self.roll_back(ctx, recorder, [host], reason)
+                handle.outcome = report.outcome
+                return report
+        except LockHeldError as exc:
+            self.parts.say(f"{reason.text} on {host.name}: not acting, {exc}")
+            return None
 
     # --- plumbing ----------------------------------------------------------------------------
     def _context(self, phase: Phase, run_id: str, cancel: CancelToken, dry_run: bool = False,
                  tmp: Path | None = None) -> StepContext:
         return StepContext(self.project, self.inventory, phase, run_id, self.parts, cancel,
                            dry_run, tmp, self.parts.clock.monotonic())
-
-    @contextmanager
-    def _holding(self, hosts: list[Host], run_id: str, command: str,
-                 cancel: CancelToken | None = None) -> Iterator[None]:
-        """Hold the hosts' lock for the block. While it is held, a journal that stays
-        unwritable past `state.timeout` (or a lost lock) cancels the step in flight."""
-        self.journal.acquire([h.name for h in hosts], run_id, command)
-        self._announce_reaped()
-        if cancel is not None:
-            self.journal.on_unavailable = lambda reason: cancel.cancel(
-                f"journal unreachable: {reason}")
-        try:
-            yield
-        finally:
-            self.journal.on_unavailable = None
-            self.journal.release(run_id)
 
     def _announce_reaped(self) -> None:
         """Runs the journal found dead were journaled `run_interrupted`; now tell the hooks."""
@@ -237,7 +304,16 @@ class RunLifecycle:
                                            detail))
 
 
+@dataclass
+class RunHandle:
+    """What the body of `RunLifecycle.run` tells its end: how the run came out."""
+
+    run_id: str
+    outcome: RunOutcome | None = None
+
+
 def _worst(reports: list[RunReport], run_id: str, hosts: list[Host]) -> RunReport:
-    worst = max(reports, key=lambda r: r.outcome is RunOutcome.ROLLBACK_FAILED)
+    order = {RunOutcome.INTERRUPTED: 2, RunOutcome.ROLLBACK_FAILED: 1}
+    worst = max(reports, key=lambda r: order.get(r.outcome, 0))
     return RunReport(run_id, worst.phase, [h.name for h in hosts], worst.outcome, worst.reason,
                      [n for r in reports for n in r.needs_human])

@@ -26,11 +26,13 @@ from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.model import Step, StepAction
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
+from orchestrator.core.supervision import describe, dying_to
 from orchestrator.engine.actions import ACTIONS
 from orchestrator.engine.context import StepContext, clock_sleep
 from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.engine.waves import FailureBudget, plan_waves
-from orchestrator.runners.base import GroupResult, Result
+from orchestrator.runners.base import FailureKind, GroupResult, Result
+from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import Recorder
 
 RollBack = Callable[[list[Host], Reason], RunReport]
@@ -51,6 +53,7 @@ class _Fires:
 
     pending: list[Firing] = field(default_factory=list)
     pause: str | None = None
+    death: Reason | None = None  # a background worker of the run died
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> list[Firing]:
@@ -90,8 +93,26 @@ class PhaseRun:
             # past the budget: stop now, the step in flight included
             self.ctx.cancel.cancel(firing.reason)
 
+    # --- a supervised worker died (its own thread) --------------------------------------------
+    def on_worker_died(self, name: str, exc: BaseException) -> None:
+        """The monitor, an alert receiver or poller, an Xid waiter or the lock heartbeat
+        died: the run must not go on unwatched. Stop the step in flight and roll back as
+        for a trigger (or, when the journal cannot record, stop: exit 3)."""
+        text = f"background worker {name!r} died: {describe(exc)}"
+        if isinstance(exc, JournalUnavailableError):
+            text = f"journal unreachable: {exc}"
+        with self.fires.lock:
+            if self.fires.death is None:
+                self.fires.death = Reason(Origin.WORKER, text)
+        self.ctx.say(f"FAILED: {text}; stopping the run")
+        self.ctx.cancel.cancel(text)
+
     # --- the run -----------------------------------------------------------------------------
     def drive(self) -> RunReport:
+        with dying_to(self.on_worker_died):
+            return self._drive()
+
+    def _drive(self) -> RunReport:
         ctx = self.ctx
         phase = ctx.phase
         mode = " (dry run: check mode, nothing changes)" if ctx.dry_run else ""
@@ -111,8 +132,16 @@ class PhaseRun:
                 self._run_wave(number, len(waves), todo)
                 if self.stop is not None:
                     break
+        except JournalUnavailableError:
+            raise  # no undo without a record: the run stops, exit 3
+        except Exception as exc:  # after the first step: that step failing on its hosts
+            if self.stop is None:
+                self.stop = Reason(Origin.STEP_FAILURE, f"unexpected error: {describe(exc)}")
+            ctx.say(f"FAILED: unexpected error: {describe(exc)}")
+            ctx.cancel.cancel(self.stop.text)
         finally:
             ctx.parts.monitor.stop()
+        self._absorb()
         return self._conclude(current)
 
     def _run_wave(self, number: int, count: int, wave: list[Host]) -> None:
@@ -207,7 +236,15 @@ class PhaseRun:
                     rec.move_step(StepTransition.START, ctx.run_id, h.name, ctx.phase.number,
                                   step.id, idx, detail, attempt=attempt)
             ctx.say(f"step {step.id} on {self._names(pending)}: {step.describe()}")
-            result = ACTIONS[step.action].run(ctx, step, pending)
+            try:
+                result = ACTIONS[step.action].run(ctx, step, pending)
+            except JournalUnavailableError:
+                raise
+            except Exception as exc:  # a runner that cannot start, a log dir that cannot be
+                # made: the step failed on these hosts, and the phase rolls back what ran
+                result = GroupResult({h.name: Result.failed(
+                    h.name, FailureKind.EXIT, f"the step could not run: {describe(exc)}")
+                    for h in pending})
             retry: list[Host] = []
             ok_hosts: list[str] = []
             with rec.batch():
@@ -272,7 +309,12 @@ class PhaseRun:
 
     # --- failures ----------------------------------------------------------------------------
     def _absorb(self) -> None:
-        """Act on the fires the monitor reported since the last look."""
+        """Act on the fires the monitor reported since the last look (and on a dead
+        worker: the whole run stops)."""
+        with self.fires.lock:
+            death = self.fires.death
+        if death is not None and self.stop is None:
+            self.stop = death
         for firing in self.fires.take():
             if firing.host in self.out or self.stop is not None:
                 continue

@@ -5,26 +5,30 @@ reason, and with which lock and run record, is `engine.lifecycle.RunLifecycle`'s
 job: that is the one place a rollback begins.
 
 Undos that failed because the host was unreachable or timed out are retried by a
-tenacity policy (`defaults: {undo_retries, undo_retry_delay}`) that sleeps on the
-injected clock; an undo that failed on its own merits (a task failed, exit 1)
-would fail the same way again and is not retried.
+tenacity policy (`defaults: {undo_retries, undo_retry_delay, undo_deadline}`) that
+sleeps on the injected clock and stops at the deadline; an undo that failed on its own
+merits (a task failed, exit 1) would fail the same way again and is not retried.
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 from dataclasses import dataclass
 
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_fixed
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
 
 from orchestrator.config.inventory import Host
+from orchestrator.core.clock import CancelToken
 from orchestrator.core.events import EventKind
 from orchestrator.core.model import MetricKind, Step
 from orchestrator.core.outcomes import RunOutcome, RunReport
-from orchestrator.core.states import PhaseTransition, StepState, StepTransition
+from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
+from orchestrator.core.supervision import describe
 from orchestrator.engine.actions import UNDOS
-from orchestrator.engine.context import StepContext, clock_sleep
-from orchestrator.runners.base import Result
+from orchestrator.engine.context import StepContext
+from orchestrator.runners.base import FailureKind, Result
+from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import Recorder
 
 
@@ -37,6 +41,7 @@ class Origin(enum.Enum):
     WATCH = "watch"
     RESUME = "resume"  # a run that died while rolling back, finished by `migrate resume`
     BUDGET = "budget"  # the failure budget of a fleet run was exhausted
+    WORKER = "worker"  # a background worker of the run died (monitor, receiver, waiter)
 
 
 @dataclass(frozen=True)
@@ -60,19 +65,29 @@ def _retryable(result: Result) -> bool:
 
 
 class Rollback:
+    """Undo one phase on hosts within one run. `ctx.cancel` is the run's undo token: when
+    the operator cancels it, the undo in flight stops and the phase is left `interrupted`
+    (what was undone stays undone; `migrate rollback` run again finishes the rest)."""
+
     def __init__(self, ctx: StepContext, recorder: Recorder) -> None:
         self.ctx = ctx
         self.recorder = recorder
 
     def started_steps(self, host: Host) -> list[tuple[int, Step]]:
         out = [(idx, step) for idx, step in enumerate(self.ctx.phase.steps)
-               if self.recorder.step_state(self.ctx.run_id, host.name, step.id) in _UNDO_STARTED]
+               if self.recorder.step_state(self.ctx.step_run_id, host.name, step.id)
+               in _UNDO_STARTED]
         return list(reversed(out))
 
     def execute(self, hosts: list[Host], reason: Reason) -> RunReport:
         ctx, rec = self.ctx, self.recorder
         phase = ctx.phase.number
-        ctx.say(f"rolling back phase {phase} on {_names(hosts)}: {reason.text}")
+        started = {h.name: self._started(h) for h in hosts}
+        touched = [h for h in hosts if any(ctx.phase.steps[i].undo is not None
+                                           for i in started[h.name])]
+        ctx.say(f"rolling back phase {phase}"
+                + (f" on {_names(touched)}" if touched else " (nothing to undo)")
+                + f": {reason.text}")
         with rec.batch():
             for host in hosts:
                 rec.move_phase(PhaseTransition.ROLL_BACK, ctx.run_id, host.name, phase,
@@ -81,14 +96,18 @@ class Rollback:
         # step by step in reverse, each undo once for all the hosts where its step started
         # (one Ansible run per step, as forward), every undo attempted even after one failed
         for idx in reversed(range(len(ctx.phase.steps))):
+            if ctx.cancel.cancelled:
+                return self._interrupted(hosts, reason)
             step = ctx.phase.steps[idx]
             if step.undo is None:
                 continue  # check, wait, pause, baseline: nothing to undo
-            targets = [h for h in hosts if idx in self._started(h)]
+            targets = [h for h in hosts if idx in started[h.name]]
             if not targets:
                 continue
             for name, why in self._undo_step(idx, step, targets).items():
                 failures[name].append(why)
+        if ctx.cancel.cancelled:
+            return self._interrupted(hosts, reason)
         needs_human: list[str] = []
         with rec.batch():
             for host in hosts:
@@ -102,15 +121,35 @@ class Rollback:
                 else:
                     rec.move_phase(PhaseTransition.ROLLED_BACK, ctx.run_id, host.name, phase,
                                    reason.text, reason=reason.text, **reason.payload())
-        self._recheck(hosts)
+        # a host whose undo failed needs a human, not a re-check (a lost host would only
+        # make the operator wait for another connect timeout)
+        self._recheck([h for h in hosts if not failures[h.name]])
+        undone = [h for h in touched if not failures[h.name]]
         if needs_human:
             ctx.say("ROLLBACK FAILED; a human is needed for: " + "; ".join(needs_human))
             outcome = RunOutcome.ROLLBACK_FAILED
         else:
-            ctx.say(f"phase {phase} rolled back on {_names(hosts)}")
+            ctx.say(f"phase {phase} rolled back" + (f" on {_names(undone)}" if undone
+                                                     else ": nothing had run"))
             outcome = RunOutcome.ROLLED_BACK
         return RunReport(ctx.run_id, phase, [h.name for h in hosts], outcome, reason.text,
                          needs_human)
+
+    def _interrupted(self, hosts: list[Host], reason: Reason) -> RunReport:
+        """The operator stopped the undo: the phase is left `interrupted`, for `migrate
+        rollback` (or `resume`) to finish what is left."""
+        ctx, rec = self.ctx, self.recorder
+        why = ctx.cancel.reason or "interrupted by the operator"
+        with rec.batch():
+            for host in hosts:
+                if rec.phase_state(host.name, ctx.phase.number) is PhaseState.ROLLING_BACK:
+                    rec.move_phase(PhaseTransition.INTERRUPT, ctx.run_id, host.name,
+                                   ctx.phase.number, f"rollback stopped: {why}",
+                                   reason=f"{reason.text}; rollback stopped: {why}")
+        ctx.say(f"rollback of phase {ctx.phase.number} stopped ({why}); the phase is left "
+                "interrupted: `migrate rollback` finishes what is left")
+        return RunReport(ctx.run_id, ctx.phase.number, [h.name for h in hosts],
+                         RunOutcome.INTERRUPTED, f"{reason.text}; rollback stopped: {why}")
 
     def _started(self, host: Host) -> set[int]:
         return {idx for idx, _ in self.started_steps(host)}
@@ -123,7 +162,7 @@ class Rollback:
         """
         ctx = self.ctx
         checker = ctx.parts.checker
-        if checker is None:
+        if checker is None or not hosts:
             return
         project = ctx.project
         metrics = sorted({project.triggers[t].metric for t in ctx.phase.triggers
@@ -132,6 +171,8 @@ class Rollback:
                           is MetricKind.PASSFAIL} | set(ctx.phase.preconditions))
         for host in hosts:
             for metric in metrics:
+                if ctx.cancel.cancelled:
+                    return
                 ok, why = checker.passes_now(metric, host)
                 kind = EventKind.ROLLBACK_VERIFIED if ok else EventKind.ROLLBACK_VERIFY_FAILED
                 self.recorder.event(kind, ctx.run_id, host.name, ctx.phase.number, None,
@@ -145,41 +186,89 @@ class Rollback:
         assert step.undo is not None
         with rec.batch():
             for host in hosts:
-                rec.move_step(StepTransition.UNDO, ctx.run_id, host.name, ctx.phase.number, step.id,
-                              idx, step.undo.describe())
+                rec.move_step(StepTransition.UNDO, ctx.step_run_id, host.name, ctx.phase.number,
+                              step.id, idx, step.undo.describe(), owner=ctx.owner)
         results = self._undo_with_retries(step, hosts)
         failed: dict[str, str] = {}
+        if ctx.cancel.cancelled:  # stopped by the operator: the step stays rolling_back
+            return failed
         with rec.batch():
             for host in hosts:
                 result = results[host.name]
                 if result.ok:
-                    rec.move_step(StepTransition.UNDONE, ctx.run_id, host.name, ctx.phase.number,
-                                  step.id, idx, result.detail)
+                    rec.move_step(StepTransition.UNDONE, ctx.step_run_id, host.name,
+                                  ctx.phase.number, step.id, idx, result.detail, owner=ctx.owner)
                     ctx.say(f"  undone {host.name}: {step.id}")
                 else:
-                    rec.move_step(StepTransition.UNDO_FAILED, ctx.run_id, host.name,
+                    rec.move_step(StepTransition.UNDO_FAILED, ctx.step_run_id, host.name,
                                   ctx.phase.number, step.id, idx, result.detail,
+                                  owner=ctx.owner,
                                   failure=result.failure.value if result.failure else None)
-                    ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.detail}")
+                    ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.describe()}")
                     failed[host.name] = (f"{host.name}: step {step.id} ({step.undo.describe()}: "
-                                         f"{result.detail})")
+                                         f"{result.describe()})")
         return failed
 
     def _undo_with_retries(self, step: Step, hosts: list[Host]) -> dict[str, Result]:
         """Run the undo on all `hosts`, then again on those that were unreachable or timed
-        out, on the policy's schedule; the last answer of each host stands."""
+        out, on the policy's schedule; the last answer of each host stands.
+
+        Retries stop at `undo_deadline`, counted from the first failed attempt, and the
+        attempt in flight then is cut (its token is cancelled by a timer): a host that is
+        gone costs the rollback at most the deadline, not retries x connect timeouts.
+        """
         ctx = self.ctx
         assert step.undo is not None
         undo = UNDOS[step.undo.kind]
+        clock = ctx.parts.clock
+        deadline_s = ctx.parts.undo_deadline
         results: dict[str, Result] = {}
         pending = list(hosts)
+        first_failure: list[float] = []  # when the first attempt failed (the deadline's start)
+        timers: list[threading.Timer] = []
+
+        def attempt_token() -> CancelToken:
+            token = ctx.cancel.child()
+            if first_failure:
+                left = first_failure[0] + deadline_s - clock.monotonic()
+                timer = threading.Timer(max(0.0, left), token.cancel,
+                                        args=(f"undo deadline ({deadline_s:g}s) reached",))
+                timer.daemon = True
+                timer.start()
+                timers.append(timer)
+            return token
 
         def once() -> list[Host]:
             nonlocal pending
-            for name, result in undo.undo(ctx, step, pending).items():
+            token = attempt_token()
+            try:
+                answers = undo.undo(ctx.with_cancel(token), step, pending)
+            except JournalUnavailableError:
+                raise
+            except Exception as exc:  # an undo that cannot even start is that undo failing
+                answers = {h.name: Result.failed(h.name, FailureKind.EXIT,
+                                                 f"the undo could not run: {describe(exc)}")
+                           for h in pending}
+            for name, result in answers.items():
                 results[name] = result
+            for h in pending:
+                results.setdefault(h.name, Result.failed(h.name, FailureKind.EXIT, "no result"))
+            if not first_failure and any(not results[h.name].ok for h in pending):
+                first_failure.append(clock.monotonic())
             pending = [h for h in pending if _retryable(results[h.name])]
+            if ctx.cancel.cancelled:
+                return []
             return pending
+
+        def past_deadline(state: RetryCallState) -> bool:
+            return bool(first_failure) and \
+                clock.monotonic() >= first_failure[0] + deadline_s
+
+        def wait(state: RetryCallState) -> float:
+            """Back off (delay, 1.5 x delay, ...) but never past the deadline."""
+            left = first_failure[0] + deadline_s - clock.monotonic() if first_failure else 0
+            return max(0.0, min(ctx.parts.undo_retry_delay * 1.5 ** (state.attempt_number - 1),
+                                left))
 
         def before_retry(state: RetryCallState) -> None:
             for host in pending:
@@ -189,10 +278,16 @@ class Rollback:
                                     f"{results[host.name].detail}",
                                     attempt=state.attempt_number)
 
-        Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts)),
-                 wait=wait_fixed(ctx.parts.undo_retry_delay), retry=retry_if_result(bool),
-                 sleep=clock_sleep(ctx), before_sleep=before_retry,
-                 retry_error_callback=_give_up)(once)
+        def sleep(seconds: float) -> None:
+            clock.sleep(seconds, ctx.cancel)
+
+        try:
+            Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts)) | past_deadline,
+                     wait=wait, retry=retry_if_result(bool), sleep=sleep,
+                     before_sleep=before_retry, retry_error_callback=_give_up)(once)
+        finally:
+            for timer in timers:
+                timer.cancel()
         return results
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +36,7 @@ from orchestrator.core.model import (
     Trigger,
     TriggerAction,
 )
+from orchestrator.core.supervision import spawn
 from orchestrator.monitoring.sources.base import (
     CycleMemo,
     ReadContext,
@@ -67,8 +68,10 @@ def needs_baseline(trigger: Trigger) -> bool:
 
 
 def missing_baselines(project: Project, phase: Phase, hosts: list[Host],
-                      journal: Journal) -> list[Problem]:
-    """A trigger naming a baseline that was never captured on a host is a config error."""
+                      journal: Journal, scheduled: Container[tuple[str, str]] = ()
+                      ) -> list[Problem]:
+    """A trigger naming a baseline that was never captured on a host is a config error,
+    unless it is `scheduled` (host, name): a required phase's baseline step captures it."""
     problems = []
     rel = str(phase.path.relative_to(project.root))
     for name in phase.triggers:
@@ -76,6 +79,8 @@ def missing_baselines(project: Project, phase: Phase, hosts: list[Host],
         if not needs_baseline(t) or t.baseline == PHASE_START:
             continue
         for host in hosts:
+            if (host.name, t.baseline) in scheduled:
+                continue
             if t.metric not in journal.baseline(host.name, t.baseline):
                 problems.append(Problem(
                     "migration.yaml", t.line,
@@ -214,8 +219,7 @@ class TriggerMonitor:
             self._xid_on = True
             self._watch_xid(self.hosts)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="trigger-monitor", daemon=True)
-        self._thread.start()
+        self._thread = spawn("trigger-monitor", self._loop)
 
     def prepare(self, run_id: str, phase: Phase, hosts: list[Host], on_fire: FireSink | None,
                 dry_run: bool, recorder: Recorder | None = None,
@@ -685,11 +689,12 @@ def nvml_problems(project: Project, phase: Phase, hosts: list[Host],
 
 
 def raise_missing_baselines(project: Project, phase: Phase, hosts: list[Host],
-                            journal: Journal, commands: CommandRunner | None = None) -> None:
+                            journal: Journal, commands: CommandRunner | None = None,
+                            scheduled: Container[tuple[str, str]] = ()) -> None:
     """Config problems that need the hosts or the journal: missing baselines, no NVML.
     Checked before a run is recorded, so bad configuration never leaves a half-written
     run behind."""
-    problems = missing_baselines(project, phase, hosts, journal)
+    problems = missing_baselines(project, phase, hosts, journal, scheduled)
     problems += nvml_problems(project, phase, hosts, commands)
     if problems:
         raise ConfigError(problems)

@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.inventory import Host
+from orchestrator.core.clock import CancelToken
 from orchestrator.core.durations import format_duration
 from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
+from orchestrator.core.supervision import describe, dying_to
 from orchestrator.engine.context import EngineParts, new_run_id
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline
 from orchestrator.monitoring.triggers import TriggerStatus
+from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import JournalRecorder, Recorder
 
 if TYPE_CHECKING:
@@ -88,6 +91,7 @@ class WatchResult:
     cycles: int = 0
     watched: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)  # report paths, in order
+    died: str | None = None  # a supervised worker died: the watch ended (exit 3)
 
 
 class Watcher:
@@ -105,6 +109,9 @@ class Watcher:
         self.metrics = metrics
         self.run_id = new_run_id()
         self.recorder: Recorder = JournalRecorder(self.parts.journal, self.parts.hooks)
+        #: the token a rollback started by this watch obeys (its undo: Ctrl-C, SIGTERM)
+        self.cancel = CancelToken()
+        self.died: str | None = None  # "background worker 'x' died: ..." (exit 3)
 
     def _watched(self) -> list[Watched]:
         journal = self.parts.journal
@@ -135,69 +142,136 @@ class Watcher:
 
     def run(self, duration: float | None, once: bool,
             checkpoint: float | None = None) -> WatchResult:
+        """Watch until `duration`, `once`, a stop, a rollback, or a dead worker.
+
+        Every way out ends the watch's run record. A worker that dies (an alert receiver,
+        an Xid waiter, the monitor's reads raising) ends the watch naming it (exit 3) and
+        undoes nothing: an hours-old completed phase is never rolled back because a
+        poller died. Losing the leadership is not a death: the watcher stops acting at
+        once, stands by, and acts again only after winning an election."""
         journal = self.parts.journal
         names = [h.name for h in self.hosts]
         if not self._lead(names):
             return WatchResult()  # stopped while standing by
         journal.create_run(self.run_id, None, names, "migrate watch", "watch", False, {})
-        for host in self.hosts:
-            self.recorder.event(EventKind.WATCH_STARTED, self.run_id, host.name, None, None,
-                                "migrate watch" + (f" for {format_duration(duration)}"
-                                                   if duration else ""),
-                                for_s=duration, checkpoint_s=checkpoint)
         result = WatchResult()
-        watched = self._watched()
-        alerts = self._alerts(watched)
-        result.watched = [f"{w.host.name}/phase {w.phase.number}" for w in watched]
-        shown = ", ".join(result.watched[:8]) + (f" and {len(result.watched) - 8} more"
-                                                 if len(result.watched) > 8 else "")
-        self.parts.say(f"watching {shown or 'nothing (no completed phase)'}"
-                       f" every {self.project.poll_interval:g}s")
+        alerts: AlertService | None = None
         clock = self.parts.clock
         began = clock.monotonic()
-        deadline = began + duration if duration else None
-        next_checkpoint = began + checkpoint if checkpoint else None
         try:
-            while not self.stop_event.is_set():
-                for w in watched:
-                    w.monitor.cycle()
-                result.cycles += 1
-                self._export(watched)
-                fire = self._first_rollback_fire(watched)
-                for w in watched:
-                    result.fired.extend(f for f in w.monitor.fired if f not in result.fired)
-                if fire is not None:
-                    result.rollback = self._roll_back(fire)
-                    if result.rollback is not None:
-                        break
-                    watched = [w for w in watched if w is not fire[0]]  # handled elsewhere
-                    if not watched:
-                        break
-                if next_checkpoint is not None and clock.monotonic() >= next_checkpoint:
-                    self._checkpoint(result, clock.monotonic() - began, duration, False)
-                    next_checkpoint += checkpoint or 0
-                if once or (deadline is not None and clock.monotonic() >= deadline):
-                    break
-                fire = self._sleep_until_next_poll(watched)
-                if fire is not None:
-                    result.fired.extend(f for w in watched for f in w.monitor.fired
-                                        if f not in result.fired)
-                    result.rollback = self._roll_back(fire)
-                    if result.rollback is not None:
-                        break
-                    watched = [w for w in watched if w is not fire[0]]
-                    if not watched:
-                        break
+            with dying_to(self._worker_died):
+                for host in self.hosts:
+                    self.recorder.event(EventKind.WATCH_STARTED, self.run_id, host.name, None,
+                                        None, "migrate watch" + (
+                                            f" for {format_duration(duration)}"
+                                            if duration else ""),
+                                        for_s=duration, checkpoint_s=checkpoint)
+                watched = self._watched()
+                alerts = self._alerts(watched)
+                result.watched = [f"{w.host.name}/phase {w.phase.number}" for w in watched]
+                shown = ", ".join(result.watched[:8]) + (
+                    f" and {len(result.watched) - 8} more" if len(result.watched) > 8 else "")
+                self.parts.say(f"watching {shown or 'nothing (no completed phase)'}"
+                               f" every {self.project.poll_interval:g}s")
+                self._loop(watched, result, duration, once, checkpoint, began)
         finally:
             if self.leadership is not None:
                 self.leadership.release()
             if alerts is not None:
                 alerts.close()
+            if self.died is not None:
+                result.died = self.died
+                self.parts.say(f"WATCH STOPPED: {self.died}; nothing was rolled back")
             if checkpoint:
                 self._checkpoint(result, clock.monotonic() - began, duration, True)
-            outcome = result.rollback.outcome.value if result.rollback else "watched"
-            journal.end_run(self.run_id, outcome)
+            outcome = watch_exit_outcome(result).value if (result.rollback or result.died) \
+                else "watched"
+            if journal.unavailable is None:
+                journal.end_run(self.run_id, outcome)
         return result
+
+    def _loop(self, watched: list[Watched], result: WatchResult, duration: float | None,
+              once: bool, checkpoint: float | None, began: float) -> None:
+        clock = self.parts.clock
+        deadline = began + duration if duration else None
+        next_checkpoint = began + checkpoint if checkpoint else None
+        while not self.stop_event.is_set():
+            if not self._still_leading():
+                continue
+            try:
+                for w in watched:
+                    w.monitor.cycle()
+            except JournalUnavailableError:
+                raise
+            except Exception as exc:  # the monitor's reads, on this thread: a dead worker
+                self._worker_died("trigger-monitor", exc)
+                return
+            result.cycles += 1
+            self._export(watched)
+            fire = self._first_rollback_fire(watched)
+            for w in watched:
+                result.fired.extend(f for f in w.monitor.fired if f not in result.fired)
+            if fire is not None:
+                result.rollback = self._roll_back(fire)
+                if result.rollback is not None:
+                    return
+                watched = [w for w in watched if w is not fire[0]]  # handled elsewhere
+                if not watched:
+                    return
+            if next_checkpoint is not None and clock.monotonic() >= next_checkpoint:
+                self._checkpoint(result, clock.monotonic() - began, duration,
+                                 False)
+                next_checkpoint += checkpoint or 0
+            if once or (deadline is not None and clock.monotonic() >= deadline):
+                return
+            fire = self._sleep_until_next_poll(watched)
+            if fire is not None:
+                result.fired.extend(f for w in watched for f in w.monitor.fired
+                                    if f not in result.fired)
+                result.rollback = self._roll_back(fire)
+                if result.rollback is not None:
+                    return
+                watched = [w for w in watched if w is not fire[0]]
+                if not watched:
+                    return
+
+    def _worker_died(self, name: str, exc: BaseException) -> None:
+        """A supervised worker of the watch died: end the watch (exit 3), undo nothing."""
+        if self.died is None:
+            self.died = f"background worker {name!r} died: {describe(exc)}"
+        self.stop()
+
+    def _still_leading(self) -> bool:
+        """Asked before every cycle: a watcher that lost its leadership stops acting at
+        once and stands by until it wins an election again (False while it stood by, so
+        the caller re-checks the stop flag)."""
+        lead = self.leadership
+        if lead is None or lead.is_leader:
+            return True
+        self._stand_by(lead.lost_reason or "the leadership was lost")
+        return False
+
+    def _stand_by(self, why: str) -> None:
+        lead = self.leadership
+        assert lead is not None
+        self.parts.say(f"no longer the active watcher ({why}): standing by, not acting")
+        if self.metrics is not None:
+            self.metrics.role.set(0)
+        try:
+            self.recorder.event(EventKind.WATCH_ROLE, self.run_id, None, None, None,
+                                f"standby: {why}", role="standby")
+        except JournalUnavailableError:
+            pass
+        lead.release()
+        if lead.wait(self.stop_event, poll=1.0):
+            self.parts.say("active again: won the election")
+            if self.metrics is not None:
+                self.metrics.role.set(1)
+            try:
+                self.recorder.event(EventKind.WATCH_ROLE, self.run_id, None, None, None,
+                                    "active", role="active")
+            except JournalUnavailableError:
+                pass
 
     def _lead(self, names: list[str]) -> bool:
         """HA: of the watchers of these hosts (on any machine sharing the journal) one is
@@ -205,7 +279,8 @@ class Watcher:
         stopped while standing by."""
         from orchestrator.state.leader import Leadership, watch_key
 
-        lead = Leadership(self.parts.journal, watch_key(names), "migrate watch")
+        lead = Leadership(self.parts.journal, watch_key(names), "migrate watch",
+                          on_lost=lambda reason: self._wake.set())
         self.leadership = lead
         if self.metrics is not None:
             self.metrics.role.set(0)
@@ -224,9 +299,16 @@ class Watcher:
         return True
 
     def stop(self) -> None:
-        """Ask the watch to end after the cycle in flight (SIGINT/SIGTERM)."""
+        """Ask the watch to end after the cycle in flight."""
         self.stop_event.set()
         self._wake.set()
+
+    def interrupt(self, why: str) -> None:
+        """SIGINT/SIGTERM: end the watch, and stop a rollback in flight (its phase is left
+        `interrupted` for `migrate rollback` to finish)."""
+        self.cancel.undo().cancel(why, by_operator=True)
+        self.cancel.cancel(why, by_operator=True)
+        self.stop()
 
     def _alerts(self, watched: list[Watched]) -> AlertService | None:
         """One alert source for every watched phase's `alert:` triggers (one receiver port),
@@ -292,10 +374,14 @@ class Watcher:
 
     def _roll_back(self, fire: tuple[Watched, Firing]) -> RunReport | None:
         w, firing = fire
+        if self.leadership is not None and not self.leadership.confirm():
+            self.parts.say(f"{firing.reason} on {w.host.name}: not acting, this watcher is no "
+                           "longer the active one")
+            return None
         report = self.lifecycle.watch_rollback(
             w.host, Reason(Origin.WATCH, f"{firing.reason} (migrate watch)",
                            trigger=firing.trigger, host=w.host.name), self.run_id,
-            w.phase.number)
+            w.phase.number, self.cancel)
         if report is not None and self.metrics is not None:
             self.metrics.rollbacks.inc()
         return report
@@ -318,6 +404,8 @@ class Watcher:
 
 
 def watch_exit_outcome(result: WatchResult) -> RunOutcome:
-    if result.rollback is None:
-        return RunOutcome.COMPLETED
-    return result.rollback.outcome
+    if result.rollback is not None:
+        return result.rollback.outcome
+    if result.died is not None:
+        return RunOutcome.WORKER_DIED
+    return RunOutcome.COMPLETED

@@ -268,23 +268,71 @@ class Journal:
 
     # --- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, phase: int | None, hosts: list[str], command: str,
-                   kind: str, dry_run: bool, checksums: dict[str, str]) -> None:
+                   kind: str, dry_run: bool, checksums: dict[str, str],
+                   origins: dict[str, str] | None = None) -> None:
+        """Record a run. `origins` (rollback runs): {host: the run whose steps it undoes}."""
         me = ProcessId.current()
+        origins = origins or {}
 
         def body(db: Conn) -> None:
             db.execute("INSERT INTO runs (id, phase, hosts, command, kind, pid, pid_start, "
                        "machine, started_at, dry_run, checksums) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (run_id, phase, json.dumps(hosts), command, kind, me.pid, me.start,
                         me.machine, utc_stamp(), int(dry_run), json.dumps(checksums)))
-            db.executemany("INSERT INTO run_hosts (run_id, host) VALUES (?, ?) "
+            db.executemany("INSERT INTO run_hosts (run_id, host, origin_run) VALUES (?, ?, ?) "
                            "ON CONFLICT (run_id, host) DO NOTHING",
-                           [(run_id, h) for h in dict.fromkeys(hosts)])
+                           [(run_id, h, origins.get(h)) for h in dict.fromkeys(hosts)])
 
         self._write(body)
 
     def end_run(self, run_id: str, outcome: str) -> None:
         self._write(lambda db: db.execute("UPDATE runs SET ended_at = ?, outcome = ? "
                                           "WHERE id = ?", (utc_stamp(), outcome, run_id)))
+
+    def reopen_run(self, run_id: str) -> None:
+        """A resumed run is in flight again: its end is written when the resume ends."""
+        self._write(lambda db: db.execute("UPDATE runs SET ended_at = NULL, outcome = NULL "
+                                          "WHERE id = ?", (run_id,)))
+
+    def steps_run(self, run_id: str, host: str) -> str:
+        """The run whose step rows `run_id` acts on for `host`: a rollback run undoes the
+        steps of the run that made them (followed through rollbacks of rollbacks)."""
+        seen = {run_id}
+        while True:
+            rows = self._query("SELECT origin_run FROM run_hosts WHERE run_id = ? AND host = ?",
+                               (run_id, host))
+            origin = rows[0][0] if rows else None
+            if not origin or origin in seen:
+                return run_id
+            seen.add(origin)
+            run_id = origin
+
+    def finish_run(self, run_id: str, outcome: str, detail: str) -> list[tuple[str, int]]:
+        """End a run on any way out, in one transaction: each of its phases still in flight
+        (running, baking, rolling_back under this run id) becomes `interrupted`, the run
+        records `outcome` (an outcome already written stays), and its host locks go.
+
+        Returns the (host, phase) pairs it interrupted. When the journal is unavailable,
+        nothing can be written: the lock rows stay, so that the run reads `interrupted`
+        once the database is back, and the store's claims are let go regardless."""
+        claims = self._claims.pop(run_id, [])
+        try:
+            if self.availability.reason is not None:
+                return []
+
+            def body(db: Conn) -> list[tuple[str, int]]:
+                done = self._interrupt_phases(db, run_id, detail)
+                self.interrupted.extend(done)
+                db.execute("UPDATE runs SET ended_at = COALESCE(ended_at, ?), "
+                           "outcome = COALESCE(outcome, ?) WHERE id = ?",
+                           (utc_stamp(), outcome, run_id))
+                db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+                return [(host, phase) for _, host, phase, _ in done]
+
+            return self._write(body)
+        finally:
+            for claim in claims:
+                claim.release()
 
     def run_info(self, run_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT id, phase, hosts, command, kind, started_at, ended_at, "
@@ -349,13 +397,15 @@ class Journal:
 
     def move_step(self, run_id: str, host: str, phase: int, step: str, idx: int,
                   new: StepState, kind: str, detail: str | None = None,
-                  payload: dict[str, Any] | None = None) -> None:
+                  payload: dict[str, Any] | None = None, owner: str | None = None) -> None:
+        """Move the step row of run `run_id`; the event is journaled under `owner` (the
+        rollback run undoing another run's steps) when given."""
         def body(db: Conn) -> None:
             row = db.execute("SELECT state FROM steps WHERE run_id = ? AND host = ? AND step = ?",
                              (run_id, host, step)).fetchone()
             old = StepState(row[0]) if row else StepState.PENDING
             advance(STEP_EDGES, old, new)  # type: ignore[arg-type]
-            at = self._event(db, run_id, host, phase, step, kind, detail, payload)
+            at = self._event(db, owner or run_id, host, phase, step, kind, detail, payload)
             if row is None:
                 db.execute("INSERT INTO steps (run_id, host, phase, step, idx, state, attempts, "
                            "started_at, detail) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -484,28 +534,42 @@ class Journal:
 
     def _interrupt(self, db: Conn, run_id: str) -> list[tuple[str, str, int, str]]:
         """Inside a transaction: the dead run's phases in flight become `interrupted`, its
-        run ends `interrupted`, its lock rows go."""
-        out = []
-        hosts = [r[0] for r in db.execute("SELECT host FROM locks WHERE run_id = ?",
-                                          (run_id,)).fetchall()]
-        for host in hosts:
-            for phase, state in db.execute(
-                    "SELECT phase, state FROM phase_states WHERE host = ? AND run_id = ?",
-                    (host, run_id)).fetchall():
-                if PhaseState(state) not in _IN_FLIGHT:
-                    continue
-                new = advance(PHASE_EDGES, PhaseState(state),  # type: ignore[arg-type]
-                              PhaseState.INTERRUPTED)
-                detail = f"the process of run {run_id} died while the phase was {state}"
-                at = self._event(db, run_id, host, phase, None, "run_interrupted",
-                                 detail, {"was": state})
-                db.execute("UPDATE phase_states SET state = ?, updated_at = ?, "
-                           "reason = COALESCE(reason, ?) WHERE host = ? AND phase = ?",
-                           (new.value, at, f"process died while {state}", host, phase))
-                out.append((run_id, host, phase, detail))
+        run (and every other run of the same dead process that never ended) ends
+        `interrupted`, its lock rows go."""
+        out = self._interrupt_phases(db, run_id, "the process of run {run} died while the "
+                                                 "phase was {state}", "process died while {state}")
+        holder = db.execute("SELECT pid, pid_start, machine FROM locks WHERE run_id = ?",
+                            (run_id,)).fetchone()
+        now = utc_stamp()
         db.execute("UPDATE runs SET outcome = COALESCE(outcome, 'interrupted'), "
-                   "ended_at = COALESCE(ended_at, ?) WHERE id = ?", (utc_stamp(), run_id))
+                   "ended_at = COALESCE(ended_at, ?) WHERE id = ?", (now, run_id))
+        if holder is not None:  # a watch or rollback run of the same process, say
+            db.execute("UPDATE runs SET outcome = 'interrupted', ended_at = ? WHERE "
+                       "ended_at IS NULL AND pid = ? AND pid_start = ? AND machine = ?",
+                       (now, holder[0], holder[1], holder[2]))
         db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
+        return out
+
+    def _interrupt_phases(self, db: Conn, run_id: str, detail: str,
+                          reason: str = "interrupted while {state}"
+                          ) -> list[tuple[str, str, int, str]]:
+        """Inside a transaction: every phase that `run_id` owns (its lock and its phase
+        state carry the same run id) and that is still in flight becomes `interrupted`."""
+        out = []
+        for host, phase, state in db.execute(
+                "SELECT host, phase, state FROM phase_states WHERE run_id = ? "
+                "ORDER BY host, phase", (run_id,)).fetchall():
+            if PhaseState(state) not in _IN_FLIGHT:
+                continue
+            new = advance(PHASE_EDGES, PhaseState(state),  # type: ignore[arg-type]
+                          PhaseState.INTERRUPTED)
+            text = detail.format(run=run_id, state=state)
+            at = self._event(db, run_id, host, phase, None, "run_interrupted", text,
+                             {"was": state})
+            db.execute("UPDATE phase_states SET state = ?, updated_at = ?, "
+                       "reason = COALESCE(reason, ?) WHERE host = ? AND phase = ?",
+                       (new.value, at, reason.format(state=state), host, phase))
+            out.append((run_id, host, phase, text))
         return out
 
     # --- leadership (HA watch; see leader.py) ----------------------------------------------

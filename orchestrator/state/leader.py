@@ -68,6 +68,20 @@ class Leadership:
     def is_leader(self) -> bool:
         return self._lock.held
 
+    def confirm(self) -> bool:
+        """Still the active one, asked of the database now (a round trip): what a watcher
+        checks right before it acts, so that a deposed one never starts an undo."""
+        if not self._lock.held:
+            return False
+        check = getattr(self._lock, "check", None)
+        if check is not None:
+            try:
+                check()
+            except Exception as exc:  # the session is gone: so is the leadership
+                self._lost(f"the leader's session is gone ({exc})")
+                return False
+        return self._lock.held
+
     @property
     def role(self) -> str:
         return ACTIVE if self.is_leader else STANDBY

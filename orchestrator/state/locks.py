@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.core.supervision import spawn
 from orchestrator.state.base import JournalUnavailableError
 
 if TYPE_CHECKING:
@@ -158,9 +159,7 @@ class AdvisorySession:
             if busy:
                 self._close()
                 return busy
-        self._keeper = threading.Thread(target=self._keep, name=f"migrate-{self.what}-keeper",
-                                        daemon=True)
-        self._keeper.start()
+        self._keeper = spawn(f"{self.what} heartbeat", self._keep)
         return []
 
     def release(self) -> None:

@@ -162,6 +162,11 @@ class PgLeaderLock:
         """Still ours: the keeper has not seen the session drop (checked every second)."""
         return self._session is not None and self._session.held
 
+    def check(self) -> None:
+        """Ask the server now (a round trip): raises when the session is gone."""
+        if self._session is not None:
+            self._session.check()
+
     def unlock(self) -> None:
         if self._session is not None:
             self._session.release()

@@ -44,7 +44,10 @@ class Recorder(Protocol):
                    **payload: Any) -> None: ...
 
     def move_step(self, transition: StepTransition, run_id: str, host: str, phase: int,
-                  step: str, idx: int, detail: str | None = None, **payload: Any) -> None: ...
+                  step: str, idx: int, detail: str | None = None, *,
+                  owner: str | None = None, **payload: Any) -> None:
+        """Move run `run_id`'s step; `owner` is the rollback run undoing it, if another."""
+        ...
 
     def step_state(self, run_id: str, host: str, step: str) -> StepState: ...
 
@@ -107,13 +110,13 @@ class JournalRecorder:
         self._emit(edge.event, run_id, host, phase, None, detail, payload)
 
     def move_step(self, transition: StepTransition, run_id: str, host: str, phase: int,
-                  step: str, idx: int, detail: str | None = None, **payload: Any) -> None:
+                  step: str, idx: int, detail: str | None = None, *,
+                  owner: str | None = None, **payload: Any) -> None:
         edge = transition.value
         payload = _clean(payload)
         self.journal.move_step(run_id, host, phase, step, idx, StepState(edge.target.value),
-                               edge.event.value,
-                               detail, payload)
-        self._emit(edge.event, run_id, host, phase, step, detail, payload)
+                               edge.event.value, detail, payload, owner=owner)
+        self._emit(edge.event, owner or run_id, host, phase, step, detail, payload)
 
     def step_state(self, run_id: str, host: str, step: str) -> StepState:
         return self.journal.step_state(run_id, host, step)
@@ -155,7 +158,8 @@ class DryRunRecorder:
         self.event(edge.event, run_id, host, phase, None, detail, **payload)
 
     def move_step(self, transition: StepTransition, run_id: str, host: str, phase: int,
-                  step: str, idx: int, detail: str | None = None, **payload: Any) -> None:
+                  step: str, idx: int, detail: str | None = None, *,
+                  owner: str | None = None, **payload: Any) -> None:
         edge = transition.value
         advance(STEP_EDGES, self.step_state(run_id, host, step), edge.target)  # type: ignore[arg-type]
         self._steps[(host, step)] = edge.target  # type: ignore[assignment]

@@ -18,6 +18,9 @@ Version history:
   2  events.payload (the structured facts behind an event's detail), run_hosts (exact
      host match for `history --host`, backfilled from runs.hosts), leaders (which
      `watch` is active, for HA watch), an index of events by host
+  3  run_hosts.origin_run: the run whose steps a rollback run undoes on that host (a
+     `migrate rollback` or watch's rollback owns the phase and its lock under its own
+     run id, and undoes the steps of the run that made them)
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ def _events_payload(db: Conn, dialect: Dialect) -> None:
         db.execute("ALTER TABLE events ADD COLUMN payload TEXT")
 
 
+def _origin_run(db: Conn, dialect: Dialect) -> None:
+    if "origin_run" not in _columns(db, dialect, "run_hosts"):
+        db.execute("ALTER TABLE run_hosts ADD COLUMN origin_run TEXT")
+
+
 def _backfill_run_hosts(db: Conn, dialect: Dialect) -> None:
     """Version 1 kept a run's hosts only as a JSON list; version 2 also has one row each."""
     rows = db.execute("SELECT id, hosts FROM runs").fetchall()
@@ -141,6 +149,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the journal as first released", (V1,)),
     Migration(2, "events.payload, run_hosts, leaders, events by host",
               (_events_payload, V2, _backfill_run_hosts)),
+    Migration(3, "run_hosts.origin_run (rollback runs own their phases and locks)",
+              (_origin_run,)),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -149,7 +159,7 @@ LATEST = MIGRATIONS[-1].version
 COPIED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runs", ("id", "phase", "hosts", "command", "kind", "pid", "pid_start", "machine",
               "started_at", "ended_at", "dry_run", "outcome", "checksums")),
-    ("run_hosts", ("run_id", "host")),
+    ("run_hosts", ("run_id", "host", "origin_run")),
     ("phase_states", ("host", "phase", "state", "run_id", "updated_at", "reason")),
     ("steps", ("run_id", "host", "phase", "step", "idx", "state", "attempts", "started_at",
                "ended_at", "detail")),

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.core.model import AlertmanagerConfig, is_loopback_host, split_listen
+from orchestrator.core.supervision import spawn
 from orchestrator.monitoring.alerts.book import PUSH, AlertBook, FiringAlert
 
 MAX_BODY = 1024 * 1024  # bytes; Alertmanager's grouped payloads are a few KiB
@@ -195,9 +196,7 @@ class AlertReceiver:
                                        f"{exc.strerror or exc}")]) from exc
         server.log = self.log
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={
-            "poll_interval": 0.1}, name="alert-receiver", daemon=True)
-        self._thread.start()
+        self._thread = spawn("alert-receiver", server.serve_forever, 0.1)
 
     def close(self) -> None:
         server, self._server = self._server, None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import Project, Trigger
+from orchestrator.core.supervision import spawn
 from orchestrator.monitoring.alerts.book import AlertBook, AlertSnapshot, Subscriber
 from orchestrator.monitoring.alerts.condition import AlertReading, alert_reading
 from orchestrator.monitoring.alerts.pull import AlertPuller
@@ -80,8 +81,7 @@ class AlertService:
         if self.puller is not None and self._thread is None:
             self.refresh()
             self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="alert-pull", daemon=True)
-            self._thread.start()
+            self._thread = spawn("alert-pull", self._loop)
 
     def close(self) -> None:
         self._stop.set()

@@ -36,6 +36,7 @@ from typing import Any
 from orchestrator._exceptions import NvmlUnavailableError
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
+from orchestrator.core.supervision import spawn
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
 NVML_MISSING_EXIT = 3
@@ -162,16 +163,12 @@ class XidWaiter:
             except BaseException:
                 nvml.nvmlShutdown()
                 raise
-            self._thread = threading.Thread(target=self._wait_local, args=(nvml, events),
-                                            name=f"xid-{self.host.name}", daemon=True)
-            self._thread.start()
+            self._thread = spawn(f"xid-{self.host.name}", self._wait_local, nvml, events)
             return
         if self.commands is None:
             raise NvmlUnavailableError(f"{self.host.name}: no way to reach the host for the "
                                        "NVML event probe")
-        self._thread = threading.Thread(target=self._run_remote, name=f"xid-{self.host.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = spawn(f"xid-{self.host.name}", self._run_remote)
         deadline = time.monotonic() + self.ready_timeout
         while not self._ready.wait(0.05):
             if self._exit is not None:
