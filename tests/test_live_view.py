@@ -215,3 +215,67 @@ def test_a_prompt_pauses_the_region_and_events_do_not_draw_over_it() -> None:
             v.say("pause: continue the phase?")
         assert v.active
     assert not v.active and lines == ["pause: continue the phase?"]
+
+
+def test_timers_stop_when_their_state_ends() -> None:
+    """A FIRING trigger's breaching timer stops when its host's rollback begins (the monitor
+    no longer watches it), and the header's run timer stops at the outcome."""
+    v, clock, _ = view(live=False)
+    v.expect(3, ["deploy"], ["main"])
+    emit(v, K.RUN_STARTED, "main")
+    emit(v, K.TRIGGER_PENDING, "main", detail="trigger vram_degradation: 6500 > 6000", **VRAM)
+    clock.now += 3
+    emit(v, K.TRIGGER_FIRED, "main", detail="trigger vram_degradation: fired", **VRAM)
+    clock.now += 1
+    emit(v, K.ROLLBACK_STARTED, "main", detail="trigger vram_degradation: fired")
+    clock.now += 30
+    frame = v.text()
+    assert re.search(r"FIRING\s+4\.0s", frame), frame  # not 34s: the rollback stopped it
+    emit(v, K.ROLLBACK_COMPLETED, "main", detail="trigger vram_degradation: fired")
+    v.finish("phase 3 rolled_back: trigger vram_degradation: fired")
+    header_then = v.text().splitlines()[0]
+    clock.now += 600
+    frame = v.text()
+    assert re.search(r"FIRING\s+4\.0s", frame), frame
+    assert frame.splitlines()[0] == header_then  # the run's timer stopped at the outcome
+    assert "34.0s" not in frame and "10m" not in frame
+
+
+def test_pass_fail_values_show_as_pass_and_fail() -> None:
+    v, clock, lines = view(live=False)
+    emit(v, K.RUN_STARTED, "main")
+    health = {"trigger": "health_failure", "metric": "agent_health", "threshold": None,
+              "baseline": None}
+    emit(v, K.TRIGGER_PENDING, "main", detail="trigger health_failure: failing",
+         **dict(health, value=0.0))
+    frame = v.text()
+    assert re.search(r"health_failure\s+main\s+fail\s", frame), frame
+    emit(v, K.TRIGGER_RESET, "main", detail="ok", **dict(health, value=1.0))
+    assert re.search(r"health_failure\s+main\s+pass\s", v.text())
+    assert lines == ["  trigger health_failure pending on main: fail",
+                     "  trigger health_failure back to ok on main: pass"]
+
+
+def test_the_outcome_line_wraps_instead_of_being_cut() -> None:
+    v, clock, _ = view(live=False)
+    emit(v, K.RUN_STARTED, "main")
+    why = ("step deploy failed on main: command 'systemctl restart agent' exited 5: "
+           "Job for agent.service failed because the control process exited with error "
+           "code (log: .migrate/runs/r1/deploy/main.log)")
+    v.finish(f"phase 3 rolled_back: {why}")
+    frame = v.text(width=80)
+    assert all(len(line) <= 80 for line in frame.splitlines())
+    flat = " ".join(line.strip() for line in frame.split("outcome:", 1)[1].splitlines())
+    assert "(log: .migrate/runs/r1/deploy/main.log)" in flat.replace("/ ", "/"), frame
+    assert "…" not in frame
+
+
+def test_status_lines_show_pass_fail_metrics_as_pass_and_fail() -> None:
+    from orchestrator.reporting.views import _trigger_line
+
+    row = {"trigger": "health_failure", "status": "firing", "value": 0.0, "threshold": None,
+           "baseline": None, "breaching_since": None}
+    assert "firing   fail" in _trigger_line(dict(row, kind="pass/fail"))
+    assert "ok       pass" in _trigger_line(dict(row, status="ok", value=1.0))  # kind unknown
+    assert "1250 vs limit 1200" in _trigger_line(dict(row, kind="number", value=1250.0,
+                                                      threshold=1200.0))

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.core.events import EventKind, RunEvent
+from orchestrator.reporting import show_value
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -137,6 +138,9 @@ class TriggerRow:
     baseline: float | None = None
     breaching_since: float | None = None  # on the view's clock
     nodata: bool = False
+    #: when the trigger stopped being watched (its host's rollback began, the phase ended):
+    #: its breaching timer stops there instead of counting on
+    stopped: float | None = None
 
 
 @dataclass
@@ -156,6 +160,7 @@ class LiveModel:
     checkpoint: tuple[int, float] | None = None  # checkpoints written, next one at
     alert: str | None = None  # the latest fire, no-data warning or exhausted budget
     outcome: str | None = None
+    ended: float | None = None  # when the outcome came: the header's timer stops there
     watching: bool = False
     watch_phases: tuple[int, ...] = ()
     #: what a phase will do, when the caller knows it: steps, hosts, bake seconds
@@ -167,7 +172,7 @@ class LiveModel:
         self.run_id, self.phase, self.started = run_id, phase, self.clock()
         self.hosts, self.steps, self.cells = {}, [], {}
         self.wave = self.countdown = self.checkpoint = None
-        self.triggers, self.alert, self.outcome = {}, None, None
+        self.triggers, self.alert, self.outcome, self.ended = {}, None, None, None
         steps, hosts, _ = self.expected.get(phase, ((), (), 0.0)) if phase is not None \
             else ((), (), 0.0)
         self.steps = list(steps)
@@ -228,6 +233,9 @@ class LiveModel:
                 if e.kind in (EventKind.ROLLBACK_STARTED, EventKind.RUN_INTERRUPTED) and \
                         self.countdown and self.countdown[0] == "bake":
                     self.countdown = None
+                if e.kind in (EventKind.ROLLBACK_STARTED, EventKind.ROLLBACK_COMPLETED,
+                              EventKind.ROLLBACK_FAILED, EventKind.RUN_INTERRUPTED):
+                    self._stop_timers(e.host, now)  # the monitor no longer watches this host
                 self._conclude()
             elif e.kind in _STEP_OF and e.host and e.step:
                 self._host(e.host)
@@ -248,6 +256,8 @@ class LiveModel:
             elif e.kind in _TRIGGER_OF and e.host and p.get("trigger"):
                 trow = self._trigger(e.phase, str(p["trigger"]), e.host)
                 status = _TRIGGER_OF[e.kind]
+                if trow.stopped is not None and status != "ok":  # watched again: a new breach
+                    trow.stopped, trow.breaching_since = None, None
                 if status != "ok" and trow.breaching_since is None:
                     trow.breaching_since = now
                 if status == "ok":
@@ -260,6 +270,13 @@ class LiveModel:
                     self.alert = f"{e.detail} on {e.host}"
             elif e.kind is EventKind.METRIC_NODATA:
                 self.alert = e.detail
+
+    def _stop_timers(self, host: str, now: float) -> None:
+        """A host's rollback began (or its run was interrupted): its triggers are no longer
+        evaluated, so their breaching timers stop now."""
+        for t in self.triggers.values():
+            if t.host == host and t.stopped is None:
+                t.stopped = now
 
     def _host(self, name: str) -> HostRow:
         if name not in self.hosts:
@@ -289,6 +306,7 @@ class LiveModel:
         if worst is not None:
             text += f"; why: {worst.reason}"
         self.outcome = text
+        self.ended = self.clock()
 
     def refresh_triggers(self, journal: Journal) -> None:
         """Overlay the values the monitor journaled at its last poll (moving between
@@ -306,6 +324,8 @@ class LiveModel:
         with self.lock:
             for host, number, r in rows:
                 t = self._trigger(number, r["trigger"], host)
+                if t.stopped is not None:
+                    continue  # no longer watched: keep the row as it stood, timer stopped
                 t.status, t.value = r["status"], r["value"]
                 t.threshold, t.baseline = r["threshold"], r["baseline"]
                 t.nodata = r["value"] is None
@@ -446,6 +466,11 @@ class LiveView:
         with self.model.lock:
             self.model.outcome = line.splitlines()[0] if line else line
             self.model.countdown = None
+            if self.model.ended is None:
+                self.model.ended = self.model.clock()
+            for t in self.model.triggers.values():  # nothing is watched any more
+                if t.stopped is None:
+                    t.stopped = self.model.ended
 
     def expect(self, phase: int, steps: Sequence[str], hosts: Sequence[str],
                bake_s: float = 0.0) -> None:
@@ -511,7 +536,7 @@ class LiveView:
         if m.wave is not None and m.wave[1] > 1:
             text.append(f" · wave {m.wave[0]}/{m.wave[1]}", style="bold cyan")
         if m.started is not None:
-            text.append(f" · {seconds(now - m.started)}")
+            text.append(f" · {seconds((m.ended or now) - m.started)}")
         text.append(f" · on {self._machine}", style="dim")
         return text
 
@@ -661,11 +686,18 @@ class LiveView:
 
     @staticmethod
     def _value(t: TriggerRow) -> str:
-        return "no data" if t.value is None and (t.nodata or t.status != "ok") else _num(t.value)
+        """The value as read: `pass`/`fail` for a pass/fail trigger, never 1/0."""
+        if t.value is None:
+            return "no data" if (t.nodata or t.status != "ok") else _num(t.value)
+        return show_value(t.value, None, t.threshold)
 
     @staticmethod
     def _breaching(t: TriggerRow, now: float) -> str:
-        return seconds(now - t.breaching_since) if t.breaching_since is not None else ""
+        """How long it has been breaching; stopped where the trigger stopped being
+        watched (a FIRING row does not count on after the rollback)."""
+        if t.breaching_since is None:
+            return ""
+        return seconds(max((t.stopped or now) - t.breaching_since, 0.0))
 
     def text(self, width: int = 120) -> str:
         """The current frame as plain text (tests, screenshots), trigger values re-read."""
@@ -680,10 +712,10 @@ class LiveView:
 
 
 def _line(text: Any) -> Any:
-    """One screen line, cut with an ellipsis rather than wrapped: the region keeps its height
-    and the outcome stays one line."""
-    text.no_wrap = True
-    text.overflow = "ellipsis"
+    """A long line (the outcome, the latest fire) wraps at the terminal's width, word by
+    word, rather than being cut: its end (why, which host) is what the operator needs."""
+    text.no_wrap = False
+    text.overflow = "fold"
     return text
 
 
@@ -695,7 +727,7 @@ def plain_line(e: RunEvent) -> str | None:
                   EventKind.TRIGGER_RESET):
         word = {EventKind.TRIGGER_PENDING: "pending", EventKind.TRIGGER_RESOLVED: "resolved",
                 EventKind.TRIGGER_RESET: "back to ok"}[e.kind]
-        facts = f"{_num(p.get('value'))}"
+        facts = show_value(p.get("value"), None, p.get("threshold"))
         if p.get("threshold") is not None:
             facts += f" vs limit {_num(p.get('threshold'))}"
         if p.get("baseline") is not None:

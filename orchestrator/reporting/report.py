@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError
+from orchestrator.reporting import PASSFAIL, show_value
 from orchestrator.state.journal import Journal
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
                 dots=dots if passfail else [], passfail=passfail, until=until,
                 xlabel=f"time (UTC) on {day}"))
         triggers.append({"trigger": trigger, "host": host, "metric": rows[0]["metric"],
-                         "kind": "pass/fail" if passfail else "number",
+                         "kind": PASSFAIL if passfail else "number",
                          "samples": len(rows), "fired": fire is not None,
                          "fired_at": fire["at"] if fire else None,
                          "fired_at_s": fire_t, "threshold": last_threshold,
@@ -217,15 +218,6 @@ def _verdict(outcome: str | None) -> str:
     if outcome == "interrupted":
         return "warn"
     return "info"
-
-
-def show_value(value: Any, kind: str) -> str:
-    """A sample's value as a person reads it: `pass`/`fail` for pass/fail metrics."""
-    if value is None:
-        return "no data"
-    if kind == "pass/fail":
-        return "pass" if value else "fail"
-    return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
 def run_page(doc: dict[str, Any]) -> Page:
@@ -280,8 +272,8 @@ def run_page(doc: dict[str, Any]) -> Page:
                          "pairs: those that fired or went pending first; every pair is in the "
                          "table.")
     trig_rows = [(t["trigger"], t["host"], t["metric"], t["samples"],
-                  "failing" if t["kind"] == "pass/fail" else t["threshold"],
-                  "" if t["kind"] == "pass/fail" else t["baseline"],
+                  "failing" if t["kind"] == PASSFAIL else t["threshold"],
+                  "" if t["kind"] == PASSFAIL else t["baseline"],
                   show_value(t["last_value"], t["kind"]),
                   f"FIRED at {t['fired_at']}" if t["fired"] else "ok")
                  for t in doc["triggers"]]

@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.model import Phase, Project, StepAction
 from orchestrator.core.states import PhaseState
+from orchestrator.reporting import show_value
 from orchestrator.state.journal import Journal, PhaseRecord
 
 
@@ -89,6 +90,7 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
                 triggers = [t for t in journal.trigger_states(host.name, number)
                             if t["run_id"] == rec.run_id or rec.state is PhaseState.COMPLETED]
                 if triggers:
+                    triggers = [dict(t, kind=_kind(project, t["trigger"])) for t in triggers]
                     entry["triggers"] = [dict(t, line=_trigger_line(t)) for t in triggers]
             phases[str(number)] = entry
         host_doc: dict[str, Any] = {"phases": phases}
@@ -101,9 +103,17 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
     return out
 
 
+def _kind(project: Project, trigger: str) -> str | None:
+    """The kind of a trigger's metric (`pass/fail`, `number`), None if it is not known."""
+    t = project.triggers.get(trigger)
+    metric = project.metrics.get(t.metric) if t is not None and t.metric else None
+    return metric.kind.value if metric is not None else None
+
+
 def _trigger_line(t: dict[str, Any]) -> str:
-    """'vram_degradation  pending  1250 vs limit 1200 (baseline 1000)  breaching since ...'."""
-    value = "no data" if t["value"] is None else f"{t['value']:g}"
+    """'vram_degradation  pending  1250 vs limit 1200 (baseline 1000)  breaching since ...';
+    a pass/fail metric's value is `pass`/`fail`."""
+    value = show_value(t["value"], t.get("kind"), t["threshold"])
     limit = "" if t["threshold"] is None else f" vs limit {t['threshold']:g}"
     base = "" if t["baseline"] is None else f" (baseline {t['baseline']:g})"
     since = f"  breaching since {t['breaching_since']}" if t["breaching_since"] else ""
@@ -197,7 +207,7 @@ def _trigger_summary(members: list[tuple[str, dict[str, Any]]]) -> list[str]:
         for _, t in rows:
             statuses[t["status"]] = statuses.get(t["status"], 0) + 1
         host, t = rows[0]
-        value = "no data" if t["value"] is None else f"{t['value']:g}"
+        value = show_value(t["value"], t.get("kind"), t["threshold"])
         limit = "" if t["threshold"] is None else f" vs limit {t['threshold']:g}"
         base = "" if t["baseline"] is None else f" (baseline {t['baseline']:g})"
         since = f", breaching for {_since(t['breaching_since'])}" if t["breaching_since"] \
