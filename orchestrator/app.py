@@ -186,16 +186,41 @@ class App:
         phase = self.phase(number)
         hosts = self.hosts(host_names)
 
-        raise_missing_baselines(project, phase, hosts, self.journal, self._probe_runner())
+        scheduled = self._scheduled_baselines(project, phase, hosts)
+        raise_missing_baselines(project, phase, hosts, self.journal, self._probe_runner(),
+                                scheduled)
         doc = plan_document(project, phase, hosts, self._inventory())
         for t in doc["triggers"]:
             baseline = project.triggers[t["name"]].baseline
             t["baselines"] = [
                 {"host": h.name, "name": baseline,
-                 "value": self.journal.baseline(h.name, baseline).get(t["metric"],
-                                                                      "sampled at phase start")}
+                 "value": self.journal.baseline(h.name, baseline).get(
+                     t["metric"], scheduled.get((h.name, baseline), "sampled at phase start"))}
                 for h in hosts] if t["condition"] in ("degrade_pct", "increase") else []
         return doc
+
+    def _scheduled_baselines(self, project: Project, phase: Phase,
+                             hosts: list[Host]) -> dict[tuple[str, str], str]:
+        """(host, baseline name) -> how it will be captured, for the named baselines that a
+        phase this one requires captures at its baseline step and has not yet completed on
+        the host: `plan 4` before phase 1 ran is not a missing baseline."""
+        from orchestrator.config.project import baseline_steps
+
+        out: dict[tuple[str, str], str] = {}
+        _, inventory = self.load()
+        for name, captures in baseline_steps(project, phase).items():
+            for required, step in captures:
+                names = set(h.name for h in inventory.resolve(list(step.hosts))) \
+                    if step.hosts else None
+                for host in hosts:
+                    if (host.name, name) in out or (names is not None and host.name not in names):
+                        continue
+                    state = self.journal.phase_record(host.name, required.number).state
+                    if state is not PhaseState.COMPLETED:
+                        out[host.name, name] = (
+                            f"will be captured by phase {required.number}'s step {step.id!r} "
+                            f"(phase {required.number} is {state.value} here)")
+        return out
 
     def baseline_capture(self, host_names: tuple[str, ...], name: str,
                          duration: float) -> dict[str, Any]:

@@ -10,11 +10,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Inventory, load_inventory
+from orchestrator.config.schema import (
+    FileChecker,
+    Key,
+    Schema,
+    SourceSchema,
+    closest,
+    source_schemas,
+)
 from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yaml
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.model import (
@@ -32,96 +41,118 @@ from orchestrator.core.model import (
     UndoKind,
 )
 
-# The one place where config reads a higher layer: each source declares its own keys and
-# kind next to its reader (monitoring/sources), and validation loops over that registry.
-from orchestrator.monitoring.sources import SOURCES
-
 MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
-
-_TOP_KEYS = {"name", "inventory", "poll_interval", "prometheus", "metrics", "triggers",
-             "notify", "description", "ssh", "defaults", "forks", "alertmanager", "state"}
-_COMMON_METRIC_KEYS = {"source", "nodata", "nodata_alert", "timeout", "description"}
-_TRIGGER_KEYS = {"metric", "direction", "for", "action", "baseline", "description"}
 _CONDITIONS = {c.value for c in Condition}
-_PHASE_KEYS = {"phase", "name", "requires", "triggers", "bake", "preconditions", "steps",
-               "serial", "description", "waves", "max_failed", "on_fire"}
-_SHARE = re.compile(r"^\d+(\.\d+)?%$")
-_STEP_KEYS = {"id", "name", "rollback", "rollback_command", "timeout", "retries", "hosts",
-              "description", "duration"}
 _ACTIONS = {a.value for a in StepAction}
 NOTIFY_EVENTS = {"trigger_fired", "rollback_started", "rollback_completed", "rollback_failed",
                  "phase_completed", "metric_nodata", "run_started", "run_interrupted"}
 _STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# --- the keys of each mapping (config/schema.py checks them; docs/reference.md lists them) --
+MIGRATION_KEYS = Schema({
+    "name": Key(doc="the migration's name; the journal records everything under it"),
+    "description": Key(doc="free text"),
+    "inventory": Key(doc="the Ansible inventory (default inventory/hosts.yml)"),
+    "poll_interval": Key(doc="how often triggers are evaluated (default 5s)"),
+    "prometheus": Key(doc="{url: ...}: the Prometheus that `prometheus` metrics query"),
+    "metrics": Key(doc="NAME: {source: ..., ...}: what can be measured"),
+    "triggers": Key(doc="NAME: {metric: ..., CONDITION: ...}: what rolls a phase back"),
+    "notify": Key(doc="[{url, events}]: webhooks told of runs, fires and rollbacks"),
+    "ssh": Key(doc="{keepalive, keepalive_count, connect_timeout}"),
+    "defaults": Key(doc="{step_timeout, undo_retries, undo_retry_delay}"),
+    "forks": Key(doc="Ansible's fan-out in one step (default 50)"),
+    "alertmanager": Key(doc="{listen, token_env, url}: where `alert:` triggers come from"),
+    "state": Key(doc="{url, timeout}: the journal (default .migrate/state.db)"),
+})
+PROMETHEUS_KEYS = Schema({"url": Key(doc="Prometheus' base URL")})
+METRIC_KEYS = Schema({
+    "source": Key(doc="which source reads it (see the sources below)"),
+    "nodata": Key(doc="skip (default) or breach: what a failed read means for triggers"),
+    "nodata_alert": Key(doc="no data for this long is reported (default 2m)"),
+    "timeout": Key(doc="one read's time limit"),
+    "description": Key(doc="free text"),
+})
+TRIGGER_KEYS = Schema({
+    "metric": Key(doc="the metric watched"),
+    "above": Key(doc="fires when the value is above this number"),
+    "below": Key(doc="fires when the value is below this number"),
+    "degrade_pct": Key(doc="fires when the value moves this % from its baseline"),
+    "increase": Key(doc="fires when the value rises more than this above its baseline"),
+    "failing": Key(doc="true: fires when a pass/fail metric fails"),
+    "direction": Key(doc="up (default) or down: the way degrade_pct counts"),
+    "for": Key(doc="how long the condition must hold (default 0s)"),
+    "action": Key(doc="rollback (default), notify or pause"),
+    "baseline": Key(doc="phase-start (default) or a name given to `baseline capture`"),
+    "description": Key(doc="free text"),
+})
+ALERT_TRIGGER_KEYS = Schema({
+    "alert": Key(doc="the Prometheus alert rule's name"),
+    "match": Key(doc="{label: value}: labels the alert must carry"),
+    "host_label": Key(doc="the label naming the host (default instance)"),
+    "action": Key(doc="rollback (default), notify or pause"),
+    "description": Key(doc="free text"),
+})
+NOTIFY_KEYS = Schema({"url": Key(doc="the webhook"),
+                      "events": Key(doc="the events sent (default: all)")})
+SSH_KEYS = Schema({
+    "keepalive": Key(doc="seconds between SSH keepalives"),
+    "keepalive_count": Key(doc="keepalives missed before a host counts as lost"),
+    "connect_timeout": Key(doc="an SSH connection's time limit"),
+})
+DEFAULTS_KEYS = Schema({
+    "step_timeout": Key(doc="a step's time limit when it gives none (default 30m)"),
+    "undo_retries": Key(doc="attempts after a failed undo"),
+    "undo_retry_delay": Key(doc="the pause between undo attempts"),
+    "undo_deadline": Key(doc="the total time an undo may take, retries included"),
+})
+ALERTMANAGER_KEYS = Schema({
+    "listen": Key(doc="HOST:PORT of the push receiver"),
+    "token_env": Key(doc="the environment variable holding its Bearer token"),
+    "url": Key(doc="Alertmanager's URL, polled"),
+})
+PHASE_KEYS = Schema({
+    "phase": Key(doc="the phase's number, as in the file name"),
+    "name": Key(doc="one line"),
+    "description": Key(doc="free text"),
+    "requires": Key(doc="[N, {phase: N, observed: 24h}]: phases completed on the host first"),
+    "triggers": Key(doc="the triggers watched (default: all)"),
+    "bake": Key(doc="how long triggers are watched after the last step"),
+    "preconditions": Key(doc="pass/fail metrics that must pass before the first step"),
+    "steps": Key(doc="the steps, in order"),
+    "serial": Key(doc="1: the whole phase on one host at a time"),
+    "waves": Key(doc="[1, 10%, 100%]: cumulative shares of the run's hosts"),
+    "max_failed": Key(doc="the failure budget: a count or a share of the hosts"),
+    "on_fire": Key(doc="wave (default) or run: what an exhausted budget rolls back"),
+})
+REQUIRES_KEYS = Schema({"phase": Key(doc="the phase required"),
+                        "observed": Key(doc="completed and quiet at least this long")})
+STEP_KEYS = Schema({
+    "id": Key(doc="unique in the phase: letters, digits, '-', '_', '.'"),
+    "name": Key(doc="one line"),
+    "description": Key(doc="free text"),
+    "playbook": Key(doc="an Ansible playbook to run (an action)"),
+    "command": Key(doc="a shell command to run (an action)"),
+    "check": Key(doc="a pass/fail metric that must pass (an action)"),
+    "wait": Key(doc="a duration, triggers watched meanwhile (an action)"),
+    "pause": Key(doc="a manual gate with this message; --yes passes it (an action)"),
+    "baseline": Key(doc="capture a named baseline of every numeric metric (an action)"),
+    "rollback": Key(doc="the undo playbook, or none"),
+    "rollback_command": Key(doc="the undo command"),
+    "timeout": Key(doc="the step's time limit"),
+    "retries": Key(doc="attempts after a failure (default 0)"),
+    "hosts": Key(doc="inventory hosts or groups this step runs on (default: the run's)"),
+    "duration": Key(doc="baseline steps: how long to sample (default 10s)"),
+})
 
-class _Checker:
-    """Collects problems for one file, with helpers that read typed values off YDicts."""
 
-    def __init__(self, file: str, problems: list[Problem]) -> None:
-        self.file = file
-        self.problems = problems
-
-    def add(self, line: int, message: str) -> None:
-        self.problems.append(Problem(self.file, line, message))
-
-    def mapping(self, value: Any, line: int, what: str) -> YDict | None:
-        if isinstance(value, YDict):
-            for key, kline in value.duplicate_keys:
-                self.add(kline, f"duplicate key {key!r} in {what}")
-            return value
-        self.add(line, f"{what} must be a mapping")
-        return None
-
-    def unknown_keys(self, d: YDict, allowed: set[str], what: str) -> None:
-        for key in d:
-            if key not in allowed:
-                hint = _closest(key, allowed)
-                self.add(d.line_of(key), f"unknown key {key!r} in {what}"
-                         + (f" (did you mean {hint!r}?)" if hint else ""))
-
-    def duration(self, d: YDict, key: str, default: float | None) -> float | None:
-        if key not in d:
-            return default
-        try:
-            return parse_duration(d[key])
-        except ValueError as exc:
-            self.add(d.line_of(key), f"{key}: {exc}")
-            return default
-
-    def string(self, d: YDict, key: str, what: str, required: bool = False) -> str | None:
-        if key not in d:
-            if required:
-                self.add(d.line, f"{what} needs {key!r}")
-            return None
-        value = d[key]
-        if not isinstance(value, str) or not value.strip():
-            self.add(d.line_of(key), f"{key} in {what} must be a non-empty string")
-            return None
-        return value
-
-    def number(self, d: YDict, key: str, what: str) -> float | None:
-        value = d.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add(d.line_of(key), f"{key} in {what} must be a number, not {value!r}")
-            return None
-        return float(value)
-
-    def names(self, d: YDict, key: str, what: str) -> list[tuple[Any, int]]:
-        value = d.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, YList):
-            self.add(d.line_of(key), f"{key} in {what} must be a list")
-            return []
-        return [(item, value.line_of(i)) for i, item in enumerate(value)]
+class _Checker(FileChecker):
+    """The problems of one project file (config/schema.py's checker)."""
 
 
-def _closest(word: str, options: set[str]) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.75)
-    return match[0] if match else None
+def _did_you_mean(name: Any, known: set[str]) -> str:
+    hint = closest(name, known) if isinstance(name, str) else None
+    return f" (did you mean {hint!r}?)" if hint else ""
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -140,36 +171,88 @@ def resolve_project_dir(option: str | None) -> Path:
 def load_project(root: Path, inventory_override: Path | None = None) -> tuple[Project, Inventory]:
     """Load and check everything; raise ConfigError listing every problem found."""
     problems: list[Problem] = []
-    project = _load_migration(root, problems)
+    project, defined = _load_migration(root, problems)
     if not (root / MIGRATION_FILE).exists():
         raise ConfigError(problems)  # not a project: its other files would only add noise
     inv_path = inventory_override.resolve() if inventory_override else project.inventory_path
     project.inventory_path = inv_path
     inventory, inv_problems = load_inventory(inv_path, _rel(root, inv_path))
     problems.extend(inv_problems)
-    _load_phases(project, problems)
+    # names are checked against an inventory that loaded; a broken one is its own problem
+    names = _InventoryNames(inventory, _rel(root, inv_path)) if not inv_problems else None
+    if names is not None:
+        _check_metric_hosts(project, names, problems)
+    _load_phases(project, defined, problems, names)
     if problems:
         raise ConfigError(problems)
     return project, inventory
 
 
-def _load_migration(root: Path, problems: list[Problem]) -> Project:
+@dataclass(frozen=True)
+class _InventoryNames:
+    """The inventory that host names in the project files are checked against."""
+
+    inventory: Inventory
+    display: str  # as problems name it: inventory/hosts.yml
+
+    def unknown(self, name: Any, what: str, groups: bool = True) -> str | None:
+        """None when `name` is a host (or, with `groups`, a group) of the inventory; else
+        the problem, with the closest known name."""
+        known = set(self.inventory.hosts) | (set(self.inventory.groups) if groups else set())
+        if isinstance(name, str) and name in known:
+            return None
+        if not groups and isinstance(name, str) and name in self.inventory.groups:
+            return f"{what}: {name!r} is a group of {self.display}; name one host"
+        kind = "host or group" if groups else "host"
+        return f"{what}: {name!r} is no {kind} of {self.display}" + _did_you_mean(name, known)
+
+
+def _check_metric_hosts(project: Project, names: _InventoryNames,
+                        problems: list[Problem]) -> None:
+    """A source's keys that name one host (`from: main`) must name an inventory host: a
+    probe from a host that is not there would fail only mid-run, after phases changed
+    hosts."""
+    schemas = source_schemas()
+    for metric in project.metrics.values():
+        config = metric.config
+        for key in schemas[metric.source].hosts:
+            if key in config:
+                # a group passes here (it is in the inventory; the fleet sandbox names one
+                # that phase 1's drill never probes from); a name that is nowhere does not
+                why = names.unknown(config[key], f"metric {metric.name!r}: {key}")
+                if why is not None:
+                    line = config.line_of(key) if isinstance(config, YDict) else metric.line
+                    problems.append(Problem(MIGRATION_FILE, line, why))
+
+
+@dataclass
+class _Defined:
+    """Every metric and trigger name migration.yaml defines, loaded or not: a definition
+    with a problem is reported once, where it is, and still counts as defined for the
+    phase files that name it (no knock-on "unknown trigger" for each of them)."""
+
+    metrics: set[str] = field(default_factory=set)
+    triggers: set[str] = field(default_factory=set)
+
+
+def _load_migration(root: Path, problems: list[Problem]) -> tuple[Project, _Defined]:
     path = root / MIGRATION_FILE
     c = _Checker(MIGRATION_FILE, problems)
+    defined = _Defined()
     project = Project(root=root, name=root.name, inventory_path=root / "inventory/hosts.yml",
                       poll_interval=5.0, prometheus_url=None, metrics={}, triggers={}, notify=())
     if not path.exists():
         c.add(0, f"no {MIGRATION_FILE} in {root} (use --project DIR or $MIGRATE_PROJECT)")
-        return project
+        return project, defined
     try:
         data = load_yaml(path, MIGRATION_FILE)
     except YamlLoadError as exc:
         problems.append(exc.problem)
-        return project
+        return project, defined
     top = c.mapping(data, 1, MIGRATION_FILE)
     if top is None:
-        return project
-    c.unknown_keys(top, _TOP_KEYS, MIGRATION_FILE)
+        return project, defined
+    c.keys(top, MIGRATION_KEYS, MIGRATION_FILE)
     project.name = c.string(top, "name", MIGRATION_FILE, required=True) or project.name
     inv = c.string(top, "inventory", MIGRATION_FILE)
     if inv:
@@ -191,7 +274,7 @@ def _load_migration(root: Path, problems: list[Problem]) -> Project:
     if "prometheus" in top:
         prom = c.mapping(top["prometheus"], top.line_of("prometheus"), "prometheus")
         if prom is not None:
-            c.unknown_keys(prom, {"url"}, "prometheus")
+            c.keys(prom, PROMETHEUS_KEYS, "prometheus")
             project.prometheus_url = c.string(prom, "url", "prometheus")
     env_url = os.environ.get("MIGRATE_PROMETHEUS_URL")
     if env_url:
@@ -199,43 +282,53 @@ def _load_migration(root: Path, problems: list[Problem]) -> Project:
 
     metrics = top.get("metrics") or YDict()
     if "metrics" in top and c.mapping(metrics, top.line_of("metrics"), "metrics") is not None:
+        defined.metrics.update(metrics)
         for name, body in metrics.items():
             m = _load_metric(c, name, body, metrics.line_of(name))
             if m is not None:
                 project.metrics[name] = m
     triggers = top.get("triggers") or YDict()
     if "triggers" in top and c.mapping(triggers, top.line_of("triggers"), "triggers") is not None:
+        defined.triggers.update(triggers)
         for name, body in triggers.items():
-            known = set(metrics) if isinstance(metrics, dict) else set()
-            t = _load_trigger(c, name, body, triggers.line_of(name), project.metrics, known)
+            t = _load_trigger(c, name, body, triggers.line_of(name), project.metrics,
+                              defined.metrics)
             if t is not None:
                 project.triggers[name] = t
     project.notify = tuple(_load_notify(c, top))
     _load_ssh_and_defaults(c, top, project)
     _load_alertmanager(c, top, project)
-    return project
+    return project, defined
 
 
 def _load_metric(c: _Checker, name: str, body: Any, line: int) -> Metric | None:
-    """Common keys here; the source's own keys against its declared schema (SOURCES)."""
+    """Common keys here; the source's own keys against the schema it registered
+    (config/schema.py's source registry)."""
     what = f"metric {name!r}"
     d = c.mapping(body, line, what)
     if d is None:
         return None
+    schemas = source_schemas()
     source = d.get("source")
-    spec = SOURCES.get(source) if isinstance(source, str) else None
+    spec: SourceSchema | None = schemas.get(source) if isinstance(source, str) else None
     if spec is None:
-        c.add(d.line_of("source"), f"{what}: source must be one of "
-              f"{', '.join(sorted(SOURCES))}, not {source!r}")
+        typo = [k for k in d if "source" not in d and closest(k, {"source"})]
+        for k in typo:  # `sorce: tcp`: that one key, not every key of the source as well
+            c.add(d.line_of(k), f"unknown key {k!r} in {what} (did you mean 'source'?)")
+        if not typo:
+            c.add(d.line_of("source"), f"{what}: source must be one of "
+                  f"{', '.join(sorted(schemas))}, not {source!r}")
         return None
-    c.unknown_keys(d, _COMMON_METRIC_KEYS | set(spec.keys), what)
-    spec.validate(d, lambda at, message: c.add(at, f"{what}: {message}"))
+    unknown = c.unknown_keys(d, METRIC_KEYS.names() | set(spec.keys), what)
+    meant = {hint for hint in unknown.values() if hint}
+    spec.validate(d, lambda at, message: c.add(at, f"{what}: {message}"), meant)
     timeout = c.duration(d, "timeout", None)
     nodata_alert = c.duration(d, "nodata_alert", 120.0) or 120.0
     nodata = d.get("nodata", "skip")
     if nodata not in ("skip", "breach"):
         c.add(d.line_of("nodata"), f"{what}: nodata must be skip or breach, not {nodata!r}")
-    config = {k: v for k, v in d.items() if k not in _COMMON_METRIC_KEYS}
+    config = YDict({k: v for k, v in d.items() if k not in METRIC_KEYS.keys})
+    config.line, config.key_lines = d.line, {k: d.line_of(k) for k in config}
     return Metric(name=name, source=spec.name, kind=spec.kind(d), config=config,
                   nodata=nodata if nodata in ("skip", "breach") else "skip",
                   nodata_alert=nodata_alert, timeout=timeout, line=d.line)
@@ -249,16 +342,20 @@ def _load_trigger(c: _Checker, name: str, body: Any, line: int, metrics: dict[st
         return None
     if "alert" in d:  # `alert: NAME` has its own keys and no metric
         return _load_alert_trigger(c, name, d)
-    c.unknown_keys(d, _TRIGGER_KEYS | _CONDITIONS, what)
+    unknown = c.unknown_keys(d, TRIGGER_KEYS.names() | _CONDITIONS, what)
+    meant = {hint for hint in unknown.values() if hint}
     metric_name = d.get("metric")
-    ok = True
+    ok = not unknown
     if not isinstance(metric_name, str):
-        c.add(d.line, f"{what} needs 'metric'")
+        if "metric" not in meant:
+            c.add(d.line, f"{what} needs 'metric'")
         ok = False
     elif metric_name not in known_metric_names:
         c.add(d.line_of("metric"), f"{what}: unknown metric {metric_name!r}")
         ok = False
     conds = [k for k in d if k in _CONDITIONS]
+    if not conds and unknown:  # `degrade_pc: 20`: the typo is the one problem
+        return None
     if len(conds) != 1:
         c.add(d.line_of(conds[1]) if len(conds) > 1 else d.line,
               f"{what} must hold exactly one condition of "
@@ -314,7 +411,6 @@ def _load_trigger(c: _Checker, name: str, body: Any, line: int, metrics: dict[st
                    baseline=str(baseline), line=d.line)
 
 
-_ALERT_TRIGGER_KEYS = {"alert", "match", "host_label", "action", "description"}
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -343,10 +439,9 @@ def _load_alert_trigger(c: _Checker, name: str, d: YDict) -> Trigger | None:
         elif key in ("baseline", "direction"):
             c.add(d.line_of(key), f"{what}: {key} does not apply to an alert trigger")
             ok = False
-        elif key not in _ALERT_TRIGGER_KEYS and key not in _CONDITIONS:
-            hint = _closest(key, _ALERT_TRIGGER_KEYS)
-            c.add(d.line_of(key), f"unknown key {key!r} in {what}"
-                  + (f" (did you mean {hint!r}?)" if hint else ""))
+        elif key not in ALERT_TRIGGER_KEYS.keys and key not in _CONDITIONS:
+            c.unknown_key(d, key, ALERT_TRIGGER_KEYS.names(), what)
+            ok = False
     alert = c.string(d, "alert", what)
     if alert is None:
         ok = False
@@ -390,7 +485,7 @@ def _load_alertmanager(c: _Checker, top: YDict, project: Project) -> None:
     if "alertmanager" in top:
         d = c.mapping(top["alertmanager"], top.line_of("alertmanager"), "alertmanager")
         if d is not None:
-            c.unknown_keys(d, {"listen", "token_env", "url"}, "alertmanager")
+            c.keys(d, ALERTMANAGER_KEYS, "alertmanager")
             listen = c.string(d, "listen", "alertmanager")
             token_env = c.string(d, "token_env", "alertmanager")
             url = c.string(d, "url", "alertmanager")
@@ -432,7 +527,7 @@ def _load_notify(c: _Checker, top: YDict) -> list[Notifier]:
         d = c.mapping(item, items.line_of(i), "notify entry")
         if d is None:
             continue
-        c.unknown_keys(d, {"url", "events"}, "notify entry")
+        c.keys(d, NOTIFY_KEYS, "notify entry")
         url = c.string(d, "url", "notify entry", required=True)
         events = d.get("events", sorted(NOTIFY_EVENTS))
         if not isinstance(events, list):
@@ -470,7 +565,7 @@ def _load_ssh_and_defaults(c: _Checker, top: YDict, project: Project) -> None:
     ssh = project.ssh
     if "ssh" in top and c.mapping(top["ssh"], top.line_of("ssh"), "ssh") is not None:
         d = top["ssh"]
-        c.unknown_keys(d, {"keepalive", "keepalive_count", "connect_timeout"}, "ssh")
+        c.keys(d, SSH_KEYS, "ssh")
         project.ssh = replace(
             ssh, keepalive=seconds(d, "keepalive", "ssh", ssh.keepalive, 1.0),
             keepalive_count=whole(d, "keepalive_count", "ssh", ssh.keepalive_count, 1),
@@ -479,16 +574,18 @@ def _load_ssh_and_defaults(c: _Checker, top: YDict, project: Project) -> None:
     if "defaults" in top and c.mapping(top["defaults"], top.line_of("defaults"),
                                        "defaults") is not None:
         d = top["defaults"]
-        c.unknown_keys(d, {"step_timeout", "undo_retries", "undo_retry_delay"}, "defaults")
+        c.keys(d, DEFAULTS_KEYS, "defaults")
         project.defaults = replace(
             dflt, step_timeout=seconds(d, "step_timeout", "defaults",
                                        dflt.step_timeout or 1800.0, 1.0),
             undo_retries=whole(d, "undo_retries", "defaults", dflt.undo_retries, 0),
             undo_retry_delay=seconds(d, "undo_retry_delay", "defaults",
-                                     dflt.undo_retry_delay, 0.0))
+                                     dflt.undo_retry_delay, 0.0),
+            undo_deadline=seconds(d, "undo_deadline", "defaults", dflt.undo_deadline, 1.0))
 
 
-def _load_phases(project: Project, problems: list[Problem]) -> None:
+def _load_phases(project: Project, defined: _Defined, problems: list[Problem],
+                 names: _InventoryNames | None = None) -> None:
     phase_dir = project.root / "phases"
     files = sorted(phase_dir.glob("*.y*ml")) if phase_dir.is_dir() else []
     if not files:
@@ -507,7 +604,7 @@ def _load_phases(project: Project, problems: list[Problem]) -> None:
             c.add(0, f"phase {number} is defined twice "
                   f"(also {_rel(project.root, project.phases[number].path)})")
             continue
-        phase = _load_phase(project, c, path, number, requires_refs)
+        phase = _load_phase(project, defined, c, path, number, requires_refs, names)
         if phase is not None:
             project.phases[number] = phase
     for c, line, required in requires_refs:
@@ -515,8 +612,9 @@ def _load_phases(project: Project, problems: list[Problem]) -> None:
             c.add(line, f"requires phase {required}, which does not exist")
 
 
-def _load_phase(project: Project, c: _Checker, path: Path, number: int,
-                requires_refs: list[tuple[_Checker, int, int]]) -> Phase | None:
+def _load_phase(project: Project, defined: _Defined, c: _Checker, path: Path, number: int,
+                requires_refs: list[tuple[_Checker, int, int]],
+                names: _InventoryNames | None = None) -> Phase | None:
     try:
         data = load_yaml(path, c.file)
     except YamlLoadError as exc:
@@ -525,7 +623,7 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
     d = c.mapping(data, 1, "phase file")
     if d is None:
         return None
-    c.unknown_keys(d, _PHASE_KEYS, "phase")
+    c.keys(d, PHASE_KEYS, "phase")
     declared = d.get("phase")
     if declared != number:
         c.add(d.line_of("phase"), f"phase: {declared!r} does not match the file name's {number}")
@@ -533,7 +631,8 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
     observed: dict[int, float] = {}
     for item, line in c.names(d, "requires", "phase"):
         if isinstance(item, YDict):  # {phase: 2, observed: 24h}
-            c.unknown_keys(item, {"phase", "observed"}, "requires")
+            if not c.keys(item, REQUIRES_KEYS, "requires") and "phase" not in item:
+                continue  # `{phas: 2}`: the misspelt key is the one problem
             seconds = c.duration(item, "observed", None)
             item_phase = item.get("phase")
             if seconds is not None and not isinstance(item_phase, bool) \
@@ -550,17 +649,20 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
     triggers: list[str] = []
     if "triggers" in d:
         for item, line in c.names(d, "triggers", "phase"):
-            if item not in project.triggers:
-                c.add(line, f"unknown trigger {item!r}")
-            else:
+            if item in project.triggers:
                 triggers.append(item)
+            elif item not in defined.triggers:  # a broken one is reported where it is
+                c.add(line, f"unknown trigger {item!r}"
+                      + _did_you_mean(item, defined.triggers))
     else:
         triggers = list(project.triggers)
     preconditions: list[str] = []
     for item, line in c.names(d, "preconditions", "phase"):
         metric = project.metrics.get(item) if isinstance(item, str) else None
         if metric is None:
-            c.add(line, f"precondition: unknown metric {item!r}")
+            if item not in defined.metrics:
+                c.add(line, f"precondition: unknown metric {item!r}"
+                      + _did_you_mean(item, defined.metrics))
         elif metric.kind is not MetricKind.PASSFAIL:
             c.add(line, f"precondition {item!r} must be a pass/fail metric")
         else:
@@ -586,7 +688,7 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
         raw_steps.line, raw_steps.item_lines = d.line, []
     seen: dict[str, int] = {}
     for i, raw in enumerate(raw_steps):
-        step = _load_step(project, c, raw, raw_steps.line_of(i))
+        step = _load_step(project, defined, c, raw, raw_steps.line_of(i), names)
         if step is None:
             continue
         if step.id in seen:
@@ -604,14 +706,7 @@ def _load_phase(project: Project, c: _Checker, path: Path, number: int,
 
 
 def _share(c: _Checker, value: Any, line: int, key: str) -> int | str | None:
-    """A count of hosts (`3`) or a share of them (`10%`), as `waves:` and `max_failed:` take."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and _SHARE.match(value.strip()) \
-            and float(value.strip()[:-1]) <= 100:
-        return value.strip()
-    c.add(line, f"{key}: {value!r} is not a count of hosts or a share like 10%")
-    return None
+    return c.share(value, line, key)
 
 
 def _check_playbook(project: Project, c: _Checker, d: YDict, key: str, rel: str) -> None:
@@ -620,18 +715,21 @@ def _check_playbook(project: Project, c: _Checker, d: YDict, key: str, rel: str)
         c.add(d.line_of(key), f"{key}: playbook {rel} does not exist")
 
 
-def _load_step(project: Project, c: _Checker, raw: Any, line: int) -> Step | None:
+def _load_step(project: Project, defined: _Defined, c: _Checker, raw: Any,
+               line: int, names: _InventoryNames | None = None) -> Step | None:
     d = c.mapping(raw, line, "step")
     if d is None:
         return None
     sid = d.get("id")
     what = f"step {sid!r}" if isinstance(sid, str) else "step"
-    c.unknown_keys(d, _STEP_KEYS | _ACTIONS, what)
+    unknown = c.unknown_keys(d, STEP_KEYS.names(), what)
     if not isinstance(sid, str) or not _STEP_ID.match(sid):
         c.add(d.line_of("id") if "id" in d else d.line,
               f"{what} needs an id of letters, digits, '-', '_' or '.'")
         return None
     actions = [k for k in d if k in _ACTIONS]
+    if not actions and unknown:  # `playbok: x.yml`: the typo is the one problem
+        return None
     if len(actions) != 1:
         c.add(d.line_of(actions[1]) if len(actions) > 1 else d.line,
               f"{what} must have exactly one action of {', '.join(sorted(_ACTIONS))}; "
@@ -654,7 +752,9 @@ def _load_step(project: Project, c: _Checker, raw: Any, line: int) -> Step | Non
     if action is StepAction.CHECK:
         metric = project.metrics.get(target)
         if metric is None:
-            c.add(d.line_of("check"), f"{what}: check names unknown metric {target!r}")
+            if target not in defined.metrics:
+                c.add(d.line_of("check"), f"{what}: check names unknown metric {target!r}"
+                      + _did_you_mean(target, defined.metrics))
         elif metric.kind is not MetricKind.PASSFAIL:
             c.add(d.line_of("check"), f"{what}: check needs a pass/fail metric, "
                   f"{target!r} is numeric")
@@ -699,33 +799,43 @@ def _load_step(project: Project, c: _Checker, raw: Any, line: int) -> Step | Non
         hosts = tuple(str(h) for h, _ in items)
         if not hosts:
             c.add(d.line_of("hosts"), f"{what}: hosts must name at least one host or group")
+        for host, hline in items:
+            why = names.unknown(host, f"{what}: hosts") if names is not None else None
+            if why is not None:
+                c.add(hline, why)
     name = d.get("name") if isinstance(d.get("name"), str) else sid
     return Step(id=sid, name=str(name), action=action,
                 target=str(target), undo=undo, timeout=timeout, retries=retries, hosts=hosts,
                 line=d.line, wait_seconds=wait_seconds, capture_seconds=capture_seconds)
 
 
-def validate_step_hosts(project: Project, inventory: Inventory) -> list[Problem]:
-    """Steps' `hosts:` must name inventory hosts or groups."""
-    problems: list[Problem] = []
-    for phase in project.phases.values():
-        rel = _rel(project.root, phase.path)
-        for step in phase.steps:
-            for name in step.hosts or ():
-                if name not in inventory.hosts and name not in inventory.groups:
-                    problems.append(Problem(rel, step.line, f"step {step.id!r}: hosts names "
-                                            f"{name!r}, not in the inventory"))
-    return problems
-
-
 def checked_project(root: Path, inventory_override: Path | None = None,
                     extra: Callable[[Project, Inventory], list[Problem]] | None = None,
                     ) -> tuple[Project, Inventory]:
-    """load_project plus the checks that need project and inventory together."""
+    """load_project plus the caller's own checks of project and inventory together (the
+    hosts that metrics and steps name are load_project's)."""
     project, inventory = load_project(root, inventory_override)
-    problems = validate_step_hosts(project, inventory)
-    if extra is not None:
-        problems += extra(project, inventory)
+    problems = extra(project, inventory) if extra is not None else []
     if problems:
         raise ConfigError(problems)
     return project, inventory
+
+
+def baseline_steps(project: Project, phase: Phase) -> dict[str, list[tuple[Phase, Step]]]:
+    """The named baselines that the phases `phase` requires (directly or through other
+    phases) capture in a `baseline:` step, by name: a trigger of `phase` that compares
+    against one of them has its baseline by the time `phase` may run."""
+    out: dict[str, list[tuple[Phase, Step]]] = {}
+    seen: set[int] = set()
+    todo = list(phase.requires)
+    while todo:
+        number = todo.pop()
+        required = project.phases.get(number)
+        if number in seen or required is None:
+            continue
+        seen.add(number)
+        todo.extend(required.requires)
+        for step in required.steps:
+            if step.action is StepAction.BASELINE:
+                out.setdefault(step.target, []).append((required, step))
+    return out

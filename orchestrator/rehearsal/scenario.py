@@ -48,6 +48,7 @@ from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Inventory
+from orchestrator.config.schema import FileChecker, Key, Schema
 from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yaml
 from orchestrator.core.events import EventKind
 from orchestrator.core.states import PhaseState
@@ -61,14 +62,43 @@ DEFAULT_TIME_SCALE = 1 / 20
 DEFAULT_HEALTH_URL = "http://{{ vars.ansible_host }}:{{ vars.health_port }}/health"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_SHARE = re.compile(r"^\d+(\.\d+)?%$")
-_TOP_KEYS = {"description", "default", "inventory", "hosts", "phases", "waves", "max_failed",
-             "time_scale", "requires_services", "inject", "expect", "health_url"}
-_INJECT_KEYS = {"host", "faults", "when"}
-_WHEN_KEYS = {"event", "phase", "step", "payload"}
-_EXPECT_KEYS = {"exit_code", "phase_states", "fired", "events", "revision", "ports",
-                "needs_human", "files_exist", "files_absent"}
-_EVENT_KEYS = {"kind", "host", "phase", "step", "payload", "count"}
+
+# --- the keys of each mapping (config/schema.py checks them; docs/reference.md lists them) --
+SCENARIO_KEYS = Schema({
+    "description": Key(doc="one line: the fault injected (required)"),
+    "default": Key(doc="true: the scenario `migrate rehearse` runs without --scenario"),
+    "inventory": Key(doc="the sandbox inventory (default inventory/sandbox.yml)"),
+    "hosts": Key(doc="hosts or groups the phases run on (default: all)"),
+    "phases": Key(doc="the phases run, in order (default: all)"),
+    "waves": Key(doc="passed to every phase run"),
+    "max_failed": Key(doc="passed to every phase run"),
+    "time_scale": Key(doc="durations are this share of the real ones (default 0.05)"),
+    "requires_services": Key(doc="servers the drill needs on this machine"),
+    "inject": Key(doc="[{host, faults, when}]: faults the stand-ins read"),
+    "expect": Key(doc="what the drill must leave behind (required: exit_code)"),
+    "health_url": Key(doc="the stand-in's health URL (a template)"),
+})
+INJECT_KEYS = Schema({"host": Key(doc="the host (or group) given the fault"),
+                      "faults": Key(doc="the stand-in's faults file"),
+                      "when": Key(doc="{event, phase, step, payload}: when to inject")})
+WHEN_KEYS = Schema({"event": Key(doc="a journal event kind"), "phase": Key(doc="its phase"),
+                    "step": Key(doc="its step"), "payload": Key(doc="its payload fields")})
+EXPECT_KEYS = Schema({
+    "exit_code": Key(doc="of the last phase run (required)"),
+    "phase_states": Key(doc="{STATE: {PHASE: [hosts]}}"),
+    "fired": Key(doc="a trigger name, {trigger, host}, or a list of those"),
+    "events": Key(doc="[{kind, host, phase, step, payload, count}]"),
+    "revision": Key(doc="{host: revision}: what the agent's health endpoint reports"),
+    "ports": Key(doc="{host: {port variable: answers?}}"),
+    "needs_human": Key(doc="true/false, or text a needs-human line holds"),
+    "files_exist": Key(doc="{host: [paths under its sandbox_dir]}"),
+    "files_absent": Key(doc="{host: [paths under its sandbox_dir]}"),
+})
+EVENT_KEYS = Schema({"kind": Key(doc="a journal event kind"), "host": Key(doc="its host"),
+                     "phase": Key(doc="its phase"), "step": Key(doc="its step"),
+                     "payload": Key(doc="its payload fields"),
+                     "count": Key(doc="exactly this many (default: at least one)")})
+FIRED_KEYS = Schema({"trigger": Key(doc="the trigger"), "host": Key(doc="where it fired")})
 
 
 @dataclass(frozen=True)
@@ -251,31 +281,16 @@ def default_scenario(scenarios: dict[str, Scenario]) -> str | None:
 
 
 # --- reading one file ----------------------------------------------------------------------
-class _Reader:
-    """Collects problems for one file; each helper returns None after reporting one."""
+class _Reader(FileChecker):
+    """Collects problems for one file (config/schema.py's checker, with the scenario's
+    wording); each helper returns None after reporting one."""
 
     def __init__(self, display: str, problems: list[Problem]) -> None:
+        super().__init__(display, problems)
         self.display = display
-        self.problems = problems
 
-    def add(self, line: int, message: str) -> None:
-        self.problems.append(Problem(self.display, line, message))
-
-    def mapping(self, value: Any, line: int, what: str) -> YDict | None:
-        if isinstance(value, YDict):
-            for key, kline in value.duplicate_keys:
-                self.add(kline, f"{what}: key {key!r} given twice")
-            return value
-        self.add(line, f"{what} must be a mapping")
-        return None
-
-    def keys(self, d: YDict, allowed: set[str], what: str) -> None:
-        for key in d:
-            if key not in allowed:
-                self.add(d.line_of(key), f"{what}: unknown key {key!r} (known: "
-                         f"{', '.join(sorted(allowed))})")
-
-    def string(self, d: YDict, key: str, what: str) -> str | None:
+    def string(self, d: YDict, key: str, what: str,
+               required: bool = False) -> str | None:
         value = d.get(key)
         if not isinstance(value, str) or not value.strip():
             self.add(d.line_of(key), f"{what}: {key} must be a non-empty string")
@@ -283,13 +298,9 @@ class _Reader:
         return value.strip()
 
     def integer(self, value: Any, line: int, what: str, minimum: int = 0) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.add(line, f"{what} must be a whole number of at least {minimum}, "
-                     f"not {value!r}")
-            return None
-        return value
+        return self.whole(value, line, what, minimum)
 
-    def names(self, value: Any, line: int, what: str) -> tuple[Named, ...] | None:
+    def host_names(self, value: Any, line: int, what: str) -> tuple[Named, ...] | None:
         if isinstance(value, str):
             return (Named(value, line),)
         if not isinstance(value, YList) or not value:
@@ -302,15 +313,6 @@ class _Reader:
                 continue
             out.append(Named(item, value.line_of(i)))
         return tuple(out)
-
-    def share(self, value: Any, line: int, what: str) -> int | str | None:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        if isinstance(value, str) and _SHARE.match(value.strip()) \
-                and float(value.strip()[:-1]) <= 100:
-            return value.strip()
-        self.add(line, f"{what}: {value!r} is not a count of hosts or a share like 50%")
-        return None
 
     def host_map(self, value: Any, line: int, what: str) -> dict[Named, Any] | None:
         d = self.mapping(value, line, what)
@@ -336,7 +338,7 @@ def _load_file(root: Path, path: Path, problems: list[Problem]) -> Scenario | No
     if top is None:
         return None
     before = len(problems)
-    r.keys(top, _TOP_KEYS, "scenario")
+    r.unknown_keys(top, SCENARIO_KEYS.names(), "scenario")
     description = r.string(top, "description", "scenario") if "description" in top else None
     if "description" not in top:
         r.add(top.line, "scenario: description is required (one line: the fault injected)")
@@ -350,10 +352,10 @@ def _load_file(root: Path, path: Path, problems: list[Problem]) -> Scenario | No
             r.add(top.line_of("inventory"), f"inventory {inventory} does not exist")
     hosts: tuple[Named, ...] = ()
     if "hosts" in top:
-        hosts = r.names(top["hosts"], top.line_of("hosts"), "hosts") or ()
+        hosts = r.host_names(top["hosts"], top.line_of("hosts"), "hosts") or ()
     phases = _phases(r, top)
     waves = _waves(r, top)
-    max_failed = (r.share(top["max_failed"], top.line_of("max_failed"), "max_failed")
+    max_failed = (r.share(top["max_failed"], top.line_of("max_failed"), "max_failed", "50%")
                   if "max_failed" in top else None)
     time_scale = DEFAULT_TIME_SCALE
     if "time_scale" in top:
@@ -405,7 +407,7 @@ def _waves(r: _Reader, top: YDict) -> tuple[int | str, ...] | None:
         return None
     out: list[int | str] = []
     for i, item in enumerate(value):
-        wave = r.share(item, value.line_of(i), "waves")
+        wave = r.share(item, value.line_of(i), "waves", "50%")
         if wave in (0, "0%"):
             r.add(value.line_of(i), "waves: a wave of 0 hosts is not a wave")
         elif wave is not None:
@@ -442,7 +444,7 @@ def _inject(r: _Reader, top: YDict) -> tuple[Injection, ...]:
         d = r.mapping(raw, value.line_of(i), "inject: each item")
         if d is None:
             continue
-        r.keys(d, _INJECT_KEYS, "inject")
+        r.unknown_keys(d, INJECT_KEYS.names(), "inject")
         host = r.string(d, "host", "inject")
         faults = d.get("faults")
         if not isinstance(faults, dict) or not faults:
@@ -470,7 +472,7 @@ def _when(r: _Reader, raw: Any, line: int) -> When | None:
     d = r.mapping(raw, line, "inject: when")
     if d is None:
         return None
-    r.keys(d, _WHEN_KEYS, "inject: when")
+    r.unknown_keys(d, WHEN_KEYS.names(), "inject: when")
     event = _event_kind(r, d, "event", "inject: when")
     phase = (r.integer(d["phase"], d.line_of("phase"), "when: phase", 1)
              if "phase" in d else None)
@@ -491,7 +493,7 @@ def _expect(r: _Reader, top: YDict) -> Expect | None:
     d = r.mapping(top["expect"], top.line_of("expect"), "expect")
     if d is None:
         return None
-    r.keys(d, _EXPECT_KEYS, "expect")
+    r.unknown_keys(d, EXPECT_KEYS.names(), "expect")
     if "exit_code" not in d:
         r.add(d.line, "expect: exit_code is required")
         return None
@@ -556,7 +558,7 @@ def _phase_states(r: _Reader, raw: Any, line: int) -> dict[str, dict[int, tuple[
                 r.add(by_phase.line_of(phase), f"expect: phase_states: {state}: {phase!r} is "
                       "not a phase number")
                 continue
-            got = r.names(names, by_phase.line_of(phase), f"expect: phase_states: {state}: "
+            got = r.host_names(names, by_phase.line_of(phase), f"expect: phase_states: {state}: "
                           f"{number}")
             if got:
                 out[state][number] = got
@@ -579,7 +581,7 @@ def _fired(r: _Reader, d: YDict) -> list[EventExpect]:
         fd = r.mapping(item, iline, "expect: fired (a trigger name or {trigger, host})")
         if fd is None:
             continue
-        r.keys(fd, {"trigger", "host"}, "expect: fired")
+        r.unknown_keys(fd, FIRED_KEYS.names(), "expect: fired")
         trigger = r.string(fd, "trigger", "expect: fired")
         host = r.string(fd, "host", "expect: fired") if "host" in fd else None
         if trigger:
@@ -602,7 +604,7 @@ def _events(r: _Reader, d: YDict) -> list[EventExpect]:
         ed = r.mapping(item, raw.line_of(i), "expect: events: each item")
         if ed is None:
             continue
-        r.keys(ed, _EVENT_KEYS, "expect: events")
+        r.unknown_keys(ed, EVENT_KEYS.names(), "expect: events")
         kind = _event_kind(r, ed, "kind", "expect: events")
         host = r.string(ed, "host", "expect: events") if "host" in ed else None
         phase = (r.integer(ed["phase"], ed.line_of("phase"), "expect: events: phase", 1)

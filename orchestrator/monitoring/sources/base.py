@@ -3,9 +3,10 @@
 Each source module declares one `SourceSpec`: its `migration.yaml` keys (`Key`:
 type, required or not), its metric kind (number or pass/fail, which may depend on
 the keys: `http` with `expect` is pass/fail, with `field` a number), any rule that
-spans keys, and its reader. `sources/__init__.py` lists the specs in `SOURCES`, and
-`config/project.py` validates every metric against that registry, so adding a
-source is one new module plus one registry line. Declaring a spec must stay cheap:
+spans keys, and its reader. `sources/__init__.py` lists the specs in `SOURCES` and
+registers each one's schema with the config layer (`config.schema.register_source`),
+which validates every metric against that registry without importing a source, so
+adding a source is one new module plus one registry line. Declaring a spec must stay cheap:
 `migrate status` loads the project (and so imports every source module), so a source
 imports its client library inside its read, never at module level.
 
@@ -28,18 +29,28 @@ Pass/fail metrics read as 1.0 (pass) or 0.0 (fail); numeric ones as their value.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from orchestrator.config.inventory import Host
-from orchestrator.core.model import Metric, MetricKind
+from orchestrator.config.schema import (  # noqa: F401 - re-exported for the source modules
+    Check,
+    Key,
+    Report,
+    SourceSchema,
+    index,
+    kind_is,
+    label_name,
+    mapping,
+    one_of,
+    text,
+)
+from orchestrator.core.model import Metric
 from orchestrator.runners.base import CommandRunner
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
-
-    from orchestrator.config.yamlsource import YDict
 
 T = TypeVar("T")
 
@@ -136,94 +147,15 @@ class BatchSource(Source, Protocol):
 
 
 # --- the schema a source declares ---------------------------------------------------------
+# The key checks and the schema itself live in the config layer (config/schema.py), which
+# validates every metric against the registered schemas without importing a source; they
+# are re-exported here for the source modules.
 
-#: A key's check: None when the value is fine, else what is wrong, as "must be ...".
-Check = Callable[[Any], str | None]
-#: Where a spec's cross-key rule reports a problem: (line, message).
-Report = Callable[[int, str], None]
+@dataclass(frozen=True, kw_only=True)
+class SourceSpec(SourceSchema):
+    """A source's schema (`SourceSchema`: keys, kind, rules) and its reader."""
 
-
-@dataclass(frozen=True)
-class Key:
-    """One `migration.yaml` key of a source: its check and whether it must be there."""
-
-    check: Check
-    required: bool = False
-    doc: str = ""
-
-
-def text(value: Any) -> str | None:
-    """A non-empty string (templates are strings too)."""
-    if isinstance(value, str) and value.strip():
-        return None
-    return f"must be a non-empty string, not {value!r}"
-
-
-def mapping(value: Any) -> str | None:
-    return None if isinstance(value, dict) else f"must be a mapping, not {value!r}"
-
-
-def index(value: Any) -> str | None:
-    """A whole number >= 0 (a GPU index)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return None
-    return f"must be an index (0, 1, ...), not {value!r}"
-
-
-def label_name(value: Any) -> str | None:
-    import re
-
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        return None
-    return f"must be a label name (like instance or Hostname), not {value!r}"
-
-
-def one_of(*choices: Any) -> Check:
-    def check(value: Any) -> str | None:
-        if value in choices and not isinstance(value, bool):
-            return None
-        return f"must be one of {', '.join(map(str, choices))}, not {value!r}"
-    return check
-
-
-def kind_is(kind: MetricKind) -> Callable[[Mapping[str, Any]], MetricKind]:
-    return lambda body: kind
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Everything `migration.yaml` and the monitor need to know about one source.
-
-    `keys`: the source's own keys (the common ones, `source`, `nodata`,
-    `nodata_alert`, `timeout`, `description`, are the project loader's). `kind`: the
-    metric kind for a body. `exclusive`: groups of keys of which at most one may be
-    given. `rules`: cross-key checks that report (line, message) through `report`.
-    """
-
-    name: str
-    summary: str
-    keys: Mapping[str, Key]
-    kind: Callable[[Mapping[str, Any]], MetricKind]
     reader: Source
-    exclusive: tuple[tuple[str, ...], ...] = ()
-    rules: Callable[[YDict, Report], None] | None = None
-
-    def validate(self, body: YDict, report: Report) -> None:
-        """Report every problem of `body` against this schema (unknown keys excepted:
-        the loader knows the common keys too), each at the line of the key at fault."""
-        for key in sorted(k for k, spec in self.keys.items() if spec.required and k not in body):
-            report(body.line, f"source {self.name} needs {key!r}")
-        for key, spec in self.keys.items():
-            if key in body:
-                why = spec.check(body[key])
-                if why is not None:
-                    report(body.line_of(key), f"{key} {why}")
-        for group in self.exclusive:
-            given = [k for k in group if k in body]
-            if len(given) > 1:
-                report(body.line_of(given[1]), f"give only one of {', '.join(group)}")
-        if self.rules is not None:
-            self.rules(body, report)
 
 
 # --- reading -------------------------------------------------------------------------------
