@@ -110,15 +110,15 @@ def compare_paths(new: Path, old: Path, exclude: tuple[str, ...] = (), all_files
     files = [*old_by_rel.values(), *new_by_rel.values()]
     digests = {**old_tree.digests, **new_tree.digests}
     sizes = {**old_tree.sizes, **new_tree.sizes}
-    docs = dict(zip(files, analyze_many(files, workers, digests, sizes), strict=True))
+    by_path = dict(zip(files, analyze_many(files, workers, digests, sizes), strict=True))
     changes = []
     for rel in sorted(set(new_by_rel) | set(old_by_rel)):
         before_path, after_path = old_by_rel.get(rel), new_by_rel.get(rel)
         same = before_path is not None and after_path is not None \
             and digests[before_path] == digests[after_path]
         changes.append(change(display_name(rel),
-                              docs[before_path] if before_path else None,
-                              docs[after_path] if after_path else None, same))
+                              by_path[before_path] if before_path else None,
+                              by_path[after_path] if after_path else None, same))
     return {"changes": changes, "totals": _totals(changes),
             "skipped": {"before": old_tree.skipped, "after": new_tree.skipped},
             "excluded": {"before": len(old_tree.excluded), "after": len(new_tree.excluded)}}

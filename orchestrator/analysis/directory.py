@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -138,10 +138,23 @@ class Tree:
         return path.relative_to(self.root).as_posix()
 
 
-def select(root: Path, exclusions: Exclusions = Exclusions()) -> Tree:
-    """The files of `root` to analyse: exclusions applied, one file per distinct content."""
+def file_digest(path: Path) -> tuple[str, int]:
+    """(digest, size) of the file's bytes; OSError if it cannot be read."""
+    data = path.read_bytes()
+    return hashlib.blake2b(data, digest_size=16).hexdigest(), len(data)
+
+
+def select(root: Path, exclusions: Exclusions = Exclusions(),
+           digest_of: Callable[[Path], tuple[str, int]] = file_digest,
+           found: list[Path] | None = None) -> Tree:
+    """The files of `root` to analyse: exclusions applied, one file per distinct content.
+
+    `digest_of` reads a file's digest (a cache may answer without reading); `found`
+    the `.py` files when they are known already (listed on a host).
+    """
     tree = Tree(root)
-    found, tree.skipped = python_files(root)
+    if found is None:
+        found, tree.skipped = python_files(root)
     kept: list[Path] = []
     for path in found:
         rel = path.relative_to(root).as_posix()
@@ -158,14 +171,13 @@ def select(root: Path, exclusions: Exclusions = Exclusions()) -> Tree:
     duplicate_of: dict[Path, Path] = {}
     for path in ranked:
         try:
-            data = path.read_bytes()
+            digest, size = digest_of(path)
         except OSError as exc:
             tree.skipped.append({"file": display_name(path),
                                  "reason": f"cannot read: {exc.strerror or exc}"})
             continue
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         tree.digests[path] = digest
-        tree.sizes[path] = len(data)
+        tree.sizes[path] = size
         if digest in first_of:
             duplicate_of[path] = first_of[digest]
             continue
@@ -195,14 +207,15 @@ def analyze_directory(root: Path, workers: int | None = None,
     return assemble(tree, docs)
 
 
-def select_readable(root: Path, exclusions: Exclusions = Exclusions()) -> Tree:
+def select_readable(root: Path, exclusions: Exclusions = Exclusions(),
+                    digest_of: Callable[[Path], tuple[str, int]] = file_digest) -> Tree:
     """`select`, with a ConfigError for a root that is unreadable or has no `.py` file."""
     try:
         with os.scandir(root):
             pass
     except OSError as exc:
         raise path_error(root, f"cannot read: {exc.strerror or exc}") from exc
-    tree = select(root, exclusions)
+    tree = select(root, exclusions, digest_of)
     if not (tree.files or tree.excluded or tree.duplicates
             or any(not s["reason"].startswith("cannot list") for s in tree.skipped)):
         raise path_error(root, "no .py file in it")
