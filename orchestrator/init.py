@@ -291,33 +291,25 @@ def init_project(directory: Path, name: str, hosts: list[str] | tuple[str, ...] 
 
 def analysis_markdown(path: Path, name: str) -> str:
     """ANALYSIS.md: the sites of the agent that the migration must change (the worklist of
-    `migrate analyze --worklist`), then the risk summary."""
-    import json
+    `migrate analyze --worklist`), then its risk report (`migrate analyze --format md`)."""
+    from orchestrator.analysis import analyze_path, render_markdown
 
-    from orchestrator import analysis
-
+    result = analyze_path(path)
     lines = [f"# Analysis of {path.name} for the {name} migration", "",
-             f"Source: `{path}` (read, never imported or run). Regenerate with "
-             f"`migrate analyze {path} --worklist`.", ""]
-    worklist_fn = getattr(analysis, "worklist", None)
-    if worklist_fn is not None:
-        sites = worklist_fn(path)
-        items = sites.get("worklist", sites) if isinstance(sites, dict) else sites
-        lines += ["## Worklist: every site the migration must change", "",
-                  "| file:line | kind | what | target |", "| --- | --- | --- | --- |"]
-        for s in items:
-            item = s if isinstance(s, dict) else getattr(s, "__dict__", {})
-            lines.append(f"| {item.get('file')}:{item.get('line')} | {item.get('kind')} | "
-                         f"`{str(item.get('what', '')).replace('|', '/')}` | "
-                         f"{item.get('target')} |")
-        lines.append("")
+             f"Source: `{path}` (read, never imported or run). Written by `migrate init`; "
+             f"again with `migrate analyze {path} --worklist --format md`.", ""]
+    try:
+        from orchestrator.analysis.render import worklist_of
+    except ImportError:  # a migrate without --worklist: the risk report alone
+        lines += ["(This version of migrate has no `analyze --worklist`.)", ""]
     else:
-        lines += ["The worklist (`migrate analyze --worklist`) is not available in this "
-                  "version of migrate; the risk report follows.", ""]
-    result = analysis.analyze_path(path)
-    lines += ["## Risk", "", analysis.render_markdown(result).strip(), ""]
-    if not isinstance(result, dict):
-        lines += ["```json", json.dumps(result, indent=2, default=str), "```", ""]
+        work = render_markdown(worklist_of(result)).strip().splitlines()
+        if work and work[0].startswith("# "):
+            work[0] = "## Worklist: " + work[0][2:].lower()
+        lines += work + [""]
+    risk = render_markdown(result).strip().splitlines()
+    lines += ["## Risk", ""] + [("#" + line if line.startswith("#") else line)
+                                for line in risk] + [""]
     return "\n".join(lines)
 
 
