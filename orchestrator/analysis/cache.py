@@ -17,7 +17,9 @@ Bounded: at most `MAX_DOCUMENTS` documents (least recently used go first).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -58,6 +60,8 @@ class DocumentCache:
     def digest(self, path: Path) -> tuple[str, int]:
         """(digest, size) of a local file, without reading it when its stat is unchanged."""
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         key = _stat_key(st)
         name = os.fspath(path)
         with self._lock:

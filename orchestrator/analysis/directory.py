@@ -45,8 +45,10 @@ files first so that the last one to finish is a small one (`bench/analyze.py`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -139,7 +141,10 @@ class Tree:
 
 
 def file_digest(path: Path) -> tuple[str, int]:
-    """(digest, size) of the file's bytes; OSError if it cannot be read."""
+    """(digest, size) of the file's bytes; OSError if it cannot be read (or is a FIFO, a
+    device: reading one could block for ever)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
     data = path.read_bytes()
     return hashlib.blake2b(data, digest_size=16).hexdigest(), len(data)
 

@@ -86,9 +86,14 @@ def field_problem(name: Any) -> str | None:
     if name in FILE_FIELDS or name in TOTALS_FIELDS \
             or any(name.startswith(p) and len(name) > len(p) for p in FILE_COUNTS):
         return None
-    known = ", ".join(sorted(FILE_FIELDS | TOTALS_FIELDS))
-    return (f"{name!r} is not a number of the analysis document: one of {known}, or "
-            f"sockets.by_type.TYPE, sockets.operations.OP")
+    import difflib
+
+    fields = sorted(FILE_FIELDS | TOTALS_FIELDS)
+    close = difflib.get_close_matches(name, fields, n=1)
+    if close:
+        return f"{name!r} is not a number of the analysis document; did you mean {close[0]!r}?"
+    return (f"{name!r} is not a number of the analysis document: one of {', '.join(fields)}, "
+            f"or sockets.by_type.TYPE, sockets.operations.OP")
 
 
 def value_of(doc: dict[str, Any], name: str) -> float | str:
