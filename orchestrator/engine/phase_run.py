@@ -261,7 +261,8 @@ class PhaseRun:
                         final.results[h.name] = r
                         rec.move_step(StepTransition.FAIL, ctx.run_id, h.name, ctx.phase.number,
                                       step.id, idx, r.detail, failure=failure)
-                        ctx.say(f"  FAILED {h.name}: {step.id}: {r.detail}")
+                        ctx.say(f"  {'STOPPED' if r.cancelled else 'FAILED'} {h.name}: "
+                                f"{step.id}: {r.detail}")
                     else:
                         rec.event(EventKind.STEP_RETRY, ctx.run_id, h.name, ctx.phase.number,
                                   step.id, f"attempt {attempt} failed: {r.detail}",
