@@ -172,3 +172,11 @@ def test_analyse_gives_the_journal_detail() -> None:
                           "canary_samples", "control_samples"}
         assert m["class"] == "high" and m["canary_samples"] == 200
     assert r.failed_metrics == ["vram_used_mib", "latency_ms"]
+
+
+def test_threaded_and_serial_analysis_agree() -> None:
+    spec = AnalysisSpec(metrics=tuple(AnalysisMetric(f"m{i}", "increase") for i in range(6)),
+                        window=60, min_samples=10)
+    canary = {f"m{i}": noisy(1000 * (1.1 if i % 2 else 1.0), seed=i) for i in range(6)}
+    control = {f"m{i}": noisy(1000, seed=10 + i) for i in range(6)}
+    assert analyse(spec, canary, control, workers=1) == analyse(spec, canary, control, workers=4)
