@@ -14,6 +14,7 @@ Run: python bench/canary.py [RUNS]
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -52,16 +53,19 @@ def main() -> int:
     import scipy.stats  # noqa: F401
 
     print(f"scipy.stats first import: {time.perf_counter() - t0:.3f} s (once per process)")
-    times = []
+    times, cpu = [], []
     result = None
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = analyse(spec, canary, control, wave=2)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     assert result is not None
     med, worst = statistics.median(times), max(times)
     print(f"judge {METRICS} metrics x {HOSTS} hosts x {SAMPLES} samples/host: "
-          f"median {med:.3f} s, max {worst:.3f} s (budget {BUDGET} s) -> score "
+          f"median {med:.3f} s, max {worst:.3f} s (budget {BUDGET} s; CPU time median "
+          f"{statistics.median(cpu):.3f} s on {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}) -> score "
           f"{result.score:g} {result.result}, high: "
           f"{', '.join(m.name for m in result.metrics if m.cls == 'high')}")
     return 0 if worst <= BUDGET else 1
