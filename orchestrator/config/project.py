@@ -23,6 +23,7 @@ from orchestrator.config.schema import (
     SourceSchema,
     closest,
     source_schemas,
+    text,
 )
 from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yaml
 from orchestrator.core.durations import parse_duration
@@ -53,6 +54,7 @@ _STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MIGRATION_KEYS = Schema({
     "name": Key(doc="the migration's name; the journal records everything under it"),
     "description": Key(doc="free text"),
+    "agent": Key(text, doc="the agent's source (a file or directory), read by `migrate analyze`"),
     "inventory": Key(doc="the Ansible inventory (default inventory/hosts.yml)"),
     "poll_interval": Key(doc="how often triggers are evaluated (default 5s)"),
     "prometheus": Key(doc="{url: ...}: the Prometheus that `prometheus` metrics query"),
