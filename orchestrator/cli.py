@@ -109,6 +109,7 @@ class SignalGuard:
     def __init__(self, cancel: CancelToken, log: Any, undo_only: bool = False) -> None:
         self.cancel, self.log, self.count = cancel, log, 0
         self.undo_only = undo_only
+        self.ended = False  # the run ended: from now on signals are ignored
         self.saved: dict[int, Any] = {}
 
     def __enter__(self) -> SignalGuard:
@@ -117,8 +118,12 @@ class SignalGuard:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, old in self.saved.items():
-            signal.signal(sig, old)
+        """The run has ended and recorded how: a signal that arrives now (while the outcome
+        is printed, or while the interpreter shuts down and Python's handlers are gone)
+        must not kill the process with a signal's status instead of the exit code."""
+        self.ended = True
+        for sig in self.saved:
+            signal.signal(sig, signal.SIG_IGN)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
