@@ -195,6 +195,9 @@ class CommandRequest:
     artifacts_dir: Path
     timeout: float | None = None
     on_output: OutputSink = _ignore
+    #: at most this many last lines of output kept in `Result.stdout` (None: all); a
+    #: long-lived probe that prints a line every few seconds sets it so as not to grow
+    keep_lines: int | None = None
 
 
 class PlaybookRunner(Protocol):

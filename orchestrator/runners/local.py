@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 
 from orchestrator.core.clock import CancelToken
@@ -30,7 +31,7 @@ class LocalCommandRunner:
         proc = subprocess.Popen(["/bin/sh", "-c", request.command], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, text=True, errors="replace")
-        lines: list[str] = []
+        lines: deque[str] = deque(maxlen=request.keep_lines)
 
         def pump() -> None:
             assert proc.stdout is not None

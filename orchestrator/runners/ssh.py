@@ -36,7 +36,8 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -241,7 +242,8 @@ def _connect_failure(exc: BaseException) -> FailureKind:
 class _Lines:
     """Decodes one byte stream and hands whole lines to the operator and the log."""
 
-    def __init__(self, host: str, request: CommandRequest, log: TextIO, keep: list[str],
+    def __init__(self, host: str, request: CommandRequest, log: TextIO,
+                 keep: MutableSequence[str],
                  on_marker: Callable[[str], None] | None = None) -> None:
         self.host, self.request, self.log, self.keep = host, request, log, keep
         self.on_marker = on_marker
@@ -313,7 +315,7 @@ class SshCommandRunner:
             return Result.failed(host, FailureKind.UNREACHABLE,
                                  f"lost connection to {address}: {type(exc).__name__}: {exc}")
         pgid: list[str] = []
-        kept: list[str] = []
+        kept: deque[str] = deque(maxlen=request.keep_lines)
         out = _Lines(host, request, log, kept)
         err = _Lines(host, request, log, kept, on_marker=pgid.append)
         deadline = time.monotonic() + request.timeout if request.timeout else None

@@ -25,22 +25,21 @@ wording as the `nvml` source, never a dead thread.
 from __future__ import annotations
 
 import shlex
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import NvmlUnavailableError
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.supervision import spawn
+from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
 NVML_MISSING_EXIT = 3
-PROBE_DIR = Path(tempfile.gettempdir()) / "migrate-probes"  # the runner's log of the probe
+PROBE_KEEP_LINES = 20  # of the probe's output, for the reason it ended
 NVML_ERROR_TIMEOUT = 10  # pynvml.NVML_ERROR_TIMEOUT
 XID_CRITICAL = 0x8  # pynvml.nvmlEventTypeXidCriticalError
 
@@ -269,9 +268,10 @@ class XidWaiter:
         backoff = 1.0
         while not self._stop.is_set():
             started = time.monotonic()
+            # `alive` every few seconds for hours: only the last lines are kept
             request = CommandRequest(host=self.host, command=self.probe_command(),
-                                     artifacts_dir=PROBE_DIR, timeout=None,
-                                     on_output=self._line)
+                                     artifacts_dir=probe_dir(), timeout=None,
+                                     on_output=self._line, keep_lines=PROBE_KEEP_LINES)
             result = self.commands.run_command(request, self._cancel)
             if self._stop.is_set():
                 return
