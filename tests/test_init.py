@@ -370,3 +370,24 @@ def test_init_with_a_missing_agent_is_refused(tmp_path: Path) -> None:
                   str(tmp_path / "nope.py"))
     assert res.returncode == 2 and "no such file" in res.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_a_rehearsal_counts_requirements_on_other_migrations_as_met_and_says_so() -> None:
+    from dataclasses import fields, replace
+
+    from orchestrator.config.project import checked_project
+    from orchestrator.config.scaling import scaled, without_other_migrations
+    from orchestrator.core import model
+
+    if not hasattr(model, "Requirement") or "cross" not in {f.name for f in
+                                                             fields(model.Phase)}:
+        pytest.skip("the project model has no requirements on other migrations yet")
+    project, _ = checked_project(ROOT, None)
+    req = model.Requirement(migration="model-manager-agent", phase=4, observed=86400.0)
+    project.phases[1] = replace(project.phases[1], cross=(req,))
+    fast = scaled(project, 0.001)
+    assert fast.phases[1].cross[0].observed == pytest.approx(86.4)
+    reduced, lines = without_other_migrations(fast)
+    assert reduced.phases[1].cross == ()
+    assert len(lines) == 1
+    assert "model-manager-agent phase 4" in lines[0] and "counted as met" in lines[0]
