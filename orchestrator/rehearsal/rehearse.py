@@ -99,7 +99,7 @@ class Drill:
 def no_scenarios(root: Path) -> str:
     """What to say in a project without scenarios: where they go and how to start one."""
     return (f"no rehearsal scenarios: {root / SCENARIO_DIR} holds no *.yaml. Add one, e.g. "
-            f"{SCENARIO_DIR}/clean.yaml with\n"
+            f"{SCENARIO_DIR}/NAME.yaml with\n"
             "  description: none (all phases must complete)\n"
             "  expect: {exit_code: 0, phase_states: {completed: {1: [all]}}}\n"
             "and a sandbox (inventory/sandbox.yml, playbooks/sandbox/provision.yml and "
