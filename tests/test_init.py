@@ -197,7 +197,7 @@ def test_rehearse_list_without_scenarios_exits_2_and_says_how_to_add_one(
         f.unlink()
     res = migrate("--project", str(project), "rehearse", "--list")
     assert res.returncode == 2
-    assert "rehearsals/clean.yaml" in res.stderr and "description:" in res.stderr
+    assert "rehearsals/NAME.yaml" in res.stderr and "description:" in res.stderr
     res = migrate("--project", str(project), "rehearse")
     assert res.returncode == 2
     assert "no rehearsal scenarios" in res.stderr
