@@ -179,8 +179,15 @@ def trigger_chart(title: str, points: Sequence[tuple[float | datetime, float | N
     xs = [t for t, _ in points]
     ys = [v if v is not None else float("nan") for _, v in points]
     ax.plot(xs, ys, marker="o" if len(xs) <= 120 else None, markersize=3, linewidth=1.5,
-            label=ylabel,
+            label=ylabel, zorder=5,
             drawstyle="steps-post" if passfail else "default")
+    if len(xs) > 120:  # no markers on a long series, but a lone reading must still show
+        gap = [v != v for v in ys]  # NaN: no data
+        lone = [i for i in range(len(ys)) if not gap[i] and (i == 0 or gap[i - 1])
+                and (i == len(ys) - 1 or gap[i + 1])]
+        if lone:
+            ax.plot([xs[i] for i in lone], [ys[i] for i in lone], linestyle="none", marker="o",
+                    markersize=6, color="C0", zorder=6)  # above the fire line drawn at it
     known = [v for _, v in points if v is not None]
     nodata = [t for t, v in points if v is None]
     if nodata:

@@ -34,8 +34,13 @@ def find_run(state_dirs: list[Path], run_id: str) -> tuple[Journal, Path]:
         if not db.exists():
             continue
         journal = Journal(db)
-        if journal.run_info(run_id) is not None:
-            return journal, state_dir
+        try:
+            found = journal.run_info(run_id) is not None
+        except BaseException:  # an unreadable journal is not kept open either
+            journal.close()
+            raise
+        if found:
+            return journal, state_dir  # the caller closes it
         journal.close()
     raise ConfigError(f"no run {run_id!r} in the journal (see `migrate history`)")
 
@@ -135,7 +140,10 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
         rollback = {"started_at": started["at"], "ended_at": ended["at"] if ended else None,
                     "reason": started["detail"],
                     "hosts": sorted({e["host"] for e in events
-                                     if e["kind"] in rollback_kinds and e["host"]})}
+                                     if e["kind"] in rollback_kinds and e["host"]}),
+                    # where something was undone (a host that ran no step has nothing to undo)
+                    "undone_on": sorted({e["host"] for e in events
+                                         if e["kind"] == "step_rollback_started" and e["host"]})}
     first_fire = min(fired.items(), key=lambda kv: kv[1]["at"]) if fired else None
 
     order = sorted(series, key=interest)
@@ -243,11 +251,16 @@ def run_page(doc: dict[str, Any]) -> Page:
                                    for t in fired) or "none")]
     rb = doc.get("rollback")
     if rb:
-        summary.append(("rolled back", f"{', '.join(rb['hosts'])}: {rb['started_at']} to "
-                                       f"{rb['ended_at'] or '(not ended)'}"))
-    human = [e for e in doc["timeline"] if e["kind"] == "rollback_failed"]
-    for e in human:
-        summary.append(("A HUMAN IS NEEDED", f"{e['host']}: {e['detail']}"))
+        undone = rb.get("undone_on", rb["hosts"])
+        idle = [h for h in rb["hosts"] if h not in undone]
+        summary.append(("rolled back", f"{', '.join(undone) or 'nothing to undo'}: "
+                                       f"{rb['started_at']} to {rb['ended_at'] or '(not ended)'}"
+                        + (f" (nothing had run on {', '.join(idle)})" if idle else "")))
+    for e in doc["timeline"]:
+        if e["kind"] == "rollback_failed":
+            what = str(e["detail"] or "").removeprefix("a human is needed: ")
+            summary.append(("A HUMAN IS NEEDED", what if what.startswith(f"{e['host']}:")
+                            else f"{e['host']}: {what}"))
     charts = []
     for t in doc["triggers"]:
         if not t["chart"]:
