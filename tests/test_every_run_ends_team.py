@@ -7,12 +7,14 @@ database session is killed are in test_team_cli.py and test_team_state.py (Postg
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +24,38 @@ from orchestrator.monitoring.sources import tcp
 from orchestrator.monitoring.sources.nvml_events import PROBE_KEEP_LINES, XidWaiter
 from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.runners.local import LocalCommandRunner
+from tests.projects import Proj, make_project
 
 REMOTE = Host("pc2", {"ansible_host": "192.0.2.20"})
+
+TWO_STEPS = """\
+phase: 1
+name: Two steps
+steps:
+  - id: a
+    command: 'echo do a {{ host }} >> {{ vars.marker_dir }}/order.log'
+    rollback_command: 'echo undo a {{ host }} >> {{ vars.marker_dir }}/order.log'
+  - id: b
+    command: 'echo do b {{ host }} >> {{ vars.marker_dir }}/order.log'
+    rollback_command: 'echo undo b {{ host }} >> {{ vars.marker_dir }}/order.log'
+"""
+
+
+def build(tmp_path: Path, migration: str | None = None,
+          hosts: tuple[str, ...] = ("main",), body: str = TWO_STEPS) -> Proj:
+    proj = make_project(tmp_path, migration, hosts=hosts)
+    proj.phase(1, "two", body)
+    return proj
+
+
+def history(proj: Proj) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads(
+        proj.migrate("--output", "json", "history").stdout)["events"]
+    return events
+
+
+def clean(stderr: str) -> None:
+    assert "Traceback" not in stderr and "Exception in thread" not in stderr, stderr
 
 
 # --- the Xid probe: bounded output, a private log directory -----------------------------------
@@ -84,3 +116,85 @@ def test_a_command_keeps_all_its_output_unless_told_otherwise(tmp_path: Path) ->
         CancelToken())
     assert tail.stdout.splitlines() == ["line 498", "line 499", "line 500"]
     assert tail.ok
+
+
+# --- the report's journal is closed -----------------------------------------------------------
+def test_the_journals_find_run_opens_are_closed_after_the_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.app import App
+    from orchestrator.reporting import report
+    from orchestrator.state.journal import Journal
+
+    proj = build(tmp_path)
+    assert proj.migrate("phase", "1", "--host", "main").returncode == 0
+    run_id = history(proj)[0]["run_id"]
+    # a rehearsal's journal that does not hold the run is looked in, then closed too
+    other = proj.root / ".migrate" / "rehearsals" / "r-1"
+    other.mkdir(parents=True)
+    Journal(other / "state.db").close()
+
+    opened: list[Journal] = []
+    closed: list[Journal] = []
+
+    class Tracked(Journal):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            opened.append(self)
+
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(report, "Journal", Tracked)
+    with pytest.raises(Exception, match="no run 'nope'"):
+        report.find_run([other], "nope")
+    assert opened and set(map(id, opened)) == set(map(id, closed))
+    with App(proj.root) as app:
+        path, _ = app.report(run_id, "md")
+        assert path.is_file()
+        assert len(opened) >= 2
+        assert set(map(id, opened)) <= set(map(id, closed))  # closed before the app is
+
+
+# --- the sandbox's ansible-playbook call has a timeout ----------------------------------------
+def test_a_sandbox_playbook_that_hangs_is_stopped_at_its_timeout(tmp_path: Path) -> None:
+    from orchestrator._exceptions import MigrateError
+    from orchestrator.rehearsal.sandbox import PROVISION, TEARDOWN, Sandbox
+
+    pid_file = tmp_path / "hang.pid"
+    hang = f"""\
+- name: a provision that never ends
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: hang
+      ansible.builtin.shell: "echo $$ > {pid_file}; exec sleep 600"
+"""
+    for rel in (PROVISION, TEARDOWN):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(hang)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                         f"      ansible_python_interpreter: {sys.executable}\n")
+    said: list[str] = []
+    box = Sandbox(tmp_path, inventory, said.append, timeout=8)
+    started = time.monotonic()
+    with pytest.raises(MigrateError, match=r"provision.yml did not finish within 8s"):
+        box.provision()
+    assert time.monotonic() - started < 30
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid):  # its whole process group was stopped, the task's sleep too
+        assert time.monotonic() < deadline, f"sleep {pid} outlived the timeout"
+        time.sleep(0.1)
+    pid_file.unlink()
+    box.teardown()  # a teardown that hangs is said, not raised: the drill goes on
+    assert any("teardown.yml did not finish within 8s" in line for line in said), said
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

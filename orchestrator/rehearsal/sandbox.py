@@ -240,6 +240,11 @@ class Sandbox:
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the playbook, its process group and every process below it: ansible-core's
+    task workers call setsid(), so the group alone leaves the task running."""
+    from orchestrator.runners.descendants import kill_trees
+
+    kill_trees([proc.pid])
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
