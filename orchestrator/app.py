@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the engine is imported where a command runs something, not 
     from orchestrator.core.events import Hook
     from orchestrator.engine.context import EngineParts, Monitor, Prompter
     from orchestrator.engine.lifecycle import RunLifecycle
+    from orchestrator.telemetry.metrics import MigrateMetrics
 
 Say = Callable[[str], None]
 
@@ -47,6 +48,8 @@ class App:
     trigger_view_every: float = 0.0  # > 0: print live trigger values this often
     verbose: bool = False  # stream Ansible's task lines to the operator
     hooks: list[Hook] = field(default_factory=list)  # extra event listeners (live view)
+    metrics_port: int | None = None  # --metrics-port: serve SPEC section 7's /metrics
+    _metrics: MigrateMetrics | None = None
     _loaded: tuple[Project, Inventory] | None = None
     _journal: Journal | None = None
     _parts: EngineParts | None = None
@@ -68,6 +71,7 @@ class App:
         """Close everything this app opened, newest first."""
         self._resources.close()
         self._parts = None
+        self._metrics = None
         self._journal = None
 
     # --- loading ----------------------------------------------------------------------------
@@ -128,6 +132,7 @@ class App:
         from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
+        metrics = self.serve_metrics()
         commands = HostCommandRunner(project.ssh)
         self._resources.callback(commands.close)  # the SSH connection pool
         notifications = Notifications(project.notify, project.name, log=self.say)
@@ -150,11 +155,37 @@ class App:
             live = TriggerMonitor(project, inventory, self.journal, self.clock, commands,
                                   self.say)
             live.view_every = self.trigger_view_every
+            if metrics is not None:
+                live.on_cycle = lambda m: metrics.observe(m.snapshot(), project.triggers)
             monitor = live
         parts.monitor = monitor
         parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands)
         self._parts = parts
         return parts
+
+    def serve_metrics(self) -> MigrateMetrics | None:
+        """With `--metrics-port`: start serving SPEC section 7's series (once), every host
+        and phase declared at its journaled state, fed by the run's event hooks; the
+        server closes with the app. None without a port."""
+        if self.metrics_port is None or self._metrics is not None:
+            return self._metrics
+        from orchestrator.telemetry.metrics import MigrateMetrics
+
+        project, inventory = self.load()
+        metrics = MigrateMetrics(project.name)
+        hosts = list(inventory.hosts)
+        metrics.declare(hosts, {n: list(p.triggers) for n, p in project.phases.items()},
+                        {(h, n): self.journal.phase_record(h, n).state.value
+                         for h in hosts for n in project.phases})
+        port = metrics.serve(self.metrics_port)
+        self._resources.callback(metrics.close)
+        self._metrics = metrics
+        if self._parts is not None:
+            self._parts.hooks.subscribe(metrics.on_event)
+        else:
+            self.hooks.append(metrics.on_event)
+        self.say(f"serving /metrics on http://127.0.0.1:{port}/metrics")
+        return metrics
 
     def _probe_runner(self) -> Any:
         """A command runner for a command that reads metrics without running a phase (plan,
@@ -197,6 +228,9 @@ class App:
                  "value": self.journal.baseline(h.name, baseline).get(
                      t["metric"], scheduled.get((h.name, baseline), "sampled at phase start"))}
                 for h in hosts] if t["condition"] in ("degrade_pct", "increase") else []
+        from orchestrator.engine.refusals import requirement_states
+
+        doc["requirements"] = requirement_states(phase, hosts, self.journal)
         return doc
 
     def _scheduled_baselines(self, project: Project, phase: Phase,
@@ -294,8 +328,16 @@ class App:
         hosts = self.hosts(host_names) if host_names else list(inventory.hosts.values())
         return status_document(project, hosts, self.journal)
 
-    def history(self, host: str | None, run_id: str | None) -> dict[str, Any]:
-        events = self.journal.events(host, run_id)
+    def program(self) -> dict[str, Any]:
+        """`status --all`: every migration of the journal, phase by phase."""
+        from orchestrator.reporting.views import program_document
+
+        project, _ = self.load()
+        return program_document(project, self.journal)
+
+    def history(self, host: str | None, run_id: str | None,
+                every_migration: bool = False) -> dict[str, Any]:
+        events = self.journal.events(host, run_id, every_migration)
         if run_id is not None and not events and self.journal.run_info(run_id) is None:
             found = self._rehearsal_events(host, run_id)  # a drill keeps its own journal
             if found is not None:
@@ -352,16 +394,15 @@ class App:
         finally:
             journal.close()
 
-    def watcher(self, host_names: tuple[str, ...], act: bool, metrics_port: int | None) -> Any:
-        from orchestrator.monitoring.watch import Watcher, WatchMetrics
+    def watcher(self, host_names: tuple[str, ...], act: bool,
+                metrics_port: int | None = None) -> Any:
+        from orchestrator.monitoring.watch import Watcher
 
         hosts = self.hosts(host_names)
-        metrics = None
-        if metrics_port:
-            metrics = WatchMetrics(metrics_port)
-            metrics.start()
-            self._resources.callback(metrics.close)
-        return Watcher(self.lifecycle(), hosts, act=act, metrics=metrics)
+        if metrics_port is not None:
+            self.metrics_port = metrics_port
+        lifecycle = self.lifecycle()  # builds the parts: serves /metrics with a port
+        return Watcher(lifecycle, hosts, act=act, metrics=self._metrics)
 
     def resume(self, host_names: tuple[str, ...], accept_changes: bool, prompter: Prompter,
                cancel: CancelToken, command: str) -> RunReport:

@@ -38,7 +38,7 @@ class Options:
     verbose: int
     view: Any = None  # the LiveView of a command that runs something (reporting.live)
 
-    def app(self) -> Any:
+    def app(self, metrics_port: int | None = None) -> Any:
         from orchestrator.app import App
         from orchestrator.config.project import resolve_project_dir
 
@@ -48,7 +48,8 @@ class Options:
         # closed when the command ends, however it ends
         return click.get_current_context().with_resource(
             App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0,
-                hooks=[self.view] if self.view is not None else []))
+                hooks=[self.view] if self.view is not None else [],
+                metrics_port=metrics_port))
 
     def log(self, line: str) -> None:
         if self.view is not None and self.view.active:
@@ -313,16 +314,18 @@ def plan(opts: Options, number: int, hosts: tuple[str, ...]) -> int:
               help="Cumulative shares of the hosts per wave, e.g. 1,10%,50%,100%.")
 @click.option("--max-failed", default=None, metavar="N|P%",
               help="Failure budget: hosts that may fail (each rolled back alone).")
+@click.option("--metrics-port", type=int, default=None, metavar="P",
+              help="Serve Prometheus /metrics on this port while the phase runs.")
 @click.pass_obj
 def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes: bool,
-          waves: str | None, max_failed: str | None) -> int:
+          waves: str | None, max_failed: str | None, metrics_port: int | None) -> int:
     """Run phase N on the hosts; roll back on a trigger or a failed step."""
     from orchestrator.engine.waves import parse_spec
 
     wave_specs = tuple(parse_spec(w) for w in waves.split(",") if w.strip()) if waves else None
     budget = parse_spec(max_failed) if max_failed is not None else None
     view = opts.live_view("migrate phase")
-    app = opts.app()
+    app = opts.app(metrics_port)
     view.attach(lambda: app.journal)
     try:  # every step and host in the grid from the start; errors come from run_phase
         view.expect(number, [s.id for s in app.phase(number).steps],
@@ -432,11 +435,17 @@ def state_copy(opts: Options, to_url: str) -> int:
 
 @cli.command()
 @click.option("--host", "hosts", multiple=True)
+@click.option("--all", "all_", is_flag=True,
+              help="Every migration in the journal: the program at a glance.")
 @click.pass_obj
-def status(opts: Options, hosts: tuple[str, ...]) -> int:
+def status(opts: Options, hosts: tuple[str, ...], all_: bool) -> int:
     """State of every phase on every host, and why a phase was rolled back."""
-    from orchestrator.reporting.views import status_text
+    from orchestrator.reporting.views import program_text, status_text
 
+    if all_:
+        doc = opts.app().program()
+        opts.emit(doc, program_text(doc))
+        return OK
     doc = opts.app().status(hosts)
     opts.emit(doc, status_text(doc, full=bool(hosts) or opts.verbose > 0))
     return OK
@@ -445,12 +454,13 @@ def status(opts: Options, hosts: tuple[str, ...]) -> int:
 @cli.command()
 @click.option("--host", default=None)
 @click.option("--run", "run_id", default=None)
+@click.option("--all", "all_", is_flag=True, help="Every migration's events, not only this one's.")
 @click.pass_obj
-def history(opts: Options, host: str | None, run_id: str | None) -> int:
+def history(opts: Options, host: str | None, run_id: str | None, all_: bool) -> int:
     """The journal: every transition with its time, oldest first."""
     from orchestrator.reporting.views import history_text
 
-    doc = opts.app().history(host, run_id)
+    doc = opts.app().history(host, run_id, all_)
     opts.emit(doc, history_text(doc))
     return OK
 
@@ -460,7 +470,8 @@ def history(opts: Options, host: str | None, run_id: str | None) -> int:
 @click.option("--for", "for_", default=None, metavar="DURATION", help="Stop after this long.")
 @click.option("--once", is_flag=True, help="Evaluate one cycle and exit (cron, tests).")
 @click.option("--no-rollback", is_flag=True, help="Only notify and record.")
-@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--metrics-port", type=int, default=None, metavar="P",
+              help="Serve Prometheus /metrics on this port while watching.")
 @click.option("--checkpoint", default=None, metavar="DURATION",
               help="Write an observation report this often and at the end (md and html).")
 @click.pass_obj
@@ -476,8 +487,8 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     except ValueError as exc:
         raise ConfigError(f"--for/--checkpoint: {exc}") from exc
     view = opts.live_view("migrate watch")
-    app = opts.app()
-    watcher = app.watcher(hosts, act=not no_rollback, metrics_port=metrics_port)
+    app = opts.app(metrics_port)
+    watcher = app.watcher(hosts, act=not no_rollback)
     view.attach(lambda: app.journal, sorted(app.load()[0].phases))
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -542,9 +553,11 @@ def report(opts: Options, run_id: str, fmt: str, out: Path | None) -> int:
 @click.option("--inventory", "inventory", default=None, metavar="FILE",
               help="Sandbox inventory (default: the scenario's, else inventory/sandbox.yml).")
 @click.option("--keep", is_flag=True, help="Leave the sandbox agents running afterwards.")
+@click.option("--metrics-port", type=int, default=None, metavar="P",
+              help="Serve Prometheus /metrics on this port while the drill runs.")
 @click.pass_obj
 def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | None,
-             keep: bool) -> int:
+             keep: bool, metrics_port: int | None) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
     from orchestrator.config.project import resolve_project_dir
     from orchestrator.rehearsal.rehearse import (
@@ -568,7 +581,7 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
     view = opts.live_view("migrate rehearse")
     with view:
         drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep,
-                          view=view).run(scenario)
+                          view=view, metrics_port=metrics_port).run(scenario)
         view.finish(f"rehearsal {drill.scenario.name} {'PASSED' if drill.passed else 'FAILED'}"
                     f" in {drill.seconds:.0f}s")
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "

@@ -67,6 +67,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def scrape(port: int) -> dict[tuple[str, ...], float]:
+    """/metrics as (name, host or phase, trigger or reason) -> value, migration checked."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            assert s.labels.get("migration") == "watched", s
+            key = (s.name, *(s.labels[k] for k in ("host", "phase", "trigger", "reason")
+                             if k in s.labels and not (k == "phase" and "host" in s.labels)))
+            out[key] = s.value
+    return out
+
+
 def test_once_reports_nothing_fired(tmp_path: Path, agent: AgentServer) -> None:
     proj = completed(tmp_path, agent)
     res = proj.migrate("--output", "json", "watch", "--host", "main", "--once")
@@ -83,20 +99,23 @@ def test_watch_rolls_back_latest_phase_and_serves_metrics(tmp_path: Path,
                       "--metrics-port", str(port))
     try:
         # HELP/TYPE lines exist before the first poll; wait for the samples themselves.
-        wanted = ('migrate_trigger_value{host="main",phase="2",trigger="model_load_failure"} 0.0',
-                  'migrate_trigger_state{host="main",phase="1",trigger="health_failure"} 0.0')
-        body = ""
+        # SPEC section 7's names (migrate_trigger_state and migrate_watch_rollbacks are gone)
+        wanted = {("migrate_trigger_value", "main", "model_load_failure"): 0.0,
+                  ("migrate_trigger_firing", "main", "health_failure"): 0.0}
+        got: dict[tuple[str, ...], float] = {}
         deadline = time.monotonic() + 20
-        while not all(line in body for line in wanted):
-            assert time.monotonic() < deadline, body
+        while not all(got.get(k) == v for k, v in wanted.items()) \
+                or got.get(("migrate_watch_active",)) != 1.0:
+            assert time.monotonic() < deadline, got
             assert proc.poll() is None, proc.communicate()
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                    body = r.read().decode()
+                got = scrape(port)
             except OSError:
                 pass
             time.sleep(0.2)
-        assert "migrate_watch_polls_total" in body
+        assert got[("migrate_rollbacks_total", "2", "model_load_failure")] == 0.0
+        assert not any(k[0] in ("migrate_trigger_state", "migrate_watch_rollbacks_total")
+                       for k in got)
         agent.health["model_load_failures"] = 2
         out, err = proc.communicate(timeout=60)
     finally:

@@ -180,6 +180,8 @@ class TriggerMonitor:
         self.act = True  # watch --no-rollback turns acting off
         self.view_every = 0.0  # > 0: say a line of trigger values this often (rehearsals)
         self._last_view = 0.0
+        #: called after each cycle of the monitor's own loop (the /metrics exporter)
+        self.on_cycle: Callable[[TriggerMonitor], None] | None = None
         #: the `alert:` triggers' source; built and owned by `start` for a phase, or handed
         #: in (shared by every monitor of a watch) before `prepare`
         self.alerts: AlertService | None = None
@@ -370,6 +372,8 @@ class TriggerMonitor:
             while not self._stop.is_set():
                 self.cycle(pool)
                 self._view()
+                if self.on_cycle is not None:
+                    self.on_cycle(self)
                 next_at += interval
                 delay = next_at - self.clock.monotonic()
                 if delay < 0:  # a slow cycle: skip ahead rather than burst

@@ -6,8 +6,9 @@ its run recorded, or the named one). When a trigger with `action: rollback`
 fires, it asks `RunLifecycle.watch_rollback` (the engine's one place a rollback
 begins) to roll back the latest completed phase on that host, and stops with exit
 1 (3 if the rollback failed). Notifications come from the run's event hooks. It
-serves its own Prometheus metrics so that the watcher is watched; the server is
-started and closed by its owner (`App`), never inside a constructor.
+serves SPEC section 7's metrics (`telemetry.metrics.MigrateMetrics`) so that the watcher
+is watched; the server is started and closed by its owner (`App`), never inside a
+constructor.
 """
 
 from __future__ import annotations
@@ -28,53 +29,12 @@ from orchestrator.engine.context import EngineParts, new_run_id
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline
-from orchestrator.monitoring.triggers import TriggerStatus
 from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import JournalRecorder, Recorder
 
 if TYPE_CHECKING:
     from orchestrator.monitoring.alerts.service import AlertService
-
-_STATUS_CODE = {TriggerStatus.OK: 0, TriggerStatus.PENDING: 1, TriggerStatus.FIRING: 2}
-
-
-class WatchMetrics:
-    """prometheus-client gauges and counters on a private registry, served on a port."""
-
-    def __init__(self, port: int, addr: str = "127.0.0.1") -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
-        self.port, self.addr = port, addr
-
-        self.registry = CollectorRegistry()
-        labels = ["host", "phase", "trigger"]
-        self.value = Gauge("migrate_trigger_value", "Latest value of the trigger's metric",
-                           labels, registry=self.registry)
-        self.state = Gauge("migrate_trigger_state", "0 ok, 1 pending, 2 firing", labels,
-                           registry=self.registry)
-        self.last_poll = Gauge("migrate_watch_last_poll_timestamp_seconds",
-                               "Unix time of the last completed poll", registry=self.registry)
-        self.polls = Counter("migrate_watch_polls", "Poll cycles completed",
-                             registry=self.registry)
-        self.rollbacks = Counter("migrate_watch_rollbacks", "Rollbacks started by watch",
-                                 registry=self.registry)
-        self.errors = Gauge("migrate_source_errors", "Failed metric reads since start",
-                            ["metric"], registry=self.registry)
-        self.role = Gauge("migrate_watch_active", "1 while this watcher is the active one, "
-                          "0 while it stands by", registry=self.registry)
-        self.server: Any = None
-
-    def start(self) -> None:
-        from prometheus_client import start_http_server
-
-        self.server, _ = start_http_server(self.port, addr=self.addr, registry=self.registry)
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
+    from orchestrator.telemetry.metrics import MigrateMetrics
 
 @dataclass
 class Watched:
@@ -96,7 +56,7 @@ class WatchResult:
 
 class Watcher:
     def __init__(self, lifecycle: RunLifecycle, hosts: list[Host], act: bool = True,
-                 metrics: WatchMetrics | None = None) -> None:
+                 metrics: MigrateMetrics | None = None) -> None:
         self.lifecycle = lifecycle
         self.project: Project = lifecycle.project
         self.inventory = lifecycle.inventory
@@ -256,7 +216,7 @@ class Watcher:
         assert lead is not None
         self.parts.say(f"no longer the active watcher ({why}): standing by, not acting")
         if self.metrics is not None:
-            self.metrics.role.set(0)
+            self.metrics.set_watch_active(False)
         try:
             self.recorder.event(EventKind.WATCH_ROLE, self.run_id, None, None, None,
                                 f"standby: {why}", role="standby")
@@ -266,7 +226,7 @@ class Watcher:
         if lead.wait(self.stop_event, poll=1.0):
             self.parts.say("active again: won the election")
             if self.metrics is not None:
-                self.metrics.role.set(1)
+                self.metrics.set_watch_active(True)
             try:
                 self.recorder.event(EventKind.WATCH_ROLE, self.run_id, None, None, None,
                                     "active", role="active")
@@ -283,7 +243,7 @@ class Watcher:
                           on_lost=lambda reason: self._wake.set())
         self.leadership = lead
         if self.metrics is not None:
-            self.metrics.role.set(0)
+            self.metrics.set_watch_active(False)
         if not lead.try_acquire():
             holder = lead.current()
             who = (f"{holder.process.machine} pid {holder.process.pid} since {holder.since}"
@@ -295,7 +255,7 @@ class Watcher:
                 return False
             self.parts.say("taking over: the active watcher is gone")
         if self.metrics is not None:
-            self.metrics.role.set(1)
+            self.metrics.set_watch_active(True)
         return True
 
     def stop(self) -> None:
@@ -382,25 +342,14 @@ class Watcher:
             w.host, Reason(Origin.WATCH, f"{firing.reason} (migrate watch)",
                            trigger=firing.trigger, host=w.host.name), self.run_id,
             w.phase.number, self.cancel)
-        if report is not None and self.metrics is not None:
-            self.metrics.rollbacks.inc()
-        return report
+        return report  # migrate_rollbacks_total counts it from the rollback_started event
 
     def _export(self, watched: list[Watched]) -> None:
+        """Each trigger's value, threshold and firing after a cycle (SPEC section 7)."""
         if self.metrics is None:
             return
-        import time
-
         for w in watched:
-            for (host, trigger), (state, _) in w.monitor.snapshot().items():
-                labels = (host, str(w.phase.number), trigger)
-                if state.last_value is not None:
-                    self.metrics.value.labels(*labels).set(state.last_value)
-                self.metrics.state.labels(*labels).set(_STATUS_CODE[state.status])
-            for metric, count in w.monitor.source_errors.items():
-                self.metrics.errors.labels(metric).set(count)
-        self.metrics.polls.inc()
-        self.metrics.last_poll.set(time.time())
+            self.metrics.observe(w.monitor.snapshot(), self.project.triggers)
 
 
 def watch_exit_outcome(result: WatchResult) -> RunOutcome:

@@ -116,13 +116,14 @@ class Rehearsal:
 
     def __init__(self, root: Path, inventory: Path | None, say: Callable[[str], None],
                  keep: bool = False, time_scale: float | None = None,
-                 view: Any = None) -> None:
+                 view: Any = None, metrics_port: int | None = None) -> None:
         self.root = root
         self.inventory_override = inventory.resolve() if inventory else None
         self.say = say
         self.keep = keep
         self.time_scale = time_scale
         self.view = view  # reporting.live.LiveView: the operator's screen
+        self.metrics_port = metrics_port  # --metrics-port: /metrics while the drill runs
 
     def scenario(self, name: str | None) -> Scenario:
         scenarios = load_scenarios(self.root)
@@ -160,7 +161,8 @@ class Rehearsal:
                      "check may be the machine's rather than the migration's")
         with App(root=self.root, inventory_override=inventory_path, say=self.say,
                  state_dir=state_dir, time_scale=scale,
-                 trigger_view_every=0.0 if self.view is not None else 2.0) as app:
+                 trigger_view_every=0.0 if self.view is not None else 2.0,
+                 metrics_port=self.metrics_port) as app:
             project, inventory = app.load()
             alert_lab = self._alert_receiver(project, inventory, scenario, state_dir, scale)
             if alert_lab is not None:
