@@ -88,11 +88,11 @@ def test_dashboard_queries_against_a_scraped_watch(tmp_path: Path) -> None:
                     assert query(url, expr), f"{title}: {expr} returned no data"
             assert nonzero(query(url, queries["Triggers firing"][0])) == []
             assert nonzero(query(url, queries["Rollbacks by reason"][0])) == []
-            active = query(url, queries["Active watcher"][0])
+            active: list[Any] = query(url, queries["Active watcher"][0])
             assert [(r["metric"], float(r["value"][1])) for r in active] == \
                 [({"migration": NAME}, 1.0)]
-            value, threshold = (query(url, q) for q in
-                                queries["Trigger value against threshold: $trigger"])
+            threshold: list[Any] = query(
+                url, queries["Trigger value against threshold: $trigger"][1])
             assert {(r["metric"]["host"], float(r["value"][1])) for r in threshold
                     if r["metric"]["trigger"] == "vram_high"} >= {("main", 1000.0)}
 
