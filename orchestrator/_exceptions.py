@@ -66,11 +66,14 @@ class RefusedError(MigrateError):
 class LockHeldError(RefusedError):
     """Another run holds the host."""
 
-    def __init__(self, host: str, pid: int, machine: str, command: str, since: str) -> None:
+    def __init__(self, host: str, pid: int, machine: str, command: str, since: str,
+                 migration: str = "") -> None:
         self.host = host
         self.pid = pid
+        self.migration = migration
+        of = f" of migration {migration}" if migration else ""
         super().__init__(
-            f"host {host} is held by another run: pid {pid} on {machine}, "
+            f"host {host} is held by another run{of}: pid {pid} on {machine}, "
             f"command {command!r}, since {since}"
         )
 

@@ -98,6 +98,7 @@ class App:
                 settings = StateSettings(timeout=settings.timeout)
             journal = open_state(project.state_dir, settings)
             self._resources.callback(journal.close)
+            journal.use_migration(project.name)
             self._journal = journal
         return self._journal
 

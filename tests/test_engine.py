@@ -221,9 +221,9 @@ def test_held_host_is_refused_naming_the_holder(tmp_path: Path) -> None:
 def test_dead_holder_lock_is_taken_over_and_its_run_marked_interrupted(tmp_path: Path) -> None:
     run, _, journal = build(tmp_path, THREE_STEPS)
     with journal.transaction() as db:
-        db.execute("INSERT INTO locks VALUES ('main','dead-run',999999,1,?,'migrate phase 1','x')",
+        db.execute("INSERT INTO locks (host, run_id, pid, pid_start, machine, command, since) VALUES ('main','dead-run',999999,1,?,'migrate phase 1','x')",
                    (__import__("socket").gethostname(),))
-        db.execute("INSERT INTO phase_states VALUES ('main',1,'running','dead-run','x',NULL)")
+        db.execute("INSERT INTO phase_states (host, phase, state, run_id, updated_at, reason) VALUES ('main',1,'running','dead-run','x',NULL)")
     assert journal.reap() == ["dead-run"]
     assert journal.phase_record("main", 1).state is PhaseState.INTERRUPTED
     with pytest.raises(RefusedError, match="interrupted"):

@@ -271,7 +271,7 @@ def dead_run(lc: RunLifecycle, journal: Journal) -> tuple[JournalRecorder, str]:
 def died(journal: Journal, run_id: str) -> None:
     """Its process died: the lock names a pid that is gone; the next look reaps it."""
     with journal.transaction() as db:
-        db.execute("INSERT INTO locks VALUES ('main', ?, 999999, 1, ?, 'migrate phase 1', 'x')",
+        db.execute("INSERT INTO locks (host, run_id, pid, pid_start, machine, command, since) VALUES ('main', ?, 999999, 1, ?, 'migrate phase 1', 'x')",
                    (run_id, __import__("socket").gethostname()))
     journal.reap()
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Inventory, load_inventory
@@ -34,6 +34,7 @@ from orchestrator.core.model import (
     Notifier,
     Phase,
     Project,
+    Requirement,
     Step,
     StepAction,
     Trigger,
@@ -41,6 +42,9 @@ from orchestrator.core.model import (
     Undo,
     UndoKind,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.canary.spec import AnalysisSpec
 
 MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
@@ -126,9 +130,14 @@ PHASE_KEYS = Schema({
     "waves": Key(doc="[1, 10%, 100%]: cumulative shares of the run's hosts"),
     "max_failed": Key(doc="the failure budget: a count or a share of the hosts"),
     "on_fire": Key(doc="wave (default) or run: what an exhausted budget rolls back"),
+    "analysis": Key(doc="canary analysis: metrics judged against a control at each bake's end"),
 })
 REQUIRES_KEYS = Schema({"phase": Key(doc="the phase required"),
-                        "observed": Key(doc="completed and quiet at least this long")})
+                        "observed": Key(doc="completed and quiet at least this long"),
+                        "migration": Key(doc="another migration of the same journal "
+                                             "(its `name`)"),
+                        "host": Key(doc="with migration: the host it must be completed on "
+                                        "(default: the host this phase runs on)")})
 STEP_KEYS = Schema({
     "id": Key(doc="unique in the phase: letters, digits, '-', '_', '.'"),
     "name": Key(doc="one line"),
@@ -631,12 +640,28 @@ def _load_phase(project: Project, defined: _Defined, c: _Checker, path: Path, nu
         c.add(d.line_of("phase"), f"phase: {declared!r} does not match the file name's {number}")
     requires: list[int] = []
     observed: dict[int, float] = {}
+    cross: list[Requirement] = []
     for item, line in c.names(d, "requires", "phase"):
         if isinstance(item, YDict):  # {phase: 2, observed: 24h}
             if not c.keys(item, REQUIRES_KEYS, "requires") and "phase" not in item:
                 continue  # `{phas: 2}`: the misspelt key is the one problem
             seconds = c.duration(item, "observed", None)
             item_phase = item.get("phase")
+            other = item.get("migration")
+            if other is not None:  # another migration's phase: not checked against ours
+                if not isinstance(other, str) or not other:
+                    c.add(item.line_of("migration"), "requires: migration must be a name")
+                elif isinstance(item_phase, bool) or not isinstance(item_phase, int):
+                    c.add(line, f"requires: {item_phase!r} is not a phase number")
+                else:
+                    host = item.get("host")
+                    cross.append(Requirement(other, item_phase,
+                                             str(host) if host is not None else None,
+                                             seconds, line))
+                continue
+            if "host" in item:
+                c.add(item.line_of("host"), "requires: host goes with migration (a phase of "
+                      "this migration is required on the same host)")
             if seconds is not None and not isinstance(item_phase, bool) \
                     and isinstance(item_phase, int):
                 observed[item_phase] = seconds
@@ -699,12 +724,33 @@ def _load_phase(project: Project, defined: _Defined, c: _Checker, path: Path, nu
         seen[step.id] = step.line
         steps.append(step)
     name = c.string(d, "name", "phase") or path.stem
-    return Phase(number=number, name=name, path=path, requires=tuple(requires),
+    analysis = _analysis(project, defined, c, d, bake, bool(waves), names)
+    return Phase(analysis=analysis, number=number, name=name, path=path,
+                 requires=tuple(requires),
                  triggers=tuple(triggers), bake=bake, preconditions=tuple(preconditions),
                  steps=tuple(steps), serial=int(serial),
                  waves=tuple(w for w in waves if w is not None),
                  max_failed=max_failed if max_failed is not None else 0, on_fire=on_fire,
-                 observed=observed)
+                 observed=observed, cross=tuple(cross))
+
+
+def _analysis(project: Project, defined: _Defined, c: _Checker, d: YDict, bake: float,
+              has_waves: bool, names: _InventoryNames | None) -> AnalysisSpec | None:
+    """The phase's `analysis:` block (SPEC section 2, "Canary analysis"), or None."""
+    if "analysis" not in d:
+        return None
+    from orchestrator.canary.spec import parse_analysis
+
+    kinds: dict[str, Any] = {name: m.kind for name, m in project.metrics.items()}
+    for name in defined.metrics:  # a broken metric is reported where it is defined
+        kinds.setdefault(name, "number")
+    hosts = None if names is None else \
+        set(names.inventory.hosts) | set(names.inventory.groups)
+    spec, problems = parse_analysis(d["analysis"], file=c.file, line=d.line_of("analysis"),
+                                    metric_kinds=kinds, bake=bake, has_waves=has_waves,
+                                    host_names=hosts)
+    c.problems.extend(problems)
+    return spec
 
 
 def _share(c: _Checker, value: Any, line: int, key: str) -> int | str | None:

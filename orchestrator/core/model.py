@@ -9,7 +9,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.canary.spec import AnalysisSpec
 
 
 class StepAction(enum.Enum):
@@ -59,6 +62,26 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """`requires: [{migration: NAME, phase: N, host: H, observed: 24h}]`: a phase of another
+    migration in the same journal, completed (and quiet for `observed`) on `host` (by
+    default the host the phase runs on) before this phase may start there."""
+
+    migration: str
+    phase: int
+    host: str | None = None
+    observed: float | None = None
+    line: int = 0
+
+    def describe(self) -> str:
+        from orchestrator.core.durations import format_duration
+
+        where = f" on {self.host}" if self.host else ""
+        quiet = f", observed {format_duration(self.observed)}" if self.observed else ""
+        return f"{self.migration} phase {self.phase}{where}{quiet}"
+
+
+@dataclass(frozen=True)
 class Phase:
     number: int
     name: str
@@ -69,12 +92,15 @@ class Phase:
     preconditions: tuple[str, ...]
     steps: tuple[Step, ...]
     serial: int = 0  # 0: all hosts step by step; 1: the whole phase on one host at a time
+    analysis: AnalysisSpec | None = None  # `analysis:`: canary vs control at each bake's end
     #: cumulative shares of the run's hosts: ints are counts, "10%" shares; () = one wave
     waves: tuple[int | str, ...] = ()
     max_failed: int | str = 0  # failure budget: a count or a share ("2%") of the run's hosts
     on_fire: str = "wave"  # what an exhausted budget rolls back: "wave" or "run"
     #: phase -> seconds it must have been completed (and quiet) on the host: `observed:`
     observed: dict[int, float] = field(default_factory=dict)
+    #: requirements on phases of other migrations of the same journal
+    cross: tuple[Requirement, ...] = ()
 
 
 class MetricKind(enum.Enum):

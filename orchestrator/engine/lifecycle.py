@@ -123,7 +123,8 @@ class RunLifecycle:
         run_id = new_run_id()
 
         def refuse() -> None:
-            refuse_if_not_ready(self.project, phase, hosts, self.journal, dry_run)
+            refuse_if_not_ready(self.project, phase, hosts, self.journal, dry_run,
+                                self.parts.say)
             refuse_failing_preconditions(self.parts.checker, phase, hosts)
 
         tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-")) if dry_run else None

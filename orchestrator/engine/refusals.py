@@ -7,6 +7,7 @@ the phase's own state, and preconditions that must pass now.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from orchestrator._exceptions import RefusedError
@@ -23,17 +24,20 @@ def _parse_stamp(stamp: str) -> datetime:
 
 
 def observation_left(journal: Journal, host: str, phase: int, needed: float,
-                     now: datetime | None = None) -> tuple[float, str | None]:
-    """Seconds still to wait before `phase` counts as observed for `needed` seconds on
-    `host` (0 when it does), and why when it never can without a new run."""
+                     now: datetime | None = None, migration: str | None = None
+                     ) -> tuple[float, str | None]:
+    """Seconds still to wait before `phase` (of this migration, or of `migration`) counts
+    as observed for `needed` seconds on `host` (0 when it does), and why when it never
+    can without a new run."""
     now = now or datetime.now(UTC)
-    rec = journal.phase_record(host, phase)
+    rec = journal.phase_record(host, phase, migration)
     if rec.state is not PhaseState.COMPLETED or rec.updated_at is None:
         return needed, f"phase {phase} is {rec.state.value}"
     since = _parse_stamp(rec.updated_at)
-    fired = [e for e in journal.events(host=host)
+    owner = journal.migration if migration is None else migration
+    fired = [e for e in journal.events(host=host, every_migration=True)
              if e.kind == "trigger_fired" and e.phase == phase and e.host == host
-             and _parse_stamp(e.at) >= since]
+             and e.migration == owner and _parse_stamp(e.at) >= since]
     if fired:
         return needed, (f"a trigger of phase {phase} fired at {fired[-1].at} "
                         f"({fired[-1].detail})")
@@ -41,9 +45,71 @@ def observation_left(journal: Journal, host: str, phase: int, needed: float,
     return max(0.0, needed - elapsed), None
 
 
+def requirement_states(phase: Phase, hosts: list[Host], journal: Journal,
+                       now: datetime | None = None) -> list[dict[str, object]]:
+    """Every requirement of `phase` on each host with its state now: what `plan` prints and
+    what the refusal says. Each: {for_host, migration, phase, host, state, observed_s,
+    left_s, met, text}; `text` completes "phase P requires ..."."""
+    out: list[dict[str, object]] = []
+    known: list[str] | None = None
+    own = journal.migration
+    for host in hosts:
+        wanted = [(own, n, host.name, phase.observed.get(n)) for n in phase.requires]
+        wanted += [(r.migration, r.phase, r.host or host.name, r.observed) for r in phase.cross]
+        for migration, number, where, needed in wanted:
+            entry: dict[str, object] = {"for_host": host.name, "migration": migration,
+                                        "phase": number, "host": where, "observed_s": needed}
+            label = (f"phase {number}" if migration == own
+                     else f"migration {migration} phase {number} on {where}")
+            if migration != own:
+                known = journal.migrations() if known is None else known
+                if migration not in known:
+                    entry.update(state="unknown", met=False, left_s=None, text=(
+                        f"{label}, and the journal at {journal.location} has no record of "
+                        f"migration {migration}"))
+                    out.append(entry)
+                    continue
+            rec = journal.phase_record(where, number, migration)
+            entry["state"] = rec.state.value
+            if rec.state is not PhaseState.COMPLETED:
+                entry.update(met=False, left_s=None,
+                             text=f"{label} completed, and it is {rec.state.value}")
+            elif needed:
+                left, why = observation_left(journal, where, number, needed, now, migration)
+                entry.update(left_s=left, met=why is None and left <= 0)
+                if why is not None:
+                    entry["text"] = (f"{label} observed for {format_duration(needed)} with "
+                                     f"nothing firing: {why}")
+                elif left > 0:
+                    entry["text"] = (f"{label} observed for {format_duration(needed)}; "
+                                     f"observed {format_duration(needed - left)} of "
+                                     f"{format_duration(needed)}, {format_duration(left)} left")
+                else:
+                    entry["text"] = f"{label} observed for {format_duration(needed)}: met"
+            else:
+                entry.update(met=True, left_s=0.0, text=f"{label} completed: met")
+            out.append(entry)
+    return out
+
+
 def refuse_if_not_ready(project: Project, phase: Phase, hosts: list[Host], journal: Journal,
-                        dry_run: bool) -> None:
+                        dry_run: bool, say: Callable[[str], None] | None = None) -> None:
+    """Refuse (exit 4, one line per problem) an interrupted run on a host, an unmet
+    requirement (this migration's phases or another migration's), or a phase that is
+    not startable. In a rehearsal (`project.state_dir_override`), a requirement on another
+    migration is printed with what it would check and counted as met."""
     problems: list[str] = []
+    rehearsal = project.state_dir_override is not None
+    if not dry_run:
+        for req in requirement_states(phase, hosts, journal):
+            if req["met"]:
+                continue
+            if rehearsal and req["migration"] != journal.migration:
+                if say is not None:
+                    say(f"rehearsal: would require {req['text']}; counted as met")
+                continue
+            problems.append(f"host {req['for_host']}: phase {phase.number} requires "
+                            f"{req['text']}")
     for host in hosts:
         for number in sorted(project.phases):
             rec = journal.phase_record(host.name, number)
@@ -52,25 +118,6 @@ def refuse_if_not_ready(project: Project, phase: Phase, hosts: list[Host], journ
                     f"host {host.name}: phase {number} was interrupted (run {rec.run_id}); "
                     f"run `migrate resume --host {host.name}` or "
                     f"`migrate rollback --host {host.name} --phase {number}` first")
-        if dry_run:
-            continue
-        for required in phase.requires:
-            state = journal.phase_record(host.name, required).state
-            if state is not PhaseState.COMPLETED:
-                problems.append(f"host {host.name}: phase {phase.number} requires "
-                                f"phase {required} completed, and it is {state.value}")
-                continue
-            needed = phase.observed.get(required)
-            if needed:
-                left, why = observation_left(journal, host.name, required, needed)
-                if why is not None:
-                    problems.append(f"host {host.name}: phase {phase.number} requires phase "
-                                    f"{required} observed for {format_duration(needed)} with "
-                                    f"nothing firing: {why}")
-                elif left > 0:
-                    problems.append(f"host {host.name}: phase {phase.number} requires phase "
-                                    f"{required} observed for {format_duration(needed)}; "
-                                    f"{format_duration(left)} left")
         state = journal.phase_record(host.name, phase.number).state
         if state not in STARTABLE:
             hint = {PhaseState.COMPLETED: "already completed; roll it back to run it again",
@@ -79,7 +126,7 @@ def refuse_if_not_ready(project: Project, phase: Phase, hosts: list[Host], journ
                     }.get(state, f"it is {state.value}")
             problems.append(f"host {host.name}: phase {phase.number} is {state.value}: {hint}")
     if problems:
-        raise RefusedError("; ".join(dict.fromkeys(problems)))
+        raise RefusedError("\n".join(dict.fromkeys(problems)))
 
 
 def refuse_failing_preconditions(checker: Checker | None, phase: Phase,

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
+from tenacity.stop import stop_base
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
@@ -260,7 +262,7 @@ class Rollback:
                 return []
             return pending
 
-        def past_deadline(state: RetryCallState) -> bool:
+        def past_deadline() -> bool:
             return bool(first_failure) and \
                 clock.monotonic() >= first_failure[0] + deadline_s
 
@@ -282,13 +284,24 @@ class Rollback:
             clock.sleep(seconds, ctx.cancel)
 
         try:
-            Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts)) | past_deadline,
+            Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts))
+                     | stop_when(past_deadline),
                      wait=wait, retry=retry_if_result(bool), sleep=sleep,
                      before_sleep=before_retry, retry_error_callback=_give_up)(once)
         finally:
             for timer in timers:
                 timer.cancel()
         return results
+
+
+class stop_when(stop_base):  # noqa: N801 - named like tenacity's own strategies
+    """tenacity stop strategy: stop once `predicate()` holds (the undo deadline)."""
+
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.predicate()
 
 
 def _give_up(state: RetryCallState) -> list[Host]:

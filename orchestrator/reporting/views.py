@@ -6,9 +6,11 @@ terminal. Nothing here reads files or changes state.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.config.inventory import Host, Inventory
+from orchestrator.core.durations import format_duration
 from orchestrator.core.model import Phase, Project, StepAction
 from orchestrator.core.states import PhaseState
 from orchestrator.reporting import show_value
@@ -52,6 +54,11 @@ def plan_text(doc: dict[str, Any]) -> str:
              + ("   serial: one host at a time" if doc["serial"] else "")]
     if doc["preconditions"]:
         lines.append(f"preconditions: {', '.join(doc['preconditions'])}")
+    if doc.get("requirements"):
+        lines.append("requirements (now):")
+        for r in doc["requirements"]:
+            mark = "met" if r["met"] else "NOT MET"
+            lines.append(f"  [{mark}] host {r['for_host']}: {r['text']}")
     lines.append("steps:")
     for i, s in enumerate(doc["steps"], 1):
         lines.append(f"  {i}. {s['id']}: {s['action']} {s['runs']}")
@@ -269,3 +276,61 @@ def history_text(doc: dict[str, Any]) -> str:
             detail = "  (dry run)"
         lines.append(f"{e['at']}  {e['run_id'] or '-'}  {where:<28} {e['kind']}{detail}")
     return "\n".join(lines) or "(no events)"
+
+
+def program_document(project: Project, journal: Journal,
+                     now: datetime | None = None) -> dict[str, Any]:
+    """`status --all`: {"migrations": {NAME: {"hosts": {...as status...}, "phases": {N:
+    {"states": {state: count}, "observed_s", "waited_by": [...]}}}}}.
+
+    One query for every phase state of every migration. `observed_s` is how long the
+    phase has been completed on all its completed hosts (the shortest); `waited_by`
+    names what this project's phase files say waits for it."""
+    now = now or datetime.now(UTC)
+    waiting: dict[tuple[str, int], list[str]] = {}
+    for phase in project.phases.values():
+        for n in phase.requires:
+            waiting.setdefault((project.name, n), []).append(f"{project.name} phase "
+                                                             f"{phase.number}")
+        for r in phase.cross:
+            waiting.setdefault((r.migration, r.phase), []).append(
+                f"{project.name} phase {phase.number}"
+                + (f" (observed {format_duration(r.observed)})" if r.observed else ""))
+    out: dict[str, Any] = {}
+    for migration, records in sorted(journal.every_phase_record().items()):
+        name = migration or project.name
+        hosts: dict[str, Any] = {}
+        phases: dict[str, Any] = {}
+        for (host, number), rec in sorted(records.items()):
+            hosts.setdefault(host, {"phases": {}})["phases"][str(number)] = {
+                "state": rec.state.value, "run_id": rec.run_id, "updated_at": rec.updated_at,
+                **({"reason": rec.reason} if rec.reason else {})}
+            entry = phases.setdefault(str(number), {"states": {}, "observed_s": None,
+                                                    "waited_by": waiting.get((name, number),
+                                                                             [])})
+            entry["states"][rec.state.value] = entry["states"].get(rec.state.value, 0) + 1
+            if rec.state is PhaseState.COMPLETED and rec.updated_at:
+                since = datetime.strptime(rec.updated_at, "%Y-%m-%dT%H:%M:%S.%fZ"
+                                          ).replace(tzinfo=UTC)
+                age = (now - since).total_seconds()
+                entry["observed_s"] = age if entry["observed_s"] is None else min(
+                    entry["observed_s"], age)
+        out[name] = {"hosts": hosts, "phases": phases}
+    return {"migrations": out, "journal": journal.location}
+
+
+def program_text(doc: dict[str, Any]) -> str:
+    if not doc["migrations"]:
+        return f"no migration in the journal at {doc['journal']} yet"
+    lines: list[str] = []
+    for name, m in doc["migrations"].items():
+        lines.append(f"{name}  ({len(m['hosts'])} hosts)")
+        for number, p in sorted(m["phases"].items(), key=lambda kv: int(kv[0])):
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(p["states"].items()))
+            row = f"  phase {number}: {counts}"
+            if p["observed_s"] is not None:
+                row += f"; observed {format_duration(p['observed_s'])}"
+            if p["waited_by"]:
+                row += f"; {', '.join(p['waited_by'])} waits for it"
+            lines.append(row)
+    return "\n".join(lines)

@@ -77,11 +77,12 @@ class Event:
     kind: str
     detail: str | None
     payload: dict[str, Any] | None = None  # the structured facts behind `detail`
+    migration: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"at": self.at, "run_id": self.run_id, "host": self.host, "phase": self.phase,
                 "step": self.step, "kind": self.kind, "detail": self.detail,
-                "payload": self.payload or {}}
+                "payload": self.payload or {}, "migration": self.migration}
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class LockHolder:
     process: ProcessId
     command: str
     since: str
+    migration: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class Journal:
         if opener is not None:  # connect and upgrade the schema, within state.timeout
             self.availability.run(opener, where.is_transient, write=False)
         self._claims: dict[str, list[HostClaim]] = {}
+        #: the migration (its `name`) whose runs, phases and events this journal object
+        #: reads and writes; another migration's are read only when asked by name
+        self.migration = ""
         self._events_written = 0
         self._tx_events = 0
         self._local = threading.local()  # this thread's batch of moves (see `batch`)
@@ -133,6 +138,27 @@ class Journal:
         # Fault-injection seam for the crash tests: SIGKILL this process right after the
         # Nth journal event of this process is committed. Unset in normal use.
         self._kill_at = int(os.environ.get("MIGRATE_FAULT_KILL_AFTER_EVENT", "0") or 0)
+
+    def use_migration(self, name: str) -> None:
+        """Read and write as migration `name`. Rows from before the journal held several
+        migrations (migration '') are adopted by the first migration that opens it."""
+        self.migration = name
+        if not name:
+            return
+        rows = self._query("SELECT 1 FROM runs WHERE migration = '' UNION ALL "
+                           "SELECT 1 FROM phase_states WHERE migration = '' LIMIT 1")
+        if rows:
+            def body(db: Conn) -> None:
+                for table in ("runs", "events", "phase_states", "trigger_states", "locks"):
+                    db.execute(f"UPDATE {table} SET migration = ? WHERE migration = ''",
+                               (name,))
+            self._write(body)
+
+    def migrations(self) -> list[str]:
+        """Every migration this journal has a record of."""
+        rows = self._query("SELECT DISTINCT migration FROM runs UNION "
+                           "SELECT DISTINCT migration FROM phase_states")
+        return sorted({r[0] for r in rows if r[0]})
 
     # --- the state.timeout rule ------------------------------------------------------------
     @property
@@ -233,13 +259,14 @@ class Journal:
     # --- events ----------------------------------------------------------------------------
     def _event(self, db: Conn, run_id: str | None, host: str | None,
                phase: int | None, step: str | None, kind: str, detail: str | None,
-               payload: dict[str, Any] | None = None) -> str:
+               payload: dict[str, Any] | None = None, migration: str | None = None) -> str:
         at = utc_stamp()
         self._tx_events += 1
-        db.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail, payload) "
-                   "VALUES (?,?,?,?,?,?,?,?)",
+        db.execute("INSERT INTO events (at, run_id, host, phase, step, kind, detail, payload, "
+                   "migration) VALUES (?,?,?,?,?,?,?,?,?)",
                    (at, run_id, host, phase, step, kind, detail,
-                    json.dumps(payload) if payload else None))
+                    json.dumps(payload) if payload else None,
+                    self.migration if migration is None else migration))
         return at
 
     def event(self, run_id: str | None, host: str | None, phase: int | None, step: str | None,
@@ -248,10 +275,16 @@ class Journal:
         self._write(lambda db: self._event(db, run_id, host, phase, step, kind, detail,
                                            payload))
 
-    def events(self, host: str | None = None, run_id: str | None = None) -> list[Event]:
-        sql = ("SELECT seq, at, run_id, host, phase, step, kind, detail, payload FROM events "
-               "WHERE 1=1")
+    def events(self, host: str | None = None, run_id: str | None = None,
+               every_migration: bool = False) -> list[Event]:
+        """The journal's events, oldest first: this migration's (a run id asked for by
+        name is shown whichever migration it belongs to), or every migration's."""
+        sql = ("SELECT seq, at, run_id, host, phase, step, kind, detail, payload, migration "
+               "FROM events WHERE 1=1")
         args: list[Any] = []
+        if not every_migration and not run_id:
+            sql += " AND migration = ?"
+            args.append(self.migration)
         if host:
             # exact membership in the run's hosts (run_hosts): LIKE would treat _ and % in
             # a host name as wildcards, and its case rules differ between the backends
@@ -263,7 +296,7 @@ class Journal:
             args.append(run_id)
         sql += " ORDER BY seq"
         return [Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                      json.loads(row[8]) if row[8] else None)
+                      json.loads(row[8]) if row[8] else None, row[9] or "")
                 for row in self._query(sql, tuple(args))]
 
     # --- runs ------------------------------------------------------------------------------
@@ -276,9 +309,11 @@ class Journal:
 
         def body(db: Conn) -> None:
             db.execute("INSERT INTO runs (id, phase, hosts, command, kind, pid, pid_start, "
-                       "machine, started_at, dry_run, checksums) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       "machine, started_at, dry_run, checksums, migration) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                        (run_id, phase, json.dumps(hosts), command, kind, me.pid, me.start,
-                        me.machine, utc_stamp(), int(dry_run), json.dumps(checksums)))
+                        me.machine, utc_stamp(), int(dry_run), json.dumps(checksums),
+                        self.migration))
             db.executemany("INSERT INTO run_hosts (run_id, host, origin_run) VALUES (?, ?, ?) "
                            "ON CONFLICT (run_id, host) DO NOTHING",
                            [(run_id, h, origins.get(h)) for h in dict.fromkeys(hosts)])
@@ -336,20 +371,22 @@ class Journal:
 
     def run_info(self, run_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT id, phase, hosts, command, kind, started_at, ended_at, "
-                           "dry_run, outcome, checksums, machine, pid FROM runs WHERE id = ?",
-                           (run_id,))
+                           "dry_run, outcome, checksums, machine, pid, migration FROM runs "
+                           "WHERE id = ?", (run_id,))
         if not rows:
             return None
         r = rows[0]
         return {"id": r[0], "phase": r[1], "hosts": json.loads(r[2]), "command": r[3],
                 "kind": r[4], "started_at": r[5], "ended_at": r[6], "dry_run": bool(r[7]),
                 "outcome": r[8], "checksums": json.loads(r[9] or "{}"), "machine": r[10],
-                "pid": r[11]}
+                "pid": r[11], "migration": r[12]}
 
     # --- phase states ----------------------------------------------------------------------
-    def phase_record(self, host: str, phase: int) -> PhaseRecord:
+    def phase_record(self, host: str, phase: int, migration: str | None = None) -> PhaseRecord:
+        """The phase's state on the host, of this migration or of `migration`."""
         rows = self._query("SELECT state, run_id, updated_at, reason FROM phase_states "
-                           "WHERE host = ? AND phase = ?", (host, phase))
+                           "WHERE migration = ? AND host = ? AND phase = ?",
+                           (self.migration if migration is None else migration, host, phase))
         if not rows:
             return PhaseRecord(host, phase, PhaseState.PENDING, None, None, None)
         state, run_id, updated_at, reason = rows[0]
@@ -362,18 +399,29 @@ class Journal:
         Phases never started are absent (they are `pending`, as `phase_record` says).
         """
         rows = self._query("SELECT host, phase, state, run_id, updated_at, reason "
-                           "FROM phase_states ORDER BY host, phase")
+                           "FROM phase_states WHERE migration = ? ORDER BY host, phase",
+                           (self.migration,))
         wanted = set(hosts) if hosts is not None else None
         return {(h, p): PhaseRecord(h, p, PhaseState(s), r, u, why)
                 for h, p, s, r, u, why in rows if wanted is None or h in wanted}
+
+    def every_phase_record(self) -> dict[str, dict[tuple[str, int], PhaseRecord]]:
+        """{migration: {(host, phase): record}} for every migration in the journal, in one
+        query (`status --all`)."""
+        rows = self._query("SELECT migration, host, phase, state, run_id, updated_at, reason "
+                           "FROM phase_states ORDER BY migration, host, phase")
+        out: dict[str, dict[tuple[str, int], PhaseRecord]] = {}
+        for m, h, p, s, r, u, why in rows:
+            out.setdefault(m, {})[(h, p)] = PhaseRecord(h, p, PhaseState(s), r, u, why)
+        return out
 
     def move_phase(self, run_id: str, host: str, phase: int, new: PhaseState, kind: str,
                    detail: str | None = None, reason: str | None = None,
                    payload: dict[str, Any] | None = None) -> None:
         """Change a phase's state along a legal edge and journal it in one transaction."""
         def body(db: Conn) -> None:
-            row = db.execute("SELECT state, reason FROM phase_states WHERE host = ? AND phase = ?",
-                             (host, phase)).fetchone()
+            row = db.execute("SELECT state, reason FROM phase_states WHERE migration = ? AND "
+                             "host = ? AND phase = ?", (self.migration, host, phase)).fetchone()
             old = PhaseState(row[0]) if row else PhaseState.PENDING
             if old is not new:
                 advance(PHASE_EDGES, old, new)  # type: ignore[arg-type]
@@ -381,11 +429,11 @@ class Journal:
                 row[1] if row and new in (PhaseState.ROLLING_BACK, PhaseState.ROLLED_BACK,
                                           PhaseState.ROLLBACK_FAILED) else None)
             at = self._event(db, run_id, host, phase, None, kind, detail, payload)
-            db.execute("INSERT INTO phase_states (host, phase, state, run_id, updated_at, reason)"
-                       " VALUES (?,?,?,?,?,?) ON CONFLICT (host, phase) DO UPDATE SET "
-                       "state = excluded.state, run_id = excluded.run_id, "
+            db.execute("INSERT INTO phase_states (migration, host, phase, state, run_id, "
+                       "updated_at, reason) VALUES (?,?,?,?,?,?,?) ON CONFLICT (migration, host, "
+                       "phase) DO UPDATE SET state = excluded.state, run_id = excluded.run_id, "
                        "updated_at = excluded.updated_at, reason = excluded.reason",
-                       (host, phase, new.value, run_id, at, keep_reason))
+                       (self.migration, host, phase, new.value, run_id, at, keep_reason))
 
         self._write_or_batch(body)
 
@@ -446,20 +494,21 @@ class Journal:
             def body(db: Conn) -> list[tuple[str, str, int, str]]:
                 interrupted: list[tuple[str, str, int, str]] = []
                 for host in hosts:
-                    row = db.execute("SELECT run_id, pid, pid_start, machine, command, since "
-                                     "FROM locks WHERE host = ?", (host,)).fetchone()
+                    row = db.execute("SELECT run_id, pid, pid_start, machine, command, since, "
+                                     "migration FROM locks WHERE host = ?", (host,)).fetchone()
                     if row is None:
                         continue
                     if not claim.exclusive:
-                        raise LockHeldError(host, row[1], row[3], row[4], row[5])
+                        raise LockHeldError(host, row[1], row[3], row[4], row[5], row[6])
                     # we hold the host's advisory lock, so the row is a dead run's
                     interrupted += self._interrupt(db, row[0])
                     db.execute("DELETE FROM locks WHERE host = ?", (host,))
                 now = utc_stamp()
                 for host in dict.fromkeys(hosts):
                     db.execute("INSERT INTO locks (host, run_id, pid, pid_start, machine, "
-                               "command, since) VALUES (?,?,?,?,?,?,?)",
-                               (host, run_id, me.pid, me.start, me.machine, command, now))
+                               "command, since, migration) VALUES (?,?,?,?,?,?,?,?)",
+                               (host, run_id, me.pid, me.start, me.machine, command, now,
+                                self.migration))
                 return interrupted
 
             self.interrupted.extend(self._write(body))
@@ -472,11 +521,11 @@ class Journal:
         """The refusal, naming the holder (whose row may lag its lock by a moment)."""
         deadline = time.monotonic() + wait
         while True:
-            rows = self._query("SELECT pid, machine, command, since FROM locks WHERE host = ?",
-                               (host,))
+            rows = self._query("SELECT pid, machine, command, since, migration FROM locks "
+                               "WHERE host = ?", (host,))
             if rows:
-                pid, machine, command, since = rows[0]
-                return LockHeldError(host, pid, machine, command, since)
+                pid, machine, command, since, migration = rows[0]
+                return LockHeldError(host, pid, machine, command, since, migration)
             if time.monotonic() > deadline:
                 return LockHeldError(host, 0, "another machine", "a run that is starting",
                                      utc_stamp())
@@ -495,10 +544,10 @@ class Journal:
                 claim.release()
 
     def holders(self) -> list[LockHolder]:
-        rows = self._query("SELECT host, run_id, pid, pid_start, machine, command, since "
-                           "FROM locks ORDER BY host")
-        return [LockHolder(h, r, ProcessId(p, s or 0, m), c, since)
-                for h, r, p, s, m, c, since in rows]
+        rows = self._query("SELECT host, run_id, pid, pid_start, machine, command, since, "
+                           "migration FROM locks ORDER BY host")
+        return [LockHolder(h, r, ProcessId(p, s or 0, m), c, since, mig)
+                for h, r, p, s, m, c, since, mig in rows]
 
     def reap(self) -> list[str]:
         """Mark runs whose holder died as interrupted and free their hosts.
@@ -556,8 +605,8 @@ class Journal:
         """Inside a transaction: every phase that `run_id` owns (its lock and its phase
         state carry the same run id) and that is still in flight becomes `interrupted`."""
         out = []
-        for host, phase, state in db.execute(
-                "SELECT host, phase, state FROM phase_states WHERE run_id = ? "
+        for migration, host, phase, state in db.execute(
+                "SELECT migration, host, phase, state FROM phase_states WHERE run_id = ? "
                 "ORDER BY host, phase", (run_id,)).fetchall():
             if PhaseState(state) not in _IN_FLIGHT:
                 continue
@@ -565,10 +614,11 @@ class Journal:
                           PhaseState.INTERRUPTED)
             text = detail.format(run=run_id, state=state)
             at = self._event(db, run_id, host, phase, None, "run_interrupted", text,
-                             {"was": state})
+                             {"was": state}, migration=migration)
             db.execute("UPDATE phase_states SET state = ?, updated_at = ?, "
-                       "reason = COALESCE(reason, ?) WHERE host = ? AND phase = ?",
-                       (new.value, at, reason.format(state=state), host, phase))
+                       "reason = COALESCE(reason, ?) WHERE migration = ? AND host = ? "
+                       "AND phase = ?",
+                       (new.value, at, reason.format(state=state), migration, host, phase))
             out.append((run_id, host, phase, text))
         return out
 
@@ -634,14 +684,15 @@ class Journal:
                           value: float | None, threshold: float | None, baseline: float | None,
                           breaching_since: str | None, text: str) -> None:
         self._write(lambda db: db.execute(
-            "INSERT INTO trigger_states (host, phase, trigger, run_id, status, value, threshold, "
-            "baseline, breaching_since, updated_at, text) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (host, phase, trigger) DO UPDATE SET run_id = excluded.run_id, "
+            "INSERT INTO trigger_states (migration, host, phase, trigger, run_id, status, value, "
+            "threshold, baseline, breaching_since, updated_at, text) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (migration, host, phase, trigger) DO UPDATE SET run_id = excluded.run_id, "
             "status = excluded.status, value = excluded.value, threshold = excluded.threshold, "
             "baseline = excluded.baseline, breaching_since = excluded.breaching_since, "
             "updated_at = excluded.updated_at, text = excluded.text",
-            (host, phase, trigger, run_id, status, value, threshold, baseline, breaching_since,
-             utc_stamp(), text)))
+            (self.migration, host, phase, trigger, run_id, status, value, threshold, baseline,
+             breaching_since, utc_stamp(), text)))
 
     def record_cycle(self, samples: Sequence[tuple[str, str, int, str, str, float, float | None,
                                                    bool, str, float | None, float | None]],
@@ -669,15 +720,16 @@ class Journal:
                      for r, h, p, tr, m, t, v, b, st, th, bl in samples])
             if states:
                 db.executemany(
-                    "INSERT INTO trigger_states (host, phase, trigger, run_id, status, value, "
-                    "threshold, baseline, breaching_since, updated_at, text) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (host, phase, trigger) DO UPDATE SET run_id = excluded.run_id, "
+                    "INSERT INTO trigger_states (migration, host, phase, trigger, run_id, status, "
+                    "value, threshold, baseline, breaching_since, updated_at, text) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (migration, host, phase, trigger) DO UPDATE SET "
+                    "run_id = excluded.run_id, "
                     "status = excluded.status, value = excluded.value, "
                     "threshold = excluded.threshold, baseline = excluded.baseline, "
                     "breaching_since = excluded.breaching_since, "
                     "updated_at = excluded.updated_at, text = excluded.text",
-                    [(h, p, tr, r, st, v, th, bl, since, at, text)
+                    [(self.migration, h, p, tr, r, st, v, th, bl, since, at, text)
                      for h, p, tr, r, st, v, th, bl, since, text in states])
 
         self._write(body)
@@ -685,7 +737,8 @@ class Journal:
     def trigger_states(self, host: str, phase: int) -> list[dict[str, Any]]:
         rows = self._query("SELECT trigger, run_id, status, value, threshold, baseline, "
                            "breaching_since, updated_at, text FROM trigger_states "
-                           "WHERE host = ? AND phase = ? ORDER BY trigger", (host, phase))
+                           "WHERE migration = ? AND host = ? AND phase = ? ORDER BY trigger",
+                           (self.migration, host, phase))
         keys = ("trigger", "run_id", "status", "value", "threshold", "baseline",
                 "breaching_since", "updated_at", "text")
         return [dict(zip(keys, r, strict=True)) for r in rows]
@@ -696,7 +749,8 @@ class Journal:
         (one query per phase costs a round trip each on a team database)."""
         rows = self._query("SELECT host, phase, trigger, run_id, status, value, threshold, "
                            "baseline, breaching_since, updated_at, text FROM trigger_states "
-                           "ORDER BY host, phase, trigger")
+                           "WHERE migration = ? ORDER BY host, phase, trigger",
+                           (self.migration,))
         keys = ("trigger", "run_id", "status", "value", "threshold", "baseline",
                 "breaching_since", "updated_at", "text")
         wanted = set(hosts) if hosts is not None else None

@@ -6,7 +6,10 @@
       url: postgresql://migrate@db.internal/migrate   # $MIGRATE_STATE_URL overrides
       timeout: 30s
 
-Without a URL the journal is `.migrate/state.db` as always. With one, nothing is
+or `url: sqlite:///../shared-state/migrate.db`: an SQLite file that several migration
+projects on one machine share (a path relative to the project directory, or absolute
+with four slashes), so that one migration may require another without a database
+server. Without a URL the journal is `.migrate/state.db` as always. With one, nothing is
 written under `.migrate/state.db` (artifacts and reports still go to the checkout's
 `.migrate/runs/`), and psycopg is imported only then, so the embedded `status`
 pays nothing for the option.
@@ -60,12 +63,16 @@ def parse_state_settings(raw: Any, environ: Mapping[str, str] | None = None
     source = f"${ENV_URL}" if environ.get(ENV_URL) else "state.url"
     if url is not None:
         if not isinstance(url, str):
-            problems.append(f"{source}: must be a postgresql:// URL")
+            problems.append(f"{source}: must be a postgresql:// or sqlite:/// URL")
             url = None
-        elif not url.startswith(("postgresql://", "postgres://")):
+        elif url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+            problems.append(f"{source}: {url!r}: a shared SQLite journal is sqlite:///PATH "
+                            "(three slashes, then a path relative to the project)")
+            url = None
+        elif not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
             shown = url.split("@")[-1] if "@" in url else url
-            problems.append(f"{source}: {shown!r} is not a postgresql:// URL (leave it unset "
-                            "for the embedded journal)")
+            problems.append(f"{source}: {shown!r} is not a postgresql:// or sqlite:/// URL "
+                            "(leave it unset for the embedded journal)")
             url = None
     timeout = DEFAULT_TIMEOUT
     if raw.get("timeout") is not None:
@@ -90,7 +97,10 @@ def open_state(state_dir: Path, settings: StateSettings | None = None, *, reap: 
     answer within `settings.timeout`.
     """
     settings = settings or StateSettings()
-    if settings.url is None:
+    if settings.url is not None and settings.url.startswith("sqlite:///"):
+        path = sqlite_path(settings.url, state_dir.parent)
+        journal = Journal(path, timeout=settings.timeout, clock=clock, sleep=sleep)
+    elif settings.url is None:
         journal = Journal(state_dir / "state.db", timeout=settings.timeout, clock=clock,
                           sleep=sleep)
     else:
@@ -101,3 +111,20 @@ def open_state(state_dir: Path, settings: StateSettings | None = None, *, reap: 
     if reap:
         journal.reap()
     return journal
+
+
+def sqlite_path(url: str, root: Path) -> Path:
+    """`sqlite:///rel/path.db` (relative to the project) or `sqlite:////abs/path.db`; the
+    directory must exist (a typo must not create a journal nobody else reads)."""
+    from orchestrator._exceptions import ConfigError
+
+    rest = url[len("sqlite:///"):]
+    path = Path(rest) if rest.startswith("/") else (root / rest)
+    path = Path(os.path.normpath(path))
+    if not rest or path.is_dir():
+        raise ConfigError(f"state.url {url!r}: name a file, e.g. sqlite:///../shared-state/"
+                          "migrate.db")
+    if not path.parent.is_dir():
+        raise ConfigError(f"state.url {url!r}: the directory {path.parent} does not exist; "
+                          "create it (every migration sharing this journal points at it)")
+    return path

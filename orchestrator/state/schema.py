@@ -21,6 +21,10 @@ Version history:
   3  run_hosts.origin_run: the run whose steps a rollback run undoes on that host (a
      `migrate rollback` or watch's rollback owns the phase and its lock under its own
      run id, and undoes the steps of the run that made them)
+  4  one journal, many migrations: `migration` on runs, events, locks, phase_states and
+     trigger_states (whose keys now start with it). Rows of a journal written before
+     have migration '' and are adopted by the first migration that opens it
+     (`Journal.use_migration`).
 """
 
 from __future__ import annotations
@@ -125,6 +129,35 @@ def _origin_run(db: Conn, dialect: Dialect) -> None:
         db.execute("ALTER TABLE run_hosts ADD COLUMN origin_run TEXT")
 
 
+V4 = """
+CREATE TABLE phase_states_v4 (
+    migration TEXT NOT NULL DEFAULT '', host TEXT NOT NULL, phase INTEGER NOT NULL, state TEXT,
+    run_id TEXT, updated_at TEXT, reason TEXT, PRIMARY KEY (migration, host, phase)
+);
+INSERT INTO phase_states_v4 (migration, host, phase, state, run_id, updated_at, reason)
+    SELECT '', host, phase, state, run_id, updated_at, reason FROM phase_states;
+DROP TABLE phase_states;
+ALTER TABLE phase_states_v4 RENAME TO phase_states;
+CREATE TABLE trigger_states_v4 (
+    migration TEXT NOT NULL DEFAULT '', host TEXT NOT NULL, phase INTEGER NOT NULL,
+    trigger TEXT NOT NULL, run_id TEXT, status TEXT, value {real}, threshold {real},
+    baseline {real}, breaching_since TEXT, updated_at TEXT, text TEXT,
+    PRIMARY KEY (migration, host, phase, trigger)
+);
+INSERT INTO trigger_states_v4 (migration, host, phase, trigger, run_id, status, value, threshold,
+        baseline, breaching_since, updated_at, text)
+    SELECT '', host, phase, trigger, run_id, status, value, threshold, baseline,
+        breaching_since, updated_at, text FROM trigger_states;
+DROP TABLE trigger_states;
+ALTER TABLE trigger_states_v4 RENAME TO trigger_states;
+ALTER TABLE runs ADD COLUMN migration TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN migration TEXT NOT NULL DEFAULT '';
+ALTER TABLE locks ADD COLUMN migration TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS runs_migration ON runs (migration);
+CREATE INDEX IF NOT EXISTS events_migration ON events (migration, seq)
+"""
+
+
 def _backfill_run_hosts(db: Conn, dialect: Dialect) -> None:
     """Version 1 kept a run's hosts only as a JSON list; version 2 also has one row each."""
     rows = db.execute("SELECT id, hosts FROM runs").fetchall()
@@ -151,6 +184,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               (_events_payload, V2, _backfill_run_hosts)),
     Migration(3, "run_hosts.origin_run (rollback runs own their phases and locks)",
               (_origin_run,)),
+    Migration(4, "many migrations in one journal (migration on runs, events, locks, "
+                 "phase_states, trigger_states)", (V4,)),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -158,17 +193,19 @@ LATEST = MIGRATIONS[-1].version
 #: `locks` and `leaders` are not copied: they describe live processes, not history.
 COPIED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runs", ("id", "phase", "hosts", "command", "kind", "pid", "pid_start", "machine",
-              "started_at", "ended_at", "dry_run", "outcome", "checksums")),
+              "started_at", "ended_at", "dry_run", "outcome", "checksums", "migration")),
     ("run_hosts", ("run_id", "host", "origin_run")),
-    ("phase_states", ("host", "phase", "state", "run_id", "updated_at", "reason")),
+    ("phase_states", ("migration", "host", "phase", "state", "run_id", "updated_at",
+                      "reason")),
     ("steps", ("run_id", "host", "phase", "step", "idx", "state", "attempts", "started_at",
                "ended_at", "detail")),
-    ("events", ("seq", "at", "run_id", "host", "phase", "step", "kind", "detail", "payload")),
+    ("events", ("seq", "at", "run_id", "host", "phase", "step", "kind", "detail", "payload",
+                "migration")),
     ("baselines", ("host", "name", "metric", "value", "captured_at", "run_id")),
     ("samples", ("run_id", "host", "phase", "trigger", "metric", "at", "t", "value",
                  "breaching", "state", "threshold", "baseline")),
-    ("trigger_states", ("host", "phase", "trigger", "run_id", "status", "value", "threshold",
-                        "baseline", "breaching_since", "updated_at", "text")),
+    ("trigger_states", ("migration", "host", "phase", "trigger", "run_id", "status", "value",
+                        "threshold", "baseline", "breaching_since", "updated_at", "text")),
 )
 ALL_TABLES = tuple(name for name, _ in COPIED) + ("locks", "leaders")
 
