@@ -86,7 +86,7 @@ def test_reports_summary_totals_and_skipped(tree: Path) -> None:
         "threads": {"count": 1}, "risk": {"score": 18}, "syntax_errors": 1,
         "worklist": result["totals"]["worklist"], "excluded": 1, "duplicates": 0,
         "warnings": 0,
-        "left_out": {"default: under a __pycache__ directory": 1, "could not be analysed": 2}}
+        "left_out": {"default: under a __pycache__ directory": 1}}
     assert result["excluded"] == [{"file": str(tree / "agents" / "__pycache__" / "x.py"),
                                    "reason": "default: under a __pycache__ directory"}]
     assert result["skipped"] == [
@@ -154,8 +154,11 @@ def test_text_is_a_table_with_totals(tree: Path) -> None:
         ["agents/legacy/translator_agent.py", "10", "1", "0", "legacy", "12/60", "LOW"],
         ["agents/speech_agent.py", "13", "1", "1", "yes", "4/60", "LOW"],
     ]
-    assert lines[-3:] == [
+    assert lines[-5:] == [
         "totals: 3 files, 1 not parsing; 3 agent classes: 1 BaseAgent, 2 legacy; 2 skipped",
+        "        3 sockets (2 zmq, 1 raw), 1 thread, 7 worklist sites; highest score 18/60",
+        "left out: 1 file: 1 default: under a __pycache__ directory (--all-files keeps what "
+        "the defaults leave out)",
         f"skipped: {tree / 'pc2' / 'gone.py'}: cannot read: No such file or directory",
         f"skipped: {tree / 'pc2' / 'latin.py'}: not text: byte 0xff at offset 5 is not utf-8",
     ]

@@ -17,7 +17,7 @@ directory gives ``{"reports", "summary", "totals", "skipped", "excluded",
   ``threads`` ``{count}`` summed over the files, ``risk`` ``{score}`` of the
   highest file, ``syntax_errors`` and ``worklist`` (sites) summed, and the counts of
   ``skipped``, ``excluded``, ``duplicates`` and ``warnings``; ``left_out``: how many
-  files were left out for each reason;
+  files were left out for each reason (an exclusion, or duplicate content);
 * ``skipped``: ``{file, reason}`` for each file that could not be analysed (not
   text, unreadable, a symlink loop) or directory that could not be listed;
 * ``excluded``: ``{file, reason}`` for each ``.py`` file left out by an exclusion;
@@ -262,8 +262,6 @@ def totals(reports: list[dict[str, Any]], skipped_files: list[dict[str, str]],
         left_out[item["reason"]] = left_out.get(item["reason"], 0) + 1
     if tree.duplicates:
         left_out["duplicate content"] = len(tree.duplicates)
-    if skipped_files:
-        left_out["could not be analysed"] = len(skipped_files)
     return {
         "files": len(reports),
         "unparsable": sum(1 for r in reports if r["syntax_errors"]),

@@ -19,7 +19,7 @@ from orchestrator.analysis.names import Names, dotted, source_text
 
 GPU_MODULES = ("torch.cuda", "pynvml", "py3nvml", "nvidia_smi", "GPUtil", "cupy", "numba.cuda")
 GPU_WORDS = ("cuda", "gpu", "vram", "nvml")
-_GPU = re.compile("|".join(GPU_WORDS))
+_GPU = re.compile("|".join(GPU_WORDS), re.IGNORECASE)
 
 
 def _callee_words(node: ast.expr) -> Iterator[str]:
@@ -59,7 +59,7 @@ def is_gpu_call(names: Names, call: ast.Call) -> bool:
         return True
     chain = dotted(callee)
     text = chain if chain is not None else " ".join(_callee_words(callee))
-    if _GPU.search(text.lower()):
+    if _GPU.search(text):
         return True
     if not call.args and not call.keywords:
         return False

@@ -84,6 +84,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 
 def dotted(node: ast.expr) -> str | None:
     """`a.b.c` for a chain of names and attributes, else None."""
+    if node.__class__ is ast.Name:
+        return node.id  # type: ignore[attr-defined]
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -202,6 +204,11 @@ class Names:
                     calls.append((node, owner))
                     if owner is not None:
                         owner.calls.append(node)
+                    stack.append(node.func)  # its fields, without the generic loop
+                    stack.extend(node.args)
+                    for kw in node.keywords:
+                        stack.append(kw.value)
+                    continue
                 elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
                     func = Function(".".join((*prefix, node.name)), node, cls)
                     self.functions.append(func)

@@ -91,14 +91,18 @@ def _totals_line(totals: dict[str, Any]) -> str:
     line = (f"{_plural(totals['files'], 'file')}, {totals['unparsable']} not parsing; "
             f"{_plural(totals['agent_classes'], 'agent class', 'agent classes')}: "
             f"{totals['base_agent_classes']} BaseAgent, {totals['legacy_agent_classes']} legacy")
-    if "sockets" in totals:
-        socks = totals["sockets"]
-        line += (f"; {_plural(socks['count'], 'socket')} ({socks['zmq']} zmq, {socks['raw']} raw)"
-                 f", {_plural(totals['threads']['count'], 'thread')}, highest score "
-                 f"{totals['risk']['score']}/{RISK_MAX}")
     if totals.get("skipped"):
         line += f"; {totals['skipped']} skipped"
     return line
+
+
+def _sums_line(totals: dict[str, Any]) -> str | None:
+    if "sockets" not in totals:
+        return None
+    socks = totals["sockets"]
+    return (f"{_plural(socks['count'], 'socket')} ({socks['zmq']} zmq, {socks['raw']} raw), "
+            f"{_plural(totals['threads']['count'], 'thread')}, {totals['worklist']} worklist "
+            f"sites; highest score {totals['risk']['score']}/{RISK_MAX}")
 
 
 def _left_out_line(totals: dict[str, Any]) -> str | None:
@@ -212,11 +216,22 @@ def _plain_table(result: dict[str, Any], root: str) -> list[str]:
             *[line(r) for r in rows]]
 
 
-def _directory_footer(result: dict[str, Any]) -> list[str]:
+def _directory_footer(result: dict[str, Any], width: int | None = None) -> list[str]:
+    """Totals, what was left out and why, skipped files, copies and warnings; lines
+    folded to `width` (with an indent) when one is given, else one line each."""
     lines = ["", f"totals: {_totals_line(result['totals'])}"]
+    sums = _sums_line(result["totals"])
+    if sums:
+        lines.append(f"        {sums}")
     left = _left_out_line(result["totals"])
     if left:
         lines.append(left)
+    if width is not None:  # the summary folds; a line naming a file never does
+        import textwrap
+
+        lines = [folded for line in lines
+                 for folded in (textwrap.wrap(line, width, subsequent_indent="    ",
+                                              break_on_hyphens=False) or [""])]
     for item in result.get("skipped", []):
         lines.append(f"skipped: {item['file']}: {item['reason']}")
     for item in result.get("duplicates", []):
@@ -260,7 +275,7 @@ def _directory_text(result: dict[str, Any], width: int | None, plain: bool = Fal
                       legacy_windows=False, highlight=False)
     console.print(table)
     lines = [row.rstrip() for row in buffer.getvalue().rstrip("\n").splitlines()]
-    lines += _directory_footer(result)
+    lines += _directory_footer(result, width)
     return "\n".join(lines)
 
 
@@ -360,6 +375,9 @@ def _directory_markdown(result: dict[str, Any]) -> str:
     out += _table(["file", "lines", "sockets", "threads", "BaseAgent", "syntax errors",
                    "score", "level"], rows, {1, 2, 3, 5, 6})
     out += ["", f"**Totals:** {_totals_line(result['totals'])}.", ""]
+    sums = _sums_line(result["totals"])
+    if sums:
+        out += [f"{sums[0].upper()}{sums[1:]}.", ""]
     left = _left_out_line(result["totals"])
     if left:
         out += [f"**Left out:** {_cell(left.split(': ', 1)[1])}.", ""]

@@ -133,11 +133,15 @@ def _endpoints(names: Names, created: list[tuple[ast.Call, Function | None, dict
     name, in the creating function first (a local ``sock``), else anywhere in the file
     (an attribute such as ``self.pub_socket``).
     """
+    if not created:
+        return
+    wanted = {id(call) for call, _, _ in created}
     targets: dict[int, str] = {}
     for target, value in names.pairs:
-        key = _receiver_key(target)
-        if key is not None:
-            targets.setdefault(id(value), key)
+        if id(value) in wanted:
+            key = _receiver_key(target)
+            if key is not None:
+                targets.setdefault(id(value), key)
     for call, owner, location in created:
         key = targets.get(id(call))
         if key is None:
