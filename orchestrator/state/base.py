@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from orchestrator._exceptions import MigrateError
 
 if TYPE_CHECKING:
-    from orchestrator.state.journal import LockHolder
     from orchestrator.state.proc import ProcessId
+    from orchestrator.state.records import LockHolder
     from orchestrator.state.schema import Dialect
 
 T = TypeVar("T")

@@ -30,8 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +37,18 @@ from orchestrator._exceptions import LockHeldError
 from orchestrator.core.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
 from orchestrator.state.base import Availability, Conn, HostClaim, Store
 from orchestrator.state.proc import ProcessId
+from orchestrator.state.records import (
+    Event,
+    Interrupted,
+    LeaderRecord,
+    LockHolder,
+    PhaseRecord,
+    StepRow,
+    utc_stamp,
+)
+
+__all__ = ["Event", "Interrupted", "Journal", "LeaderRecord", "LockHolder", "PhaseRecord",
+           "StepRow", "open_journal", "utc_stamp"]
 
 if TYPE_CHECKING:
     from orchestrator.state.base import LeaderLock
@@ -47,62 +57,6 @@ T = TypeVar("T")
 
 #: Phase states in which a run is acting; its death leaves them `interrupted`.
 _IN_FLIGHT = (PhaseState.RUNNING, PhaseState.BAKING, PhaseState.ROLLING_BACK)
-
-
-def utc_stamp(moment: datetime | None = None) -> str:
-    """UTC with milliseconds, as the spec's journal shows: 2026-11-23T23:59:00.123Z."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{moment.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class PhaseRecord:
-    host: str
-    phase: int
-    state: PhaseState
-    run_id: str | None
-    updated_at: str | None
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class Event:
-    seq: int
-    at: str
-    run_id: str | None
-    host: str | None
-    phase: int | None
-    step: str | None
-    kind: str
-    detail: str | None
-    payload: dict[str, Any] | None = None  # the structured facts behind `detail`
-    migration: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {"at": self.at, "run_id": self.run_id, "host": self.host, "phase": self.phase,
-                "step": self.step, "kind": self.kind, "detail": self.detail,
-                "payload": self.payload or {}, "migration": self.migration}
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    host: str
-    run_id: str
-    process: ProcessId
-    command: str
-    since: str
-    migration: str = ""
-
-
-@dataclass(frozen=True)
-class LeaderRecord:
-    """Who is the active `watch` for a key, as it wrote itself down (machine, pid, since)."""
-
-    name: str
-    process: ProcessId
-    command: str
-    since: str
 
 
 class Journal:
@@ -133,8 +87,8 @@ class Journal:
         self._events_written = 0
         self._tx_events = 0
         self._local = threading.local()  # this thread's batch of moves (see `batch`)
-        #: (run_id, host, phase, detail) of every phase that `reap` found interrupted
-        self.interrupted: list[tuple[str, str, int, str]] = []
+        #: every phase that `reap` (or a run's end) found in flight and interrupted
+        self.interrupted: list[Interrupted] = []
         # Fault-injection seam for the crash tests: SIGKILL this process right after the
         # Nth journal event of this process is committed. Unset in normal use.
         self._kill_at = int(os.environ.get("MIGRATE_FAULT_KILL_AFTER_EVENT", "0") or 0)
@@ -469,10 +423,10 @@ class Journal:
 
         self._write_or_batch(body)
 
-    def steps_of(self, run_id: str, host: str) -> list[tuple[str, int, StepState]]:
+    def steps_of(self, run_id: str, host: str) -> list[StepRow]:
         rows = self._query("SELECT step, idx, state FROM steps WHERE run_id = ? AND host = ? "
                            "ORDER BY idx", (run_id, host))
-        return [(s, i, StepState(st)) for s, i, st in rows]
+        return [StepRow(s, i, StepState(st)) for s, i, st in rows]
 
     # --- locks -----------------------------------------------------------------------------
     def acquire(self, hosts: list[str], run_id: str, command: str) -> None:
@@ -491,8 +445,8 @@ class Journal:
             if claim.busy:
                 raise self._held_error(claim.busy[0])
 
-            def body(db: Conn) -> list[tuple[str, str, int, str]]:
-                interrupted: list[tuple[str, str, int, str]] = []
+            def body(db: Conn) -> list[Interrupted]:
+                interrupted: list[Interrupted] = []
                 for host in hosts:
                     row = db.execute("SELECT run_id, pid, pid_start, machine, command, since, "
                                      "migration FROM locks WHERE host = ?", (host,)).fetchone()
@@ -566,7 +520,7 @@ class Journal:
                                      self.store.is_transient, write=False)
         reaped = []
         for run_id in sorted(dead):
-            def body(db: Conn, run_id: str = run_id) -> list[tuple[str, str, int, str]] | None:
+            def body(db: Conn, run_id: str = run_id) -> list[Interrupted] | None:
                 rows = db.execute("SELECT host, run_id, pid, pid_start, machine, command, since "
                                   "FROM locks WHERE run_id = ?", (run_id,)).fetchall()
                 current = [LockHolder(h, r, ProcessId(p, s or 0, m), c, since)
@@ -581,7 +535,7 @@ class Journal:
                 self.interrupted.extend(found)
         return reaped
 
-    def _interrupt(self, db: Conn, run_id: str) -> list[tuple[str, str, int, str]]:
+    def _interrupt(self, db: Conn, run_id: str) -> list[Interrupted]:
         """Inside a transaction: the dead run's phases in flight become `interrupted`, its
         run (and every other run of the same dead process that never ended) ends
         `interrupted`, its lock rows go."""
@@ -601,7 +555,7 @@ class Journal:
 
     def _interrupt_phases(self, db: Conn, run_id: str, detail: str,
                           reason: str = "interrupted while {state}"
-                          ) -> list[tuple[str, str, int, str]]:
+                          ) -> list[Interrupted]:
         """Inside a transaction: every phase that `run_id` owns (its lock and its phase
         state carry the same run id) and that is still in flight becomes `interrupted`."""
         out = []
@@ -619,7 +573,7 @@ class Journal:
                        "reason = COALESCE(reason, ?) WHERE migration = ? AND host = ? "
                        "AND phase = ?",
                        (new.value, at, reason.format(state=state), migration, host, phase))
-            out.append((run_id, host, phase, text))
+            out.append(Interrupted(run_id, host, phase, text))
         return out
 
     # --- leadership (HA watch; see leader.py) ----------------------------------------------

@@ -22,7 +22,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from orchestrator.state.journal import Journal, LeaderRecord
+from orchestrator.state.journal import Journal
+from orchestrator.state.records import LeaderRecord
 
 ACTIVE = "active"
 STANDBY = "standby"

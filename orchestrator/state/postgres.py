@@ -48,8 +48,8 @@ from orchestrator.state.locks import (
 
 if TYPE_CHECKING:
     from orchestrator.state.base import Availability, Conn, HostClaim
-    from orchestrator.state.journal import LockHolder
     from orchestrator.state.proc import ProcessId
+    from orchestrator.state.records import LockHolder
 
 T = TypeVar("T")
 
@@ -245,7 +245,7 @@ class PgStore:
         """Apply the migrations after `found` and record them (inside a transaction)."""
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                    "applied_at TEXT, description TEXT)")
-        from orchestrator.state.journal import utc_stamp
+        from orchestrator.state.records import utc_stamp
 
         for version in schema.apply(db, self.dialect, found, target):
             db.execute("INSERT INTO schema_version VALUES (?, ?, ?)",

@@ -25,8 +25,8 @@ from orchestrator.state.locks import FlockLeader, NoClaim
 
 if TYPE_CHECKING:
     from orchestrator.state.base import Availability, Conn, HostClaim
-    from orchestrator.state.journal import LockHolder
     from orchestrator.state.proc import ProcessId
+    from orchestrator.state.records import LockHolder
 
 T = TypeVar("T")
 
