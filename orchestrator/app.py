@@ -293,6 +293,8 @@ class App:
         project, _ = self.load()
         phase = self.phase(number)
         hosts = self.hosts(host_names)
+        if waves and phase.analysis is not None:  # refused before anything runs (exit 2)
+            self._refuse_control_less_waves(phase, waves, hosts)
         lifecycle = self.lifecycle(prompter)
         raise_missing_baselines(project, phase, hosts, self.journal, lifecycle.parts.commands)
         raise_unusable_alert_sources(project, phase)
@@ -300,6 +302,24 @@ class App:
                          max_failed if max_failed is not None else phase.max_failed,
                          phase.on_fire)
         return lifecycle.run_phase(phase, hosts, command, cancel, dry_run, plan)
+
+    @staticmethod
+    def _refuse_control_less_waves(phase: Phase, waves: tuple[int | str, ...],
+                                   hosts: list[Host]) -> None:
+        """`--waves` that leave no host unmigrated for `control: not-migrated`."""
+        from itertools import accumulate
+
+        from orchestrator.canary.spec import control_problem
+        from orchestrator.engine.waves import plan_waves
+
+        assert phase.analysis is not None
+        sizes = list(accumulate(len(w) for w in plan_waves(waves, hosts)))
+        problem = control_problem(phase.analysis, sizes, len(hosts))
+        if problem is not None:
+            rel = phase.path.name
+            raise ConfigError(f"--waves {','.join(str(w) for w in waves)}: {problem} "
+                              f"(phase {phase.number}, {rel}: analysis control "
+                              f"{phase.analysis.control})")
 
     def rollback(self, host_names: tuple[str, ...], number: int | None,
                  command: str, cancel: CancelToken | None = None) -> RunReport:

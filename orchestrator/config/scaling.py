@@ -43,10 +43,8 @@ def _scaled_phase(phase: Phase, factor: float) -> Phase:
         if f.name != "steps" and isinstance(value, tuple) and any(_has_observed(v)
                                                                    for v in value):
             changes[f.name] = tuple(_scaled_requirement(v, factor) for v in value)
-    analysis = getattr(phase, "analysis", None)
-    if is_dataclass(analysis) and not isinstance(analysis, type) and \
-            isinstance(getattr(analysis, "window", None), int | float):
-        changes["analysis"] = replace(analysis, window=analysis.window * factor)  # type: ignore[attr-defined]
+    if phase.analysis is not None:  # the window shortens like the bake it must fit in
+        changes["analysis"] = phase.analysis.scaled(factor)
     return replace(phase, **changes)
 
 
