@@ -142,6 +142,12 @@ class PgServer:
     def url(self, db: str) -> str:
         return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{db}"
 
+    def locks(self, url: str) -> list[tuple[str, str]]:
+        """(host, run id) of every row of the journal's lock table at `url`."""
+        rows = self.psql("SELECT host, run_id FROM locks ORDER BY host", db=url.rsplit("/", 1)[1])
+        return [(host, run) for host, run in (line.split("|") for line in rows.splitlines())]
+
+
 
 def can_start() -> tuple[bool, str]:
     bindir = pg_bindir()
