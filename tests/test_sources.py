@@ -134,7 +134,7 @@ def last_values(journal: Journal, trigger: str) -> dict[str, float | None]:
 
 # --- the registry and validation -------------------------------------------------------------
 def test_every_source_declares_its_keys_kind_and_reader() -> None:
-    assert sorted(SOURCES) == ["command", "exporter", "http", "nvml", "prometheus",
+    assert sorted(SOURCES) == ["analyze", "command", "exporter", "http", "nvml", "prometheus",
                                "scripted", "tcp"]
     for name, spec in SOURCES.items():
         assert spec.name == name and spec.summary
