@@ -382,7 +382,7 @@ class App:
                 journal = Journal(state_dir / "state.db")
                 try:
                     return {"rehearsal_id": run_id,
-                            "events": [e.as_json() for e in journal.events(host)]}
+                            "events": [e.as_json() for e in _all_events(journal, host)]}
                 finally:
                     journal.close()
         try:
@@ -430,6 +430,14 @@ class App:
         """Continue the interrupted run on the hosts (or finish its rollback)."""
         hosts = self.hosts(host_names)
         return self.lifecycle(prompter).resume(hosts, accept_changes, cancel, command)
+
+
+def _all_events(journal: Journal, host: str | None) -> list[Any]:
+    """Every event of a journal (a drill's holds one migration: the project's)."""
+    try:
+        return journal.events(host, every_migration=True)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:  # a journal that keeps one migration
+        return journal.events(host)
 
 
 def _rehearsal_report(drill: Path, fmt: str) -> tuple[Path, str]:
