@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -198,3 +200,157 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- NVML lost mid-phase, through a fake pynvml on the path of a real `migrate` -----------------
+FAKE_PYNVML = '''\
+"""A fake pynvml: one GPU with 1000 MiB used, until the file GONE exists: then every call
+fails as when the driver is unloaded (NVML_ERROR_LIBRARY_NOT_FOUND)."""
+import os
+from types import SimpleNamespace
+
+GONE = {gone!r}
+NVML_ERROR_TIMEOUT = 10
+
+
+class NVMLError(Exception):
+    def __init__(self, value):
+        self.value = value
+        super().__init__("NVML error %d: Library Not Found" % value)
+
+
+def _check():
+    if os.path.exists(GONE):
+        raise NVMLError(12)
+
+
+def nvmlInit():
+    _check()
+
+
+def nvmlShutdown():
+    pass
+
+
+def nvmlDeviceGetCount():
+    _check()
+    return 1
+
+
+def nvmlDeviceGetHandleByIndex(i):
+    _check()
+    return "gpu%d" % i
+
+
+def nvmlDeviceGetMemoryInfo(h):
+    _check()
+    return SimpleNamespace(used=1000 * 1048576, total=24000 * 1048576)
+'''
+
+NVML_MIGRATION = """\
+name: gpu
+inventory: inventory/hosts.yml
+poll_interval: 300ms
+metrics:
+  vram: {source: nvml, field: memory_used_mib}
+triggers:
+  vram_high: {metric: vram, above: 20000}
+"""
+
+NVML_PHASE = """\
+phase: 1
+name: Soak on the GPU
+steps:
+  - id: a
+    command: 'touch {{ vars.marker_dir }}/a'
+    rollback_command: 'rm -f {{ vars.marker_dir }}/a'
+  - id: soak
+    wait: {soak}
+"""
+
+
+def nvml_project(tmp_path: Path, soak: str) -> tuple[Proj, Path, dict[str, str]]:
+    proj = make_project(tmp_path, NVML_MIGRATION, hosts=("main",))
+    proj.phase(1, "gpu", NVML_PHASE.replace("{soak}", soak))
+    lib = tmp_path / "fakelib"
+    lib.mkdir()
+    gone = tmp_path / "nvml-gone"
+    (lib / "pynvml.py").write_text(FAKE_PYNVML.format(gone=str(gone)))
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (str(lib), root, os.environ.get("PYTHONPATH", "")) if p)
+    return proj, gone, dict(os.environ, PYTHONPATH=path)
+
+
+def spawn_with(proj: Proj, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
+                             *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_event(proj: Proj, kind: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not any(e["kind"] == kind for e in history(proj)):
+        assert time.monotonic() < deadline, f"no {kind} event"
+        time.sleep(0.2)
+
+
+def test_nvml_lost_mid_phase_rolls_the_phase_back_naming_it(tmp_path: Path) -> None:
+    proj, gone, env = nvml_project(tmp_path, "60s")
+    child = spawn_with(proj, env, "phase", "1", "--host", "main")
+    try:
+        while not (proj.markers / "a").exists():
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.1)
+        time.sleep(1)  # a few polls read the GPU
+        gone.write_text("")  # the driver goes away
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 1, err  # a failure that rolled back, never 2, never a hang
+    clean(err)
+    assert "NVML" in err and "trigger-monitor" in err, err
+    assert "nothing ran" not in err
+    assert status(proj) == "rolled_back"
+    assert not (proj.markers / "a").exists()  # the step that had run was undone
+    assert locks(proj) == []
+
+
+def test_nvml_lost_under_watch_ends_the_watch_and_undoes_nothing(tmp_path: Path) -> None:
+    proj, gone, env = nvml_project(tmp_path, "0s")
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "--project", str(proj.root),
+                           "phase", "1", "--host", "main"], capture_output=True, text=True,
+                          env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    child = spawn_with(proj, env, "watch", "--host", "main", "--for", "60s")
+    try:
+        wait_for_event(proj, "watch_started")
+        time.sleep(1)
+        gone.write_text("")
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 3, err
+    clean(err)
+    assert "NVML" in err and "nothing was rolled back" in err, err
+    assert status(proj) == "completed"  # an hours-old phase is not undone for a dead reader
+    assert (proj.markers / "a").exists()
+    assert not any(e["kind"] in ("rollback_requested", "rollback_started")
+                   for e in history(proj))
+    assert locks(proj) == []
+
+
+def status(proj: Proj) -> str:
+    doc = json.loads(proj.migrate("--output", "json", "status").stdout)
+    return str(doc["hosts"]["main"]["phases"]["1"]["state"])
+
+
+def locks(proj: Proj) -> list[tuple[str, str]]:
+    db = sqlite3.connect(proj.root / ".migrate" / "state.db")
+    try:
+        return db.execute("SELECT host, run_id FROM locks").fetchall()
+    finally:
+        db.close()

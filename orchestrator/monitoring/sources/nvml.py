@@ -39,6 +39,7 @@ from orchestrator.monitoring.sources.base import (
     one_of,
     text,
 )
+from orchestrator.monitoring.sources.nvml_events import NVML_GONE
 from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
@@ -162,6 +163,17 @@ class NvmlBackend:
 
     def read(self, host: str, field: str, gpu: int, pid_file: str | None) -> float:
         n = self._nvml(host)
+        try:
+            return self._read(n, field, gpu, pid_file)
+        except n.NVMLError as exc:
+            if getattr(exc, "value", None) not in NVML_GONE:
+                raise  # one call failing: the caller's "no data"
+            with self._lock:
+                self._ready = False  # a later read initializes it again, if it came back
+            raise NvmlUnavailableError(
+                f"{host}: NVML went away ({exc}): the driver or library is gone") from exc
+
+    def _read(self, n: Any, field: str, gpu: int, pid_file: str | None) -> float:
         h = n.nvmlDeviceGetHandleByIndex(gpu)
         if field == "memory_used_mib":
             return float(n.nvmlDeviceGetMemoryInfo(h).used) / MIB

@@ -39,6 +39,10 @@ from orchestrator.monitoring.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
 NVML_MISSING_EXIT = 3
+#: pynvml error values that say NVML itself is gone, not that one call failed (the `nvml`
+#: source's reads and the Xid waiter): UNINITIALIZED, DRIVER_NOT_LOADED,
+#: LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND
+NVML_GONE = frozenset({1, 9, 12, 13})
 PROBE_KEEP_LINES = 20  # of the probe's output, for the reason it ended
 NVML_ERROR_TIMEOUT = 10  # pynvml.NVML_ERROR_TIMEOUT
 XID_CRITICAL = 0x8  # pynvml.nvmlEventTypeXidCriticalError
@@ -229,6 +233,9 @@ class XidWaiter:
                 try:
                     data = nvml.nvmlEventSetWait(events, self.wait_ms)
                 except nvml.NVMLError as exc:
+                    if getattr(exc, "value", None) in NVML_GONE:  # a death, supervised
+                        raise NvmlUnavailableError(f"{self.host.name}: NVML went away "
+                                                   f"({exc}): no Xid events any more") from exc
                     if getattr(exc, "value", timeout_code) != timeout_code:
                         self.log(f"xid: NVML wait on {self.host.name} failed: {exc}")
                         self._stop.wait(1.0)
