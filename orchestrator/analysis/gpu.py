@@ -49,6 +49,18 @@ def _strings(nodes: list[ast.expr]) -> Iterator[str]:
                 yield sub.value
 
 
+_WORDS_MEMO: dict[str, bool] = {}
+
+
+def _gpu_words(text: str) -> bool:
+    found = _WORDS_MEMO.get(text)
+    if found is None:
+        found = _WORDS_MEMO[text] = _GPU.search(text) is not None
+        if len(_WORDS_MEMO) > 100_000:
+            _WORDS_MEMO.clear()
+    return found
+
+
 def is_gpu_call(names: Names, call: ast.Call) -> bool:
     func = names.callee(call) or ""
     if func.startswith(GPU_MODULES) and any(
@@ -59,7 +71,7 @@ def is_gpu_call(names: Names, call: ast.Call) -> bool:
         return True
     chain = dotted(callee)
     text = chain if chain is not None else " ".join(_callee_words(callee))
-    if _GPU.search(text):
+    if _gpu_words(text):
         return True
     if not call.args and not call.keywords:
         return False

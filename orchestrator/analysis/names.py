@@ -152,6 +152,7 @@ class Names:
         self._annotated: list[tuple[ast.expr, ast.expr]] = []
         self._import_nodes: list[ast.Import | ast.ImportFrom] = []
         self._callees: dict[int, str | None] = {}
+        self._dotted_memo: dict[str, str | None] = {}
         self._bound = False
         self._walk(tree)
         self.functions.sort(key=lambda f: (f.node.lineno, f.node.col_offset))
@@ -199,6 +200,22 @@ class Names:
                 if kind is ast.Constant:
                     if node.end_lineno > node.lineno:
                         spans.append((node.lineno, node.end_lineno))
+                    continue
+                # the commonest nodes with nothing to record: their children, directly
+                if kind is ast.Expr or kind is ast.Await:
+                    stack.append(node.value)
+                    continue
+                if kind is ast.Subscript:
+                    stack.append(node.value)
+                    stack.append(node.slice)
+                    continue
+                if kind is ast.BinOp:
+                    stack.append(node.left)
+                    stack.append(node.right)
+                    continue
+                if kind is ast.Compare:
+                    stack.append(node.left)
+                    stack.extend(node.comparators)
                     continue
                 if kind is ast.Call:
                     calls.append((node, owner))
@@ -325,7 +342,19 @@ class Names:
         return None
 
     def _dotted_value(self, key: str) -> str | None:
-        """`a.b.c`: the longest bound prefix (or the root name), with the rest appended."""
+        """`a.b.c`: the longest bound prefix (or the root name), with the rest appended.
+
+        Remembered once the bindings are final: a file asks the same few keys
+        (``self.socket.send``, ``logger.info``) thousands of times."""
+        if self._bound:
+            memo = self._dotted_memo
+            if key in memo:
+                return memo[key]
+            found = memo[key] = self._dotted_lookup(key)
+            return found
+        return self._dotted_lookup(key)
+
+    def _dotted_lookup(self, key: str) -> str | None:
         bindings = self.bindings
         if key in bindings:
             return bindings[key]
