@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.outcomes import RunOutcome
 from orchestrator.core.states import PhaseState, StepState
+from orchestrator.engine.context import NullMonitor
 from orchestrator.runners.base import CommandRequest, Result
 from tests.projects import Proj, make_project
 
@@ -260,7 +260,7 @@ def test_a_dead_monitor_thread_stops_the_run_naming_it(tmp_path: Path) -> None:
 
     lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",))
 
-    class DyingMonitor:
+    class DyingMonitor(NullMonitor):
         def start(self, run_id, phase, hosts, on_fire, dry_run, recorder=None):  # type: ignore[no-untyped-def]
             from orchestrator.core.supervision import spawn
 
@@ -268,15 +268,6 @@ def test_a_dead_monitor_thread_stops_the_run_naming_it(tmp_path: Path) -> None:
                 raise RuntimeError("NVML Shared Library Not Found")
 
             spawn("trigger-monitor", die).join()
-
-        def watch_more(self, hosts: list[Host]) -> None:
-            return None
-
-        def forget(self, hosts: list[str]) -> None:
-            return None
-
-        def stop(self) -> None:
-            return None
 
     lc.parts.monitor = DyingMonitor()
     report = run(lc, names=("main",))
