@@ -142,6 +142,23 @@ def first_loss(proj: Proj, cut_wall: float) -> float | None:
     return None
 
 
+def timeline(proj: Proj, cut_wall: float) -> list[str]:
+    """The run's journal after the cut, `+SECONDS kind host step detail`: where the time went."""
+    res = proj.migrate("--output", "json", "history")
+    try:
+        events = json.loads(res.stdout)["events"]
+    except (ValueError, KeyError):
+        return []
+    out = []
+    for event in events:
+        at = datetime.strptime(event["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        if at.timestamp() >= cut_wall - 1:
+            out.append(f"  {at.timestamp() - cut_wall:+6.1f}s {event['kind']} "
+                       f"{event.get('host') or ''} {event.get('step') or ''} "
+                       f"{(event.get('detail') or '')[:100]}")
+    return out
+
+
 def run_case(tmp: Path, lab: Lab, case: str, args: argparse.Namespace) -> tuple[str, ...]:
     proj = build(tmp / case, lab, case, args)
     marker = PHASES[case][0]
@@ -162,6 +179,9 @@ def run_case(tmp: Path, lab: Lab, case: str, args: argparse.Namespace) -> tuple[
             proc.kill()
         lab.restore("pc2")
     lost = first_loss(proj, cut_wall)
+    if args.timeline:
+        print(f"{case}: exit {proc.returncode} at +{took:.1f}s", *timeline(proj, cut_wall),
+              sep="\n", flush=True)
     (proj.markers / "slow").unlink(missing_ok=True)
     proj.migrate("rollback", "--host", "pc2", "--yes", timeout=600)  # leave pc2 clean
     return (case, f"{lost:.1f}" if lost is not None else "?", f"{took:.1f}",
@@ -176,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-timeout")
     parser.add_argument("--undo-retries", type=int)
     parser.add_argument("--undo-retry-delay")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print each case's journal after the cut (where the time goes)")
     args = parser.parse_args(argv)
     args.cases = args.cases or list(PHASES)
     unknown = [c for c in args.cases if c not in PHASES]

@@ -354,3 +354,36 @@ def locks(proj: Proj) -> list[tuple[str, str]]:
         return db.execute("SELECT host, run_id FROM locks").fetchall()
     finally:
         db.close()
+
+
+# --- a connect in flight is cut by the undo deadline -------------------------------------------
+def test_an_ssh_connect_in_flight_is_cut_by_its_token(tmp_path: Path) -> None:
+    """paramiko's connect to a host that does not answer cannot be interrupted; the runner
+    must not make the undo deadline (or a Ctrl-C) wait for its connect timeout."""
+    import threading
+
+    from orchestrator.runners.base import FailureKind, SshSettings
+    from orchestrator.runners.ssh import SshCommandRunner
+
+    released = threading.Event()
+
+    def hanging_connect(host: Host, ssh: SshSettings) -> object:
+        released.wait(10)  # a connect_timeout of 10 s to a host that is gone
+        raise TimeoutError("timed out")
+
+    runner = SshCommandRunner(SshSettings(), connect=hanging_connect)
+    cancel = CancelToken()
+    threading.Timer(0.3, cancel.cancel, args=("undo deadline (30s) reached",)).start()
+    started = time.monotonic()
+    result = runner.run_command(CommandRequest(host=REMOTE, command="true",
+                                               artifacts_dir=tmp_path), cancel)
+    took = time.monotonic() - started
+    released.set()
+    assert took < 2, took
+    assert result.failure is FailureKind.CANCELLED and not result.ok
+    assert "undo deadline" in result.detail and "192.0.2.20" in result.detail
+    # cancelled before it starts: no connect at all
+    again = runner.run_command(CommandRequest(host=REMOTE, command="true",
+                                              artifacts_dir=tmp_path), cancel)
+    assert again.failure is FailureKind.CANCELLED
+    runner.close()

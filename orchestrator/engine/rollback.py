@@ -215,8 +215,9 @@ class Rollback:
         """Run the undo on all `hosts`, then again on those that were unreachable or timed
         out, on the policy's schedule; the last answer of each host stands.
 
-        Retries stop at `undo_deadline`, counted from the first failed attempt, and the
-        attempt in flight then is cut (its token is cancelled by a timer): a host that is
+        Retries stop at `undo_deadline`, counted from the first failed attempt: one
+        starts only if its backoff ends before the deadline, and an attempt still in
+        flight at the deadline is cut (its token is cancelled by a timer). A host that is
         gone costs the rollback at most the deadline, not retries x connect timeouts.
         """
         ctx = self.ctx
@@ -262,15 +263,16 @@ class Rollback:
                 return []
             return pending
 
-        def past_deadline() -> bool:
-            return bool(first_failure) and \
-                clock.monotonic() >= first_failure[0] + deadline_s
+        def backoff(state: RetryCallState) -> float:
+            """delay, 1.5 x delay, ...: the wait before the next attempt."""
+            return max(0.0, ctx.parts.undo_retry_delay * 1.5 ** (state.attempt_number - 1))
 
-        def wait(state: RetryCallState) -> float:
-            """Back off (delay, 1.5 x delay, ...) but never past the deadline."""
-            left = first_failure[0] + deadline_s - clock.monotonic() if first_failure else 0
-            return max(0.0, min(ctx.parts.undo_retry_delay * 1.5 ** (state.attempt_number - 1),
-                                left))
+        def past_deadline(state: RetryCallState) -> bool:
+            """Stop when the next attempt could not start before the deadline: one begun
+            at the deadline would be cut at once (or, stuck in a connect, outlast it),
+            and the operator would wait for nothing."""
+            return bool(first_failure) and \
+                clock.monotonic() + backoff(state) >= first_failure[0] + deadline_s
 
         def before_retry(state: RetryCallState) -> None:
             for host in pending:
@@ -286,7 +288,7 @@ class Rollback:
         try:
             Retrying(stop=stop_after_attempt(max(1, ctx.parts.undo_attempts))
                      | stop_when(past_deadline),
-                     wait=wait, retry=retry_if_result(bool), sleep=sleep,
+                     wait=backoff, retry=retry_if_result(bool), sleep=sleep,
                      before_sleep=before_retry, retry_error_callback=_give_up)(once)
         finally:
             for timer in timers:
@@ -297,11 +299,11 @@ class Rollback:
 class stop_when(stop_base):  # noqa: N801 - named like tenacity's own strategies
     """tenacity stop strategy: stop once `predicate()` holds (the undo deadline)."""
 
-    def __init__(self, predicate: Callable[[], bool]) -> None:
+    def __init__(self, predicate: Callable[[RetryCallState], bool]) -> None:
         self.predicate = predicate
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.predicate()
+        return self.predicate(retry_state)
 
 
 def _give_up(state: RetryCallState) -> list[Host]:

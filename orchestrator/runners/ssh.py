@@ -287,12 +287,16 @@ class SshCommandRunner:
         request.artifacts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = request.artifacts_dir / f"{host}.log"
         try:
-            conn = self.pool.get(request.host)
+            conn = self._connection(request.host, cancel)
         except RunnerError:
             raise
         except Exception as exc:  # paramiko/socket errors: refused, no route, timeout, auth
             return Result.failed(host, _connect_failure(exc), f"ssh to {request.host.address} "
                                  f"failed: {type(exc).__name__}: {exc}")
+        if conn is None:
+            return Result.failed(host, FailureKind.CANCELLED,
+                                 f"cancelled while connecting to {request.host.address}: "
+                                 f"{cancel.reason}")
         with open(log_path, "a", encoding="utf-8") as log:
             result = self._exec(conn, request, cancel, log)
         if result.failure is FailureKind.UNREACHABLE:
@@ -304,6 +308,32 @@ class SshCommandRunner:
                                        f"{self.ssh.lost_after:g}s", result.exit_code,
                                        result.stdout)
         return result
+
+    def _connection(self, host: Host, cancel: CancelToken) -> Any:
+        """The host's pooled connection, connecting if need be; None when `cancel` fires
+        first. paramiko's connect cannot be interrupted, so it runs on a thread of its own
+        that is left to end at `connect_timeout`: a deadline or a Ctrl-C does not wait for
+        a host that does not answer."""
+        if cancel.cancelled:
+            return None
+        box: list[tuple[bool, Any]] = []
+
+        def connect() -> None:
+            try:
+                box.append((True, self.pool.get(host)))
+            except BaseException as exc:  # handed to the caller below
+                box.append((False, exc))
+
+        thread = threading.Thread(target=connect, name=f"ssh-connect-{host.name}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.05)
+            if thread.is_alive() and cancel.cancelled:
+                return None
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
 
     def _exec(self, conn: Any, request: CommandRequest, cancel: CancelToken,
               log: TextIO) -> Result:
