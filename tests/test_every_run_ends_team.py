@@ -387,3 +387,73 @@ def test_an_ssh_connect_in_flight_is_cut_by_its_token(tmp_path: Path) -> None:
                                               artifacts_dir=tmp_path), cancel)
     assert again.failure is FailureKind.CANCELLED
     runner.close()
+
+
+# --- kill -9 of `migrate rollback` in a fleet, mid-undo ---------------------------------------
+FLEET = ("main", "h2", "h3", "h4")  # make_project puts main in a group: always there
+
+FLEET_STEPS = """\
+phase: 1
+name: Three steps on a fleet
+steps:
+  - id: a
+    command: 'echo do a {{ host }} >> {{ vars.marker_dir }}/order.log && touch {{ vars.marker_dir }}/{{ host }}-a'
+    rollback_command: 'echo undo a {{ host }} >> {{ vars.marker_dir }}/order.log && rm -f {{ vars.marker_dir }}/{{ host }}-a'
+  - id: b
+    command: 'echo do b {{ host }} >> {{ vars.marker_dir }}/order.log && touch {{ vars.marker_dir }}/{{ host }}-b'
+    rollback_command: 'if test -f {{ vars.marker_dir }}/slow-{{ host }}; then echo $$ > {{ vars.marker_dir }}/slow.pid; exec sleep 60; fi; echo undo b {{ host }} >> {{ vars.marker_dir }}/order.log && rm -f {{ vars.marker_dir }}/{{ host }}-b'
+  - id: c
+    command: 'echo do c {{ host }} >> {{ vars.marker_dir }}/order.log && touch {{ vars.marker_dir }}/{{ host }}-c'
+    rollback_command: 'echo undo c {{ host }} >> {{ vars.marker_dir }}/order.log && rm -f {{ vars.marker_dir }}/{{ host }}-c'
+"""
+
+
+def test_sigkill_of_a_fleet_rollback_mid_undo_then_rollback_again_finishes(
+        tmp_path: Path) -> None:
+    proj = build(tmp_path, hosts=FLEET, body=FLEET_STEPS)
+    done = proj.migrate("phase", "1", "--host", "all")
+    assert done.returncode == 0, done.stderr
+    (proj.markers / "slow-h3").write_text("")  # h3's undo of b hangs
+    child = proj.spawn("rollback", "--host", "all", "--yes")
+    pid_file = proj.markers / "slow.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)  # the other hosts' undos of b end meanwhile
+        child.kill()
+        child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if pid_file.exists():  # the undo that ran on, orphaned (its own session)
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+    assert child.returncode == -9
+
+    # the next command finds the rollback dead: every host interrupted, no lock held
+    doc = json.loads(proj.migrate("--output", "json", "status", "--host", "all").stdout)
+    states = {h: doc["hosts"][h]["phases"]["1"]["state"] for h in FLEET}
+    assert set(states.values()) == {"interrupted"}, states
+    assert locks(proj) == []
+    assert sorted(line for line in proj.order() if line.startswith("undo c")) == \
+        sorted(f"undo c {h}" for h in FLEET)  # c was undone everywhere before the kill
+    assert not any(line.startswith("undo a") for line in proj.order())
+
+    (proj.markers / "slow-h3").unlink()
+    again = proj.migrate("rollback", "--host", "all", "--yes")
+    assert again.returncode == 0, again.stderr
+    clean(again.stderr)
+    doc = json.loads(proj.migrate("--output", "json", "status", "--host", "all").stdout)
+    assert {doc["hosts"][h]["phases"]["1"]["state"] for h in FLEET} == {"rolled_back"}
+    assert locks(proj) == []
+    left = sorted(p.name for p in proj.markers.iterdir() if p.name[-2:] in ("-a", "-b", "-c"))
+    assert left == [], left
+    order = proj.order()
+    for h in FLEET:  # what was undone before the kill is not undone twice
+        assert order.count(f"undo c {h}") == 1, order
+        assert order.count(f"undo a {h}") == 1, order
+    assert "undo b h3" in order
