@@ -55,6 +55,7 @@ class EventKind(enum.Enum):
     WAVE_STARTED = "wave_started"
     WAVE_COMPLETED = "wave_completed"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    ANALYSIS_COMPLETED = "analysis_completed"  # a wave's canary judgement (SPEC section 2)
     WATCH_STARTED = "watch_started"
     WATCH_ROLE = "watch_role"
     OBSERVATION_CHECKPOINT = "observation_checkpoint"

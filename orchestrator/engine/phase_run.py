@@ -14,9 +14,11 @@ This module never starts a rollback itself: it asks `RunLifecycle.roll_back`
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_none
 
@@ -34,6 +36,9 @@ from orchestrator.engine.waves import FailureBudget, plan_waves
 from orchestrator.runners.base import FailureKind, GroupResult, Result
 from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import Recorder
+
+if TYPE_CHECKING:
+    from orchestrator.engine.analysis import RunAnalysis
 
 RollBack = Callable[[list[Host], Reason], RunReport]
 
@@ -80,6 +85,7 @@ class PhaseRun:
         self.out: set[str] = set()  # hosts no longer in the run (rolled back)
         self.started: list[Host] = []  # every host that started, in order
         self.stop: Reason | None = None
+        self.analysis: RunAnalysis | None = None  # the phase's `analysis:`, for this run
 
     # --- the monitor's callback (its own thread) ---------------------------------------------
     def on_fire(self, firing: Firing) -> None:
@@ -121,6 +127,11 @@ class PhaseRun:
         specs = self.plan.waves or (tuple(range(1, len(self.hosts) + 1)) if phase.serial == 1
                                     else ())
         waves = plan_waves(specs, self.hosts)
+        if phase.analysis is not None:
+            from orchestrator.engine.analysis import RunAnalysis
+
+            self.analysis = RunAnalysis(ctx, phase.analysis, self.hosts, waves)
+            self.analysis.attach(ctx.parts.monitor)  # samples from the monitor's cycles
         ctx.parts.monitor.start(ctx.run_id, phase, [], self.on_fire, ctx.dry_run, self.recorder)
         current: list[Host] = []
         try:
@@ -161,11 +172,15 @@ class PhaseRun:
                     wave=number if count > 1 else None)
                 self.started.append(host)
         ctx.parts.monitor.watch_more(wave)
+        if self.analysis is not None:
+            self._sample_before(number)
         self._run_steps(wave)
         live = self._live(wave)
         if self.stop is None and live and phase.bake > 0:
             self._bake(live)
         self._absorb()
+        if self.stop is None and self.analysis is not None and number in self.analysis.judged:
+            self._judge(number, count, self._live(wave))
         if self.stop is not None:
             return
         live = self._live(wave)
@@ -307,6 +322,61 @@ class PhaseRun:
             if cut or ctx.cancel.cancelled:
                 self.stop = self._cancel_reason(None)
                 return
+
+    # --- canary analysis (SPEC section 2) -----------------------------------------------------
+    def _sample_before(self, number: int) -> None:
+        """Control `before`: sample the wave's hosts for `window` before its first step
+        (triggers watched meanwhile); then note when the steps begin."""
+        assert self.analysis is not None
+        owed = self.analysis.before_steps(number)
+        if owed > 0 and self.stop is None:
+            self.ctx.say(f"sampling the control (before) for {owed:g}s before the first step")
+            clock = self.ctx.parts.clock
+            end = clock.monotonic() + owed
+            while self.stop is None and (left := end - clock.monotonic()) > 0:
+                cut = clock.sleep(min(max(0.05, min(self.ctx.project.poll_interval, 1.0)),
+                                      left), self.ctx.cancel)
+                self._absorb()
+                if self.stop is None and (cut or self.ctx.cancel.cancelled):
+                    self.stop = self._cancel_reason(None)
+        self.analysis.steps_begin(number)
+
+    def _judge(self, number: int, count: int, canary: list[Host]) -> None:
+        """The end of a judged wave's bake: judge, journal `analysis_completed`, then act:
+        pass goes on, marginal asks as a `pause:` step does, fail is a trigger named
+        `analysis` firing on each canary host (`on_fire`, `max_failed`); `dry_run` never acts."""
+        assert self.analysis is not None
+        if not canary:
+            return
+        ctx, spec = self.ctx, self.analysis.spec
+        result = self.analysis.judge(number, canary, {h.name for h in self.started}, self.out)
+        detail = result.detail()
+        self.recorder.event(EventKind.ANALYSIS_COMPLETED, ctx.run_id, None, ctx.phase.number,
+                            None, json.dumps(detail), **detail)
+        where = f"wave {number}" if count > 1 else f"phase {ctx.phase.number}"
+        failed = ", ".join(f"{m.name} {m.cls}" for m in result.metrics
+                           if m.failed or m.nodata) or "none"
+        summary = (f"canary analysis of {where}: score {result.score:g} ({result.result}; "
+                   f"pass {spec.pass_score:g}, marginal {spec.marginal:g}; failed: {failed})")
+        ctx.say(summary + (" -- dry run: not acting" if spec.dry_run else ""))
+        if spec.dry_run or result.result == "pass":
+            return
+        text = f"analysis: {summary}"
+        if result.result == "marginal":
+            answer = ctx.parts.prompter.confirm(f"{summary}: continue the phase?")
+            said = "continue" if answer else ("roll back" if answer is False else
+                                              "no terminal to ask and --yes not given")
+            for host in canary:
+                self.recorder.event(EventKind.OPERATOR_ANSWER, ctx.run_id, host.name,
+                                    ctx.phase.number, None, f"{summary}: {said}",
+                                    answer="continue" if answer else "roll back")
+            if answer:
+                return
+            text = f"analysis: {summary}; {said}"
+        for host in canary:
+            if self.stop is not None:
+                return
+            self._host_failed(Reason(Origin.TRIGGER, text, trigger="analysis", host=host.name))
 
     # --- failures ----------------------------------------------------------------------------
     def _absorb(self) -> None:

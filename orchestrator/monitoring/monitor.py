@@ -56,6 +56,7 @@ from orchestrator.runners.base import CommandRunner, Result
 from orchestrator.state.journal import Journal, utc_stamp
 
 if TYPE_CHECKING:
+    from orchestrator.canary.samples import SampleBuffer
     from orchestrator.monitoring.alerts.service import AlertService
     from orchestrator.state.recorder import Recorder
 
@@ -182,6 +183,11 @@ class TriggerMonitor:
         self._last_view = 0.0
         #: called after each cycle of the monitor's own loop (the /metrics exporter)
         self.on_cycle: Callable[[TriggerMonitor], None] | None = None
+        #: canary analysis: these metrics are read on the watched hosts and on
+        #: `_sample_hosts` (the control) at each cycle, into `samples` (see `sample`)
+        self.samples: SampleBuffer | None = None
+        self._sample_metrics: list[str] = []
+        self._sample_hosts: list[Host] = []
         #: the `alert:` triggers' source; built and owned by `start` for a phase, or handed
         #: in (shared by every monitor of a watch) before `prepare`
         self.alerts: AlertService | None = None
@@ -204,7 +210,7 @@ class TriggerMonitor:
         """Take baselines, then watch in a background thread until `stop`; more hosts
         join with `watch_more` as their wave starts."""
         self.prepare(run_id, phase, hosts, on_fire, dry_run, recorder)
-        if not self.triggers:
+        if not self.triggers and not self._sample_metrics:
             return
         if self.alerts is None:
             from orchestrator.monitoring.alerts.service import AlertService
@@ -253,6 +259,16 @@ class TriggerMonitor:
         """Stop watching hosts that left the run (rolled back on their own)."""
         with self._lock:
             self.hosts = [h for h in self.hosts if h.name not in hosts]
+            self._sample_hosts = [h for h in self._sample_hosts if h.name not in hosts]
+
+    def sample(self, buffer: SampleBuffer, metrics: list[str], hosts: list[Host]) -> None:
+        """Canary analysis: from the next cycle on, also read `metrics` on the watched
+        hosts and on `hosts` (the control, not watched for triggers), appending every
+        reading to `buffer` at the monitor's clock. Call before `start`; `stop` ends it."""
+        with self._lock:
+            self.samples = buffer
+            self._sample_metrics = [m for m in metrics if m in self.project.metrics]
+            self._sample_hosts = list(hosts)
 
     def stop(self) -> None:
         self._stop.set()
@@ -269,6 +285,8 @@ class TriggerMonitor:
         for watch in self._xid_watches:
             watch.close()
         self._xid_watches, self._xid_on = [], False
+        with self._lock:
+            self.samples, self._sample_metrics, self._sample_hosts = None, [], []
 
     # --- Xid events ------------------------------------------------------------------------
     def _xid_triggers(self) -> list[Trigger]:
@@ -418,10 +436,29 @@ class TriggerMonitor:
         folded = [self._fold(host, t, readings[(host.name, t.metric)], now)
                   for host in watched for t in triggers]
         folded += self._fold_alert_triggers(watched, now)
+        self._keep_samples(readings, watched, pool, now)
         if not self.dry_run and folded:
             self.journal.record_cycle([f.sample for f in folded], [f.state for f in folded])
         for f in folded:
             self._announce(f)
+
+    def _keep_samples(self, readings: dict[tuple[str, str], Reading], watched: list[Host],
+                      pool: ThreadPoolExecutor | None, now: float) -> None:
+        """Append the analysis metrics' readings of this cycle to the sample buffer: those
+        the triggers already read, and the rest (and every one on the control hosts) read
+        now, all at once."""
+        with self._lock:
+            buffer, metrics = self.samples, list(self._sample_metrics)
+            names = {h.name for h in watched}
+            extra = [h for h in self._sample_hosts if h.name not in names]
+        if buffer is None or not metrics:
+            return
+        more = self._read_all([m for m in metrics if not any(
+            (h.name, m) in readings for h in watched[:1])], watched, pool)
+        more.update(self._read_all(metrics, extra, pool))
+        for (host, metric), reading in (*readings.items(), *more.items()):
+            if metric in metrics:
+                buffer.append(host, metric, now, reading.value)
 
     def _read_all(self, metrics: list[str], hosts: list[Host],
                   pool: ThreadPoolExecutor | None) -> dict[tuple[str, str], Reading]:

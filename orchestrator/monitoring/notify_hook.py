@@ -26,6 +26,7 @@ _TEXT = {
     EventKind.BUDGET_EXHAUSTED: "failure budget exhausted (phase {phase}): {detail}",
     EventKind.WAVE_STARTED: "phase {phase}: {detail}",
     EventKind.WAVE_COMPLETED: "phase {phase}: {detail}",
+    EventKind.ANALYSIS_COMPLETED: "canary analysis (phase {phase}): {detail}",
     EventKind.JOURNAL_UNAVAILABLE: "journal unreachable (phase {phase}): {detail}",
 }
 
