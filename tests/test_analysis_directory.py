@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,9 +131,9 @@ def test_worker_processes_give_the_same_result(tree: Path,
     used: list[int] = []
     real_pool = directory.ProcessPoolExecutor
 
-    def counting_pool(max_workers: int) -> directory.ProcessPoolExecutor:
+    def counting_pool(max_workers: int, **kwargs: Any) -> directory.ProcessPoolExecutor:
         used.append(max_workers)
-        return real_pool(max_workers=max_workers)
+        return real_pool(max_workers=max_workers, **kwargs)
 
     monkeypatch.setattr(directory, "ProcessPoolExecutor", counting_pool)
     pooled = directory.analyze_directory(tree, workers=2)
