@@ -20,6 +20,7 @@ from orchestrator.core.events import EventKind, RunEvent
 from orchestrator.core.outcomes import RunOutcome
 from orchestrator.engine.context import EngineParts, NoTty
 from orchestrator.engine.lifecycle import RunLifecycle
+from orchestrator.reporting.views import status_document, status_table
 from orchestrator.state.journal import Journal
 from orchestrator.telemetry.metrics import MigrateMetrics
 from tests.projects import make_project
@@ -176,6 +177,10 @@ def test_pass_goes_on_and_every_judged_wave_is_journaled(tmp_path: Path) -> None
     assert set(monitor.sampled) == set(HOSTS)  # the control is read too
     assert b'migrate_analysis_score{migration="canaried",phase="1",wave="2"} 100.0' \
         in metrics.render()
+    doc = status_document(lc.project, lc.inventory.resolve(list(HOSTS)), journal)
+    assert doc["hosts"]["h00"]["phases"]["1"]["analysis"] == {"wave": 2, "score": 100.0,
+                                                              "result": "pass"}
+    assert "canary score 100: pass (wave 2)" in status_table(doc)
 
 
 def test_fail_rolls_back_the_canary_wave_only(tmp_path: Path) -> None:

@@ -82,6 +82,10 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
     holders = {h.host: h for h in journal.holders()}
     # one query for every phase state: status must stay fast at 200 hosts x 4 phases
     records = journal.phase_records([h.name for h in hosts])
+    judged = [n for n, p in project.phases.items() if p.analysis is not None]
+    scores = journal.latest_events("analysis_completed", sorted(
+        {r.run_id for (_, n), r in records.items() if n in judged and r.run_id})) \
+        if judged else {}
     for host in hosts:
         phases: dict[str, Any] = {}
         for number in sorted(project.phases):
@@ -99,6 +103,10 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
                 if triggers:
                     triggers = [dict(t, kind=_kind(project, t["trigger"])) for t in triggers]
                     entry["triggers"] = [dict(t, line=_trigger_line(t)) for t in triggers]
+            scored = scores.get(rec.run_id) if rec.run_id else None
+            if scored is not None and scored.phase == number and scored.payload:
+                entry["analysis"] = {k: scored.payload.get(k)
+                                     for k in ("wave", "score", "result")}
             phases[str(number)] = entry
         host_doc: dict[str, Any] = {"phases": phases}
         holder = holders.get(host.name)
@@ -260,6 +268,10 @@ def status_table(doc: dict[str, Any]) -> str:
             lines.append(f"  phase {number}: {p['state']:<16}{when}{run}")
             if "reason" in p:
                 lines.append(f"      why: {p['reason']}")
+            if "analysis" in p:
+                a = p["analysis"]
+                wave = f" (wave {a['wave']})" if a.get("wave") is not None else ""
+                lines.append(f"      canary score {a['score']:g}: {a['result']}{wave}")
             for t in p.get("triggers", []):
                 lines.append(f"      {t['line']}")
     return "\n".join(lines)

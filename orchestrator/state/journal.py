@@ -253,6 +253,18 @@ class Journal:
                       json.loads(row[8]) if row[8] else None, row[9] or "")
                 for row in self._query(sql, tuple(args))]
 
+    def latest_events(self, kind: str, run_ids: list[str]) -> dict[str, Event]:
+        """The latest event of `kind` of each of these runs that has one (one query)."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._query("SELECT seq, at, run_id, host, phase, step, kind, detail, payload, "
+                           f"migration FROM events WHERE kind = ? AND run_id IN ({marks}) "
+                           "ORDER BY seq", (kind, *run_ids))
+        return {row[2]: Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                              json.loads(row[8]) if row[8] else None, row[9] or "")
+                for row in rows}
+
     # --- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, phase: int | None, hosts: list[str], command: str,
                    kind: str, dry_run: bool, checksums: dict[str, str],
