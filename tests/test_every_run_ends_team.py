@@ -457,3 +457,40 @@ def test_sigkill_of_a_fleet_rollback_mid_undo_then_rollback_again_finishes(
         assert order.count(f"undo c {h}") == 1, order
         assert order.count(f"undo a {h}") == 1, order
     assert "undo b h3" in order
+
+
+# --- the undo deadline: no attempt that could only be cut ---------------------------------------
+def test_no_undo_attempt_starts_that_could_not_end_before_the_deadline(tmp_path: Path) -> None:
+    """A lost host makes each undo attempt take its connect timeout (10 s here) to fail.
+    An attempt that, after its backoff, could not end before the deadline is not begun:
+    it would only be cut, and the operator would wait for the verdict for nothing."""
+    from orchestrator.core.clock import FakeClock
+    from orchestrator.core.outcomes import RunOutcome
+    from orchestrator.runners.base import FailureKind
+    from tests.test_lifecycle import Recorder, lifecycle, run
+
+    rec = Recorder()
+    starts: list[float] = []
+
+    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
+        if req.command == "do two":
+            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
+        if req.command == "undo one":
+            starts.append(clock.monotonic() - before)
+            clock.advance(10)  # the connect timeout to a host that is gone
+            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "timed out")
+        return Result(req.host.name, True, "ok")
+
+    rec.commands.handler = on_command
+    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
+    clock = lc.parts.clock
+    assert isinstance(clock, FakeClock)
+    lc.parts.undo_retry_delay = 2.0
+    before = clock.monotonic()
+    report = run(lc, names=("main",))
+    assert report.outcome is RunOutcome.ROLLBACK_FAILED
+    # first failure at 10 s: deadline at 40 s. Retries after 2 s and 3 s; the next, after
+    # 4.5 s at 39.5 s, would need 10 s more: not begun. The verdict comes at 35 s.
+    assert starts == [0, 12, 25], starts
+    assert clock.monotonic() - before == 35
+    assert report.needs_human == ["main: step one (command: undo one: timed out)"]

@@ -216,9 +216,10 @@ class Rollback:
         out, on the policy's schedule; the last answer of each host stands.
 
         Retries stop at `undo_deadline`, counted from the first failed attempt: one
-        starts only if its backoff ends before the deadline, and an attempt still in
-        flight at the deadline is cut (its token is cancelled by a timer). A host that is
-        gone costs the rollback at most the deadline, not retries x connect timeouts.
+        starts only if, after its backoff, it could end before the deadline (judged by
+        how long the last attempt took), and an attempt still in flight at the deadline
+        is cut (its token is cancelled by a timer). A host that is gone costs the
+        rollback at most the deadline, not retries x connect timeouts.
         """
         ctx = self.ctx
         assert step.undo is not None
@@ -228,6 +229,7 @@ class Rollback:
         results: dict[str, Result] = {}
         pending = list(hosts)
         first_failure: list[float] = []  # when the first attempt failed (the deadline's start)
+        took: list[float] = [0.0]  # how long each attempt took (the last one: the estimate)
         timers: list[threading.Timer] = []
 
         def attempt_token() -> CancelToken:
@@ -244,6 +246,7 @@ class Rollback:
         def once() -> list[Host]:
             nonlocal pending
             token = attempt_token()
+            began = clock.monotonic()
             try:
                 answers = undo.undo(ctx.with_cancel(token), step, pending)
             except JournalUnavailableError:
@@ -252,6 +255,7 @@ class Rollback:
                 answers = {h.name: Result.failed(h.name, FailureKind.EXIT,
                                                  f"the undo could not run: {describe(exc)}")
                            for h in pending}
+            took.append(clock.monotonic() - began)
             for name, result in answers.items():
                 results[name] = result
             for h in pending:
@@ -268,11 +272,11 @@ class Rollback:
             return max(0.0, ctx.parts.undo_retry_delay * 1.5 ** (state.attempt_number - 1))
 
         def past_deadline(state: RetryCallState) -> bool:
-            """Stop when the next attempt could not start before the deadline: one begun
-            at the deadline would be cut at once (or, stuck in a connect, outlast it),
-            and the operator would wait for nothing."""
+            """Stop when the next attempt could not end before the deadline, judged by
+            how long the last one took to fail: one begun just before the deadline would
+            only be cut, and the operator would wait for nothing."""
             return bool(first_failure) and \
-                clock.monotonic() + backoff(state) >= first_failure[0] + deadline_s
+                clock.monotonic() + backoff(state) + took[-1] >= first_failure[0] + deadline_s
 
         def before_retry(state: RetryCallState) -> None:
             for host in pending:
