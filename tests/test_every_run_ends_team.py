@@ -483,8 +483,8 @@ def test_no_undo_attempt_starts_that_could_not_end_before_the_deadline(tmp_path:
 
     rec.commands.handler = on_command
     lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
-    clock = lc.parts.clock
-    assert isinstance(clock, FakeClock)
+    assert isinstance(lc.parts.clock, FakeClock)
+    clock: FakeClock = lc.parts.clock
     lc.parts.undo_retry_delay = 2.0
     before = clock.monotonic()
     report = run(lc, names=("main",))
