@@ -20,6 +20,7 @@ from orchestrator.core.events import EventKind, RunEvent
 from orchestrator.core.outcomes import RunOutcome
 from orchestrator.engine.context import EngineParts, NoTty
 from orchestrator.engine.lifecycle import RunLifecycle
+from orchestrator.reporting.report import write_report
 from orchestrator.reporting.views import status_document, status_table
 from orchestrator.state.journal import Journal
 from orchestrator.telemetry.metrics import MigrateMetrics
@@ -143,7 +144,10 @@ def analyses(seen: list[RunEvent]) -> list[dict[str, Any]]:
     for e in seen:
         if e.kind is EventKind.ANALYSIS_COMPLETED:
             detail = json.loads(e.detail or "")  # the payload leaves out wave: null
-            assert {k: v for k, v in detail.items() if v is not None} == dict(e.payload)
+            payload = {k: v for k, v in e.payload.items()
+                       if k not in ("distributions", "canary_hosts")}
+            assert {k: v for k, v in detail.items() if v is not None} == payload
+            assert set(e.payload["distributions"]) == {m["name"] for m in detail["metrics"]}
             out.append(detail)
     return out
 
@@ -202,6 +206,17 @@ def test_fail_rolls_back_the_canary_wave_only(tmp_path: Path) -> None:
     assert {e.payload.get("trigger") for e in started} == {"analysis"}
     assert b'migrate_rollbacks_total{migration="canaried",phase="1",reason="analysis"} 3.0' \
         in metrics.render()
+    # the run report: the table and the canary and control box plots of each wave judged
+    charts = tmp_path / "rep" / "report"
+    _, text = write_report(journal, report.run_id, charts, "md")
+    assert "Canary analysis, wave 2: score 0 (fail)" in text
+    assert "Canary analysis, wave 1: score 100 (pass)" in text
+    row = next(line for line in text.splitlines()
+               if line.startswith("| vram_used_mib | high"))
+    assert "| 1.12" in row  # the effect
+    assert (charts / "analysis-wave-2.png").read_bytes().startswith(b"\x89PNG")
+    _, page = write_report(journal, report.run_id, charts, "html")
+    assert "Canary analysis, wave 2" in page
 
 
 def test_fail_with_on_fire_run_rolls_back_every_wave(tmp_path: Path) -> None:

@@ -88,9 +88,10 @@ class RunAnalysis:
         return [h for h in self.control_list if h.name not in names]
 
     def judge(self, number: int, canary: list[Host], started: Collection[str],
-              out: Collection[str]) -> AnalysisResult:
+              out: Collection[str]) -> tuple[AnalysisResult, dict[str, Any]]:
         """Judge the canary (this wave's live hosts) against the control over the last
-        `window` (the control of `before`: the window before the wave's first step)."""
+        `window` (the control of `before`: the window before the wave's first step); the
+        verdict, and each metric's two distributions (`distributions`) for the report."""
         from orchestrator.canary.judge import analyse
 
         spec, clock = self.spec, self.ctx.parts.clock
@@ -107,7 +108,8 @@ class RunAnalysis:
         if self.ranged:
             self._ranged(canary, control, end, c_end, canary_s, control_s)
         wave = number if self.count > 1 else None
-        return analyse(spec, canary_s, control_s, wave=wave)
+        return analyse(spec, canary_s, control_s, wave=wave), \
+            distributions(canary_s, control_s)
 
     def _ranged(self, canary: list[Host], control: list[Host], end: float, c_end: float,
                 canary_s: dict[str, list[Sample]], control_s: dict[str, list[Sample]]) -> None:
@@ -125,3 +127,24 @@ class RunAnalysis:
                     stop + offset - spec.window, stop + offset, step,
                     phase=ctx.phase.number, run_id=ctx.run_id)
                 side[m] = win.pooled(h.name for h in hosts)
+
+
+def distributions(canary: dict[str, list[Sample]], control: dict[str, list[Sample]]
+                  ) -> dict[str, Any]:
+    """metric -> {"canary": box, "control": box}: each side as the judge sees it (no data
+    and outliers beyond 3 x IQR dropped), as the five numbers of a box plot and its mean
+    and count (matplotlib's `bxp` draws them; the journal keeps 14 numbers, not 600)."""
+    from orchestrator.canary.judge import clean, without_outliers
+
+    def box(samples: list[Sample]) -> dict[str, float] | None:
+        import numpy as np
+
+        arr = without_outliers(clean(samples))
+        if arr.size == 0:
+            return None
+        q1, med, q3 = (float(x) for x in np.percentile(arr, [25, 50, 75]))
+        return {"whislo": float(arr.min()), "q1": q1, "med": med, "q3": q3,
+                "whishi": float(arr.max()), "mean": float(arr.mean()), "n": int(arr.size)}
+
+    return {m: {"canary": box(canary.get(m, [])), "control": box(control.get(m, []))}
+            for m in canary}

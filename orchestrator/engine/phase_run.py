@@ -349,10 +349,12 @@ class PhaseRun:
         if not canary:
             return
         ctx, spec = self.ctx, self.analysis.spec
-        result = self.analysis.judge(number, canary, {h.name for h in self.started}, self.out)
-        detail = result.detail()
+        result, boxes = self.analysis.judge(number, canary, {h.name for h in self.started},
+                                            self.out)
+        detail = result.detail()  # SPEC's JSON; the payload adds the report's box plots
         self.recorder.event(EventKind.ANALYSIS_COMPLETED, ctx.run_id, None, ctx.phase.number,
-                            None, json.dumps(detail), **detail)
+                            None, json.dumps(detail), **detail, distributions=boxes,
+                            canary_hosts=[h.name for h in canary])
         where = f"wave {number}" if count > 1 else f"phase {ctx.phase.number}"
         failed = ", ".join(f"{m.name} {m.cls}" for m in result.metrics
                            if m.failed or m.nodata) or "none"

@@ -235,6 +235,43 @@ def trigger_chart(title: str, points: Sequence[tuple[float | datetime, float | N
     return buf.getvalue()
 
 
+def analysis_chart(title: str, boxes: dict[str, dict[str, dict[str, float] | None]],
+                   classes: dict[str, str] | None = None) -> bytes:
+    """A canary analysis: per metric, the canary's and the control's distributions side by
+    side as box plots (precomputed: whislo, q1, med, q3, whishi, mean), as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(boxes) or ["(no metric)"]
+    fig = Figure(figsize=(max(3.2 * len(names), 4.5), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(names, 1):
+        ax: Any = fig.add_subplot(1, len(names), i)
+        sides = boxes.get(name, {})
+        stats, labels = [], []
+        for side in ("canary", "control"):
+            b = sides.get(side)
+            if b is not None:
+                stats.append({**{k: b[k] for k in ("whislo", "q1", "med", "q3", "whishi",
+                                                    "mean")}, "fliers": [],
+                              "label": f"{side}\nn={int(b.get('n', 0))}"})
+                labels.append(side)
+        if stats:
+            ax.bxp(stats, showmeans=True, patch_artist=True,
+                   boxprops={"facecolor": "#ddf4ff"}, medianprops={"color": "black"})
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        cls = (classes or {}).get(name)
+        ax.set_title(name + (f" ({cls})" if cls else ""), fontsize=9,
+                     color="#cf222e" if cls in ("high", "low", "nodata") else "black")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.82, bottom=0.16, wspace=0.4)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""

@@ -215,7 +215,29 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
                          "chart": str(chart) if chart else None})
     reason = started["detail"] if started else None
     return {"run": info, "outcome": info.get("outcome"), "reason": reason,
-            "rollback": rollback, "timeline": events, "triggers": triggers}
+            "rollback": rollback, "timeline": events, "triggers": triggers,
+            "analyses": _analyses(events, out_dir)}
+
+
+def _analyses(events: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """Each `analysis_completed` of the run (SPEC section 2) with its box-plot chart."""
+    from orchestrator.reporting.page import analysis_chart
+
+    out = []
+    for e in events:
+        p = e.get("payload") or {}
+        if e["kind"] != "analysis_completed" or "score" not in p:
+            continue
+        wave = p.get("wave")
+        chart = out_dir / f"analysis-{'wave-' + str(wave) if wave is not None else 'phase'}.png"
+        where = f"wave {wave}" if wave is not None else f"phase {e['phase']}"
+        chart.write_bytes(analysis_chart(
+            f"canary vs control, {where}: score {p['score']:g} ({p.get('result')})",
+            p.get("distributions") or {}, {m["name"]: m["class"] for m in p.get("metrics", [])}))
+        out.append({"at": e["at"], "phase": e["phase"], "wave": wave, "score": p["score"],
+                    "result": p.get("result"), "metrics": p.get("metrics", []),
+                    "canary_hosts": p.get("canary_hosts", []), "chart": str(chart)})
+    return out
 
 
 def _verdict(outcome: str | None) -> str:
@@ -294,9 +316,26 @@ def run_page(doc: dict[str, Any]) -> Page:
                  (e["detail"] or "").replace("\n", " ")[:600]) for e in doc["timeline"]]
     tables = [Table("Triggers", ("trigger", "host", "metric", "samples", "limit", "baseline",
                                  "last value", "result"), trig_rows)] if trig_rows else []
+    for a in doc.get("analyses", []):
+        where = f"wave {a['wave']}" if a["wave"] is not None else f"phase {a['phase']}"
+        verdict = {"pass": "ok", "marginal": "warn"}.get(str(a["result"]), "bad")
+        charts.append(Chart(f"Canary analysis, {where}", Path(a["chart"]).read_bytes(),
+                            Path(a["chart"]).name, f"score {a['score']:g}: "
+                            f"{str(a['result']).upper()} (canary: "
+                            f"{', '.join(a['canary_hosts']) or '?'})", verdict))
+        tables.append(Table(f"Canary analysis, {where}: score {a['score']:g} ({a['result']})",
+                            ("metric", "class", "canary mean", "control mean", "effect",
+                             "p value", "canary samples", "control samples"),
+                            [(m["name"], m["class"], _g(m["canary_mean"]), _g(m["control_mean"]),
+                              _g(m["effect"]), _g(m["p_value"]), m["canary_samples"],
+                              m["control_samples"]) for m in a["metrics"]]))
     tables.append(Table("Timeline (UTC)", ("at", "host", "step", "event", "detail"), timeline))
     return Page(f"Run {run['id']}: {what} on {on}", outcome, _verdict(doc["outcome"]),
                 summary, charts, tables, tuple(notes))
+
+
+def _g(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def render_markdown(doc: dict[str, Any], charts_dir: str = "") -> str:
