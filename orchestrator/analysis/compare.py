@@ -74,9 +74,10 @@ def change(name: str, before: dict[str, Any] | None, after: dict[str, Any] | Non
            same_bytes: bool = False) -> dict[str, Any]:
     old_sites = before.get("worklist", []) if before and "skipped" not in before else []
     new_sites = after.get("worklist", []) if after and "skipped" not in after else []
-    if same_bytes:  # the same content: the same sites
-        removed, added, kept = [], [], len(new_sites)
-    else:
+    removed: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    kept = len(new_sites)
+    if not same_bytes:  # the same content has the same sites
         removed, added, kept = match_sites(old_sites, new_sites)
     status = "added" if before is None else "removed" if after is None \
         else "unchanged" if same_bytes else "changed"

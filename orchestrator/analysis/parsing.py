@@ -801,7 +801,7 @@ class _Recovery:
 
     def _unparsed(self, tree: ast.Module) -> list[tuple[int, int]]:
         covered = bytearray(len(self.rows) + 2)
-        for stmt in _statements(tree.body):
+        for stmt in _covering(tree.body):
             end = stmt.end_lineno or stmt.lineno
             covered[stmt.lineno: end + 1] = b"\x01" * (end + 1 - stmt.lineno)
         ranges: list[tuple[int, int]] = []
@@ -908,16 +908,23 @@ def _still_open(error: SyntaxError) -> bool:
         or msg.startswith("unterminated triple-quoted")
 
 
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+def _covering(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements whose spans cover every line any statement covers: a statement's
+    blocks are entered only when they reach past its own span (a stub's `_header_only`
+    span), since a block inside the span covers nothing more."""
     stack = list(body)
     while stack:
         stmt = stack.pop()
         yield stmt
+        end = stmt.end_lineno or stmt.lineno
+        inner: list[ast.stmt] = []
         for name in ("body", "orelse", "finalbody"):
-            inner = getattr(stmt, name, None)
-            if isinstance(inner, list):
-                stack.extend(s for s in inner if isinstance(s, ast.stmt))
+            block = getattr(stmt, name, None)
+            if isinstance(block, list):
+                inner.extend(s for s in block if isinstance(s, ast.stmt))
         for handler in getattr(stmt, "handlers", ()) or ():
-            stack.extend(handler.body)
+            inner.extend(handler.body)
         for case in getattr(stmt, "cases", ()) or ():
-            stack.extend(case.body)
+            inner.extend(case.body)
+        if any((s.end_lineno or s.lineno) > end or s.lineno < stmt.lineno for s in inner):
+            stack.extend(inner)
