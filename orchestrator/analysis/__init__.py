@@ -17,9 +17,14 @@ gpu        GPU operations
 functions  complexity and critical functions (model, GPU, health)
 agents     BaseAgent compliance, and legacy agent classes
 scoring    the risk score out of 60, and the table it comes from
+sites      the worklist: each site to change and its BaseAgent target
 report     one file's document
-directory  a path: a file's document, or a tree's reports, summary, totals
-render     text (a rich table for a directory) and Markdown
+directory  a path: a file's document, or a tree's reports, summary, totals;
+           exclusions, and one analysis per distinct content
+compare    two revisions (``--against``): counts, score, sites removed/added
+cache      documents by content digest, for the ``analyze`` metric source
+render     text (a rich table on a terminal, plain lines in a pipe), Markdown,
+           the worklist and the comparison
 ========== ================================================================
 """
 

@@ -202,6 +202,8 @@ def read_remote(ctx: ReadContext, host: Any, path: str, exclude: tuple[str, ...]
     listing = _run(ctx, host, LIST, [path])
     if listing.get("kind") == "error":
         raise RemoteError(f"on {host.name}: {listing.get('error')}")
+    if listing["kind"] == "dir" and not listing["files"] and not listing["errors"]:
+        raise RemoteError(f"on {host.name}: {path}: no .py file in it")
     label = f"{host.name}:{path}"
     wanted: dict[str, str] = {}  # rel hex -> digest, for contents never analysed here
     for rel, digest, _size in listing["files"]:
