@@ -217,7 +217,7 @@ class Rollback:
 
         Retries stop at `undo_deadline`, counted from the first failed attempt: one
         starts only if, after its backoff, it could end before the deadline (judged by
-        how long the last attempt took), and an attempt still in flight at the deadline
+        the slowest attempt so far), and an attempt still in flight at the deadline
         is cut (its token is cancelled by a timer). A host that is gone costs the
         rollback at most the deadline, not retries x connect timeouts.
         """
@@ -229,7 +229,7 @@ class Rollback:
         results: dict[str, Result] = {}
         pending = list(hosts)
         first_failure: list[float] = []  # when the first attempt failed (the deadline's start)
-        took: list[float] = [0.0]  # how long each attempt took (the last one: the estimate)
+        took: list[float] = [0.0]  # how long each attempt took (the slowest: the estimate)
         timers: list[threading.Timer] = []
 
         def attempt_token() -> CancelToken:
@@ -273,10 +273,10 @@ class Rollback:
 
         def past_deadline(state: RetryCallState) -> bool:
             """Stop when the next attempt could not end before the deadline, judged by
-            how long the last one took to fail: one begun just before the deadline would
-            only be cut, and the operator would wait for nothing."""
+            the slowest attempt so far: one begun just before the deadline would only be
+            cut, and the operator would wait for nothing."""
             return bool(first_failure) and \
-                clock.monotonic() + backoff(state) + took[-1] >= first_failure[0] + deadline_s
+                clock.monotonic() + backoff(state) + max(took) >= first_failure[0] + deadline_s
 
         def before_retry(state: RetryCallState) -> None:
             for host in pending:
