@@ -233,3 +233,15 @@ def test_seed_worklist_through_the_cli_json_and_a_pipe() -> None:
     lines = text.stdout.splitlines()
     assert sum(1 for line in lines if "  thread     threading.Thread(" in line) == 7
     assert all(line.startswith(f"{SEED}:") for line in lines[:-1])
+
+
+def test_text_report_of_a_file_lists_every_factor(seed_doc: dict[str, Any]) -> None:
+    text = render_text(seed_doc).splitlines()
+    risk = seed_doc["risk"]
+    at = text.index(f"risk        {risk['score']}/{risk['max']} {risk['level']}")
+    factors = text[at + 1:at + 1 + len(risk["factors"])]
+    assert len(risk["factors"]) == 7  # six, and syntax errors: the seed does not parse
+    for line, factor in zip(factors, risk["factors"], strict=True):
+        assert line.strip().startswith(factor["name"])
+        assert f"{factor['points']:>2}/{factor['max']}  {factor['reason']}" in line
+    assert sum(f["points"] for f in risk["factors"]) >= risk["score"]
