@@ -4,9 +4,13 @@ back up and restore it by revision, exactly as they would the real agent.
 
 It serves, on 127.0.0.1:<health_port>:
   GET  /health   BaseAgent-style JSON: status, revision, threads, sockets, models_loaded,
-                 model_load_failures (503 with status "error" during an injected outage)
+                 model_load_failures, latency_ms (503 with status "error" during an
+                 injected outage)
   GET  /metrics  Prometheus text with DCGM-named gauges from a simulated GPU whose VRAM
-                 follows the models loaded (base 1000 MiB + each model's size)
+                 follows the models loaded (base 1000 MiB + each model's size), and the
+                 agent's [[ metric_prefix ]]_request_latency_ms
+Each VRAM and latency reading has noise (+-NOISE_PCT %), as a real fleet's does, so that
+a canary analysis has distributions to compare, not constants.
   POST /models/load?name=N&size_mib=S, POST /models/unload?name=N
   POST /coordinate   a peer's coordination request (one host -> its peer)
 and, with `zmq_port` set, a plain TCP listener standing in for its ZMQ port.
@@ -21,6 +25,8 @@ Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on ever
                                    that thread's [[ metric_prefix ]]_thread_health_status is 0 from that
                                    revision on (every revision when from_revision is absent)
   {"xid_errors": 2}                DCGM_FI_DEV_XID_ERRORS reads 2
+  {"regression": {"from_revision": "[[ revisions[-1] ]]", "vram_pct": 12, "latency_pct": 15}}
+                                   from that revision on, VRAM and latency that much higher
 
 /metrics also has the agent's own health gauges that the alert rules in
 deploy/prometheus/ read: [[ metric_prefix ]]_thread_health_status{thread=...} per custom thread of the
@@ -35,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import sys
@@ -47,6 +54,8 @@ from urllib.parse import parse_qs, urlparse
 
 REVISIONS = [[ revisions | pylist ]]
 BASE_VRAM_MIB = 1000.0
+BASE_LATENCY_MS = 40.0
+NOISE_PCT = 1.0
 GPU_TOTAL_MIB = 24576.0
 DEFAULT_MODELS = {"llm-7b-q4": 1500.0, "whisper-large": 2500.0}
 THREADS = {
@@ -78,12 +87,22 @@ class Agent:
     def rank(self, revision: str) -> int:
         return REVISIONS.index(revision) if revision in REVISIONS else 0
 
+    def regression(self, key: str) -> float:
+        """The injected `regression` factor for `vram_pct` or `latency_pct` (1: none)."""
+        fault = self.faults().get("regression")
+        if fault and self.rank(self.revision) >= self.rank(str(fault.get("from_revision"))):
+            return 1 + float(fault.get(key, 0)) / 100
+        return 1.0
+
     def vram_used(self) -> float:
         used = BASE_VRAM_MIB + sum(self.models.values())
         leak = self.faults().get("vram_leak")
         if leak and self.rank(self.revision) >= self.rank(str(leak.get("from_revision"))):
             used *= 1 + float(leak.get("pct", 30)) / 100
-        return used
+        return used * self.regression("vram_pct") * noise()
+
+    def latency_ms(self) -> float:
+        return BASE_LATENCY_MS * self.regression("latency_pct") * noise()
 
     def health(self) -> tuple[int, dict[str, Any]]:
         outage = self.faults().get("health_outage")
@@ -95,6 +114,7 @@ class Agent:
             "sockets": {"zmq": 4, "raw": 0 if self.rank(self.revision) >= 1 else 2,
                         "managed_by_base_agent": self.rank(self.revision) >= 1},
             "models_loaded": sorted(self.models), "model_load_failures": self.load_failures,
+            "latency_ms": round(self.latency_ms(), 2),
         }
         if outage and outage.get("revision") == self.revision:
             doc["status"] = "error"
@@ -117,6 +137,9 @@ class Agent:
             f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {min(100, 10 * len(self.models))}",
             "# HELP DCGM_FI_DEV_XID_ERRORS Value of the last XID error encountered.",
             "# TYPE DCGM_FI_DEV_XID_ERRORS gauge", f"DCGM_FI_DEV_XID_ERRORS{{{labels}}} {xid:.0f}",
+            "# HELP [[ metric_prefix ]]_request_latency_ms Latency of the agent's requests (ms).",
+            "# TYPE [[ metric_prefix ]]_request_latency_ms gauge",
+            f"[[ metric_prefix ]]_request_latency_ms {self.latency_ms():.2f}",
         ]
         return "\n".join(lines + self.health_gauges()) + "\n"
 
@@ -189,6 +212,10 @@ class Agent:
                 pass
             self.peer.close()
             self.peer = None
+
+
+def noise() -> float:
+    return 1 + random.uniform(-NOISE_PCT, NOISE_PCT) / 100
 
 
 def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
