@@ -79,7 +79,8 @@ def test_failed_step_rolls_back_in_reverse_proven_by_files(tmp_path: Path) -> No
     assert kinds[0] == "run_started" and kinds[-1] == "rollback_completed"
     assert kinds.count("step_rolled_back") == 3
     first = history["events"][0]
-    assert set(first) == {"at", "run_id", "host", "phase", "step", "kind", "detail", "payload"}
+    assert set(first) == {"at", "run_id", "host", "phase", "step", "kind", "detail", "payload",
+                          "migration"}
     assert first["step"] is None and first["phase"] == 1
 
 

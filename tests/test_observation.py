@@ -47,7 +47,7 @@ def test_requires_observed_refuses_saying_how_long_is_left(tmp_path: Path,
     res = proj.migrate("phase", "2", "--host", "main")
     assert res.returncode == 4, res.stderr
     assert "requires phase 1 observed for 1h" in res.stderr
-    assert re.search(r"observed \d+s of 1h, (59m\d*s?|1h) left", res.stderr), res.stderr
+    assert re.search(r"observed \d+m?s of 1h, (59m\d*s?|1h) left", res.stderr), res.stderr
 
 
 def test_observed_window_passes_once_quiet_long_enough(tmp_path: Path,

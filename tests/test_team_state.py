@@ -67,7 +67,8 @@ def test_settings_from_yaml_and_environment() -> None:
         {"url": "mysql://u:secret@h/db", "timeout": "30", "ttl": 1}, {})
     assert settings == StateSettings(None, 30.0)
     assert any("unknown key(s) ttl" in p for p in problems)
-    assert any("not a postgresql:// URL" in p and "secret" not in p for p in problems)
+    assert any("not a postgresql:// or sqlite:/// URL" in p and "secret" not in p
+               for p in problems)
     assert any(p.startswith("state.timeout: malformed duration") for p in problems)
     assert parse_state_settings("x", {})[1] == \
         ["state: must be a mapping with `url` and/or `timeout`"]

@@ -129,7 +129,7 @@ def _origin_run(db: Conn, dialect: Dialect) -> None:
         db.execute("ALTER TABLE run_hosts ADD COLUMN origin_run TEXT")
 
 
-V4 = """
+V4_PHASES = """
 CREATE TABLE phase_states_v4 (
     migration TEXT NOT NULL DEFAULT '', host TEXT NOT NULL, phase INTEGER NOT NULL, state TEXT,
     run_id TEXT, updated_at TEXT, reason TEXT, PRIMARY KEY (migration, host, phase)
@@ -137,7 +137,10 @@ CREATE TABLE phase_states_v4 (
 INSERT INTO phase_states_v4 (migration, host, phase, state, run_id, updated_at, reason)
     SELECT '', host, phase, state, run_id, updated_at, reason FROM phase_states;
 DROP TABLE phase_states;
-ALTER TABLE phase_states_v4 RENAME TO phase_states;
+ALTER TABLE phase_states_v4 RENAME TO phase_states
+"""
+
+V4_TRIGGERS = """
 CREATE TABLE trigger_states_v4 (
     migration TEXT NOT NULL DEFAULT '', host TEXT NOT NULL, phase INTEGER NOT NULL,
     trigger TEXT NOT NULL, run_id TEXT, status TEXT, value {real}, threshold {real},
@@ -149,13 +152,23 @@ INSERT INTO trigger_states_v4 (migration, host, phase, trigger, run_id, status, 
     SELECT '', host, phase, trigger, run_id, status, value, threshold, baseline,
         breaching_since, updated_at, text FROM trigger_states;
 DROP TABLE trigger_states;
-ALTER TABLE trigger_states_v4 RENAME TO trigger_states;
-ALTER TABLE runs ADD COLUMN migration TEXT NOT NULL DEFAULT '';
-ALTER TABLE events ADD COLUMN migration TEXT NOT NULL DEFAULT '';
-ALTER TABLE locks ADD COLUMN migration TEXT NOT NULL DEFAULT '';
-CREATE INDEX IF NOT EXISTS runs_migration ON runs (migration);
-CREATE INDEX IF NOT EXISTS events_migration ON events (migration, seq)
+ALTER TABLE trigger_states_v4 RENAME TO trigger_states
 """
+
+
+def _migrations(db: Conn, dialect: Dialect) -> None:
+    """Version 4, idempotent like every step here (two checkouts may both apply it, one
+    after the other, when they open a new team database at the same moment): tables
+    whose key gains `migration` are rebuilt, the others gain the column."""
+    for table, script in (("phase_states", V4_PHASES), ("trigger_states", V4_TRIGGERS)):
+        if "migration" not in _columns(db, dialect, table):
+            for statement in statements(script, dialect):
+                db.execute(statement)
+    for table in ("runs", "events", "locks"):
+        if "migration" not in _columns(db, dialect, table):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN migration TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX IF NOT EXISTS runs_migration ON runs (migration)")
+    db.execute("CREATE INDEX IF NOT EXISTS events_migration ON events (migration, seq)")
 
 
 def _backfill_run_hosts(db: Conn, dialect: Dialect) -> None:
@@ -185,7 +198,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "run_hosts.origin_run (rollback runs own their phases and locks)",
               (_origin_run,)),
     Migration(4, "many migrations in one journal (migration on runs, events, locks, "
-                 "phase_states, trigger_states)", (V4,)),
+                 "phase_states, trigger_states)", (_migrations,)),
 )
 LATEST = MIGRATIONS[-1].version
 
