@@ -33,14 +33,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.config.inventory import Host  # noqa: E402
-from orchestrator.monitoring.alerts.book import AlertBook, BookChange  # noqa: E402
-from orchestrator.monitoring.alerts.lab import (  # noqa: E402
+from orchestrator.metrics.alerts.book import AlertBook, BookChange  # noqa: E402
+from orchestrator.metrics.alerts.receiver import AlertReceiver  # noqa: E402
+from orchestrator.metrics.sources.nvml_events import XidEvent, XidWaiter  # noqa: E402
+from orchestrator.rehearsal.alert_lab import (  # noqa: E402
     LabUnavailable,
     default_rule_files,
     start_lab,
 )
-from orchestrator.monitoring.alerts.receiver import AlertReceiver  # noqa: E402
-from orchestrator.monitoring.sources.nvml_events import XidEvent, XidWaiter  # noqa: E402
 from orchestrator.runners.local import LocalCommandRunner  # noqa: E402
 from tests.alertmanager import MetricsServer  # noqa: E402
 from tests.test_alerts_nvml import FakeNvml, fake_remote, put_event  # noqa: E402

@@ -288,7 +288,7 @@ def metric_read_ms(path: Path, reads: int = 200) -> tuple[float, float]:
     `analyze` metric source as the monitor calls it."""
     from orchestrator.config.inventory import Host
     from orchestrator.core.model import Metric, MetricKind
-    from orchestrator.monitoring.sources.base import ReadContext, read_metric
+    from orchestrator.metrics.sources.base import ReadContext, read_metric
 
     metric = Metric(name="threads_left", source="analyze", kind=MetricKind.PASSFAIL,
                     config={"path": str(path), "max": {"threads.count": 0, "sockets.count": 0}},

@@ -199,7 +199,7 @@ def cycle_span(root: Path, cycles: int) -> tuple[float, float, Any]:
     """(first cycle, median of the next ones) of TriggerMonitor.cycle, with the journal."""
     from orchestrator.config.project import load_project
     from orchestrator.core.clock import SystemClock
-    from orchestrator.monitoring.monitor import TriggerMonitor
+    from orchestrator.monitor.trigger_monitor import TriggerMonitor
     from orchestrator.state.journal import Journal
 
     project, inventory = load_project(root)

@@ -33,7 +33,7 @@ def main() -> None:
         if res.returncode != 0:
             sys.exit(f"validate failed: {res.stderr.strip()}")
     sys.path.insert(0, str(ROOT))
-    import orchestrator.monitoring.sources  # noqa: F401 - registers the sources, as App does
+    import orchestrator.metrics.sources  # noqa: F401 - registers the sources, as App does
     from orchestrator.config.project import checked_project
 
     inner = []

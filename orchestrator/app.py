@@ -78,7 +78,7 @@ class App:
     def load(self) -> tuple[Project, Inventory]:
         """Validate everything; raises ConfigError listing every problem."""
         if self._loaded is None:
-            import orchestrator.monitoring.sources  # noqa: F401 - registers every source's keys
+            import orchestrator.metrics.sources  # noqa: F401 - registers every source's keys
             from orchestrator.config.scaling import scaled
 
             project, inventory = checked_project(self.root, self.inventory_override)
@@ -126,9 +126,10 @@ class App:
             return self._parts
         from orchestrator.core.events import EventHooks
         from orchestrator.engine.context import EngineParts, NoTty
-        from orchestrator.monitoring.monitor import MetricChecker, TriggerMonitor
-        from orchestrator.monitoring.notify import Notifications
-        from orchestrator.monitoring.notify_hook import NotificationHook
+        from orchestrator.monitor.checker import MetricChecker
+        from orchestrator.monitor.trigger_monitor import TriggerMonitor
+        from orchestrator.notify.hook import NotificationHook
+        from orchestrator.notify.sender import Notifications
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
         from orchestrator.runners.ssh import HostCommandRunner
 
@@ -211,7 +212,7 @@ class App:
                 "triggers": sorted(project.triggers), "problems": []}
 
     def plan(self, number: int, host_names: tuple[str, ...]) -> dict[str, Any]:
-        from orchestrator.monitoring.monitor import raise_missing_baselines
+        from orchestrator.monitor.baselines import raise_missing_baselines
         from orchestrator.reporting.views import plan_document
 
         project, _ = self.load()
@@ -259,7 +260,7 @@ class App:
 
     def baseline_capture(self, host_names: tuple[str, ...], name: str,
                          duration: float) -> dict[str, Any]:
-        from orchestrator.monitoring.monitor import MetricChecker
+        from orchestrator.monitor.checker import MetricChecker
 
         project, inventory = self.load()
         hosts = self.hosts(host_names)
@@ -285,10 +286,8 @@ class App:
                   waves: tuple[int | str, ...] | None = None,
                   max_failed: int | str | None = None) -> RunReport:
         from orchestrator.engine.phase_run import FleetPlan
-        from orchestrator.monitoring.monitor import (
-            raise_missing_baselines,
-            raise_unusable_alert_sources,
-        )
+        from orchestrator.monitor.baselines import raise_missing_baselines
+        from orchestrator.monitor.preflight import raise_unusable_alert_sources
 
         project, _ = self.load()
         phase = self.phase(number)
@@ -417,7 +416,7 @@ class App:
 
     def watcher(self, host_names: tuple[str, ...], act: bool,
                 metrics_port: int | None = None) -> Any:
-        from orchestrator.monitoring.watch import Watcher
+        from orchestrator.services.watch import Watcher
 
         hosts = self.hosts(host_names)
         if metrics_port is not None:

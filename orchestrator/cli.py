@@ -479,7 +479,7 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
           no_rollback: bool, metrics_port: int | None, checkpoint: str | None) -> int:
     """On-call: watch completed phases; on a fire, roll back the latest one and exit 1."""
     from orchestrator.core.durations import parse_duration
-    from orchestrator.monitoring.watch import watch_exit_outcome
+    from orchestrator.services.watch import watch_exit_outcome
 
     try:
         duration = parse_duration(for_) if for_ else None

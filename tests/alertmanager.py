@@ -1,7 +1,7 @@
 """Real Prometheus + Alertmanager for the alert tests: Debian's `prometheus` and
 `prometheus-alertmanager` (/usr/bin/prometheus-alertmanager), each on a free loopback
 port with its own storage directory, Alertmanager with clustering off
-(`--cluster.listen-address=`). Started through `orchestrator.monitoring.alerts.lab`,
+(`--cluster.listen-address=`). Started through `orchestrator.rehearsal.alert_lab`,
 the same code the sandbox uses. Without the binaries the tests skip, except under
 CI=true, where they fail: CI must never skip them silently.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.monitoring.alerts.lab import (
+from orchestrator.rehearsal.alert_lab import (
     AlertLab,
     Daemon,
     LabUnavailable,

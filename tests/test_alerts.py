@@ -13,7 +13,7 @@ from orchestrator._exceptions import ConfigError
 from orchestrator.config.inventory import Host
 from orchestrator.config.project import load_project
 from orchestrator.core.model import AlertSpec, Condition, is_loopback_host, split_listen
-from orchestrator.monitoring.alerts.book import (
+from orchestrator.metrics.alerts.book import (
     ALERTMANAGER,
     PROMETHEUS,
     PUSH,
@@ -21,9 +21,9 @@ from orchestrator.monitoring.alerts.book import (
     BookChange,
     FiringAlert,
 )
-from orchestrator.monitoring.alerts.condition import alert_reading
-from orchestrator.monitoring.alerts.matching import alert_matches, strip_port
-from orchestrator.monitoring.alerts.receiver import WebhookError, parse_webhook
+from orchestrator.metrics.alerts.condition import alert_reading
+from orchestrator.metrics.alerts.matching import alert_matches, strip_port
+from orchestrator.metrics.alerts.receiver import WebhookError, parse_webhook
 from tests.projects import make_project
 
 MAIN = Host("main", {"ansible_host": "10.0.0.5"})
@@ -209,8 +209,8 @@ def test_the_oldest_matching_alert_is_the_one_reported() -> None:
 
 
 def test_fold_alert_fires_on_the_first_reading_and_resolves() -> None:
-    from orchestrator.monitoring.alerts.condition import AlertReading, fold_alert
-    from orchestrator.monitoring.triggers import TriggerState, TriggerStatus
+    from orchestrator.metrics.alerts.condition import AlertReading, fold_alert
+    from orchestrator.metrics.triggers import TriggerState, TriggerStatus
 
     idle = AlertReading(False, "alert A not firing for main")
     firing = AlertReading(True, "alert A firing since 2026-11-23T23:58:00Z {}", alert())
@@ -227,8 +227,8 @@ def test_fold_alert_fires_on_the_first_reading_and_resolves() -> None:
 
 
 def test_fold_alert_reports_a_failing_source_once_after_nodata_alert() -> None:
-    from orchestrator.monitoring.alerts.condition import AlertReading, fold_alert
-    from orchestrator.monitoring.triggers import TriggerState, TriggerStatus
+    from orchestrator.metrics.alerts.condition import AlertReading, fold_alert
+    from orchestrator.metrics.triggers import TriggerState, TriggerStatus
 
     stale = AlertReading(False, "alert A not firing", None, "alertmanager: refused")
     state, v = fold_alert(TriggerState(), stale, 0.0, nodata_alert=120)

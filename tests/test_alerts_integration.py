@@ -15,16 +15,16 @@ import pytest
 
 from orchestrator.config.inventory import Host
 from orchestrator.config.project import load_project
-from orchestrator.monitoring.alerts.book import (
+from orchestrator.metrics.alerts.book import (
     ALERTMANAGER,
     PROMETHEUS,
     PUSH,
     AlertBook,
     FiringAlert,
 )
-from orchestrator.monitoring.alerts.pull import AlertPuller, fetch_alertmanager
-from orchestrator.monitoring.alerts.receiver import AlertReceiver
-from orchestrator.monitoring.alerts.service import AlertService
+from orchestrator.metrics.alerts.pull import AlertPuller, fetch_alertmanager
+from orchestrator.metrics.alerts.receiver import AlertReceiver
+from orchestrator.metrics.alerts.service import AlertService
 from tests.alertmanager import (
     ROOT,
     MetricsServer,

@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator._exceptions import NvmlUnavailableError
 from orchestrator.config.inventory import Host
-from orchestrator.monitoring.sources.nvml_events import XidEvent, XidWaiter, XidWatch
+from orchestrator.metrics.sources.nvml_events import XidEvent, XidWaiter, XidWatch
 from orchestrator.runners.local import LocalCommandRunner
 
 LOCAL = Host("main", {"ansible_connection": "local"})
@@ -292,7 +292,7 @@ def test_an_xid_event_fires_gpu_operation_failure_in_the_monitor_within_100ms(
     from orchestrator.config.project import load_project
     from orchestrator.core.clock import SystemClock
     from orchestrator.core.events import Firing
-    from orchestrator.monitoring.monitor import TriggerMonitor
+    from orchestrator.monitor.trigger_monitor import TriggerMonitor
     from orchestrator.state.journal import Journal
     from orchestrator.state.recorder import JournalRecorder
     from tests.projects import make_project

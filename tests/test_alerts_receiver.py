@@ -18,8 +18,8 @@ import pytest
 from orchestrator._exceptions import ConfigError
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import AlertmanagerConfig
-from orchestrator.monitoring.alerts.book import AlertBook, BookChange
-from orchestrator.monitoring.alerts.receiver import MAX_BODY, AlertReceiver
+from orchestrator.metrics.alerts.book import AlertBook, BookChange
+from orchestrator.metrics.alerts.receiver import MAX_BODY, AlertReceiver
 
 pytestmark = pytest.mark.integration
 

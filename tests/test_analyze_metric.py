@@ -15,7 +15,7 @@ import pytest
 from orchestrator.analysis.cache import shared_cache
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import ReadContext, Reading, read_metric
+from orchestrator.metrics.sources.base import ReadContext, Reading, read_metric
 from orchestrator.runners.local import LocalCommandRunner
 from tests.projects import make_project
 from tests.test_analyze_worklist import AGENT, SEED, write

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.config.project import load_project
 from orchestrator.core.clock import SystemClock
-from orchestrator.monitoring.monitor import TriggerMonitor
+from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.journal import Journal
 from orchestrator.state.open import StateSettings, open_state
 from tests.projects import make_project

@@ -22,8 +22,8 @@ import pytest
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
-from orchestrator.monitoring.sources import tcp
-from orchestrator.monitoring.sources.nvml_events import PROBE_KEEP_LINES, XidWaiter
+from orchestrator.metrics.sources import tcp
+from orchestrator.metrics.sources.nvml_events import PROBE_KEEP_LINES, XidWaiter
 from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.runners.local import LocalCommandRunner
 from tests.projects import Proj, make_project

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from orchestrator.core.model import Notifier
-from orchestrator.monitoring.notify import Notifications
+from orchestrator.notify.sender import Notifications
 
 
 def test_a_dead_webhook_never_blocks_the_sender() -> None:

@@ -11,8 +11,8 @@ import pytest
 from orchestrator._exceptions import NvmlUnavailableError
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import ReadContext
-from orchestrator.monitoring.sources.nvml import NvmlBackend, NvmlSource, nvml_available
+from orchestrator.metrics.sources.base import ReadContext
+from orchestrator.metrics.sources.nvml import NvmlBackend, NvmlSource, nvml_available
 
 MIB = 1024 * 1024
 

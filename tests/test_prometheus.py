@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import ReadContext, read_metric
+from orchestrator.metrics.sources.base import ReadContext, read_metric
 from tests.projects import make_project
 from tests.prom import prometheus
 from tests.servers import AgentServer, serving

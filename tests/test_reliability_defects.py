@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-import orchestrator.monitoring.sources.tcp as tcp
+import orchestrator.metrics.sources.tcp as tcp
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import Metric, MetricKind, Notifier
-from orchestrator.monitoring.notify import Notifications, redact
-from orchestrator.monitoring.sources.base import ReadContext
-from orchestrator.monitoring.sources.nvml import NvmlSource
+from orchestrator.metrics.sources.base import ReadContext
+from orchestrator.metrics.sources.nvml import NvmlSource
+from orchestrator.notify.sender import Notifications, redact
 from orchestrator.runners.local import LocalCommandRunner
 
 # --- remote xid_errors --------------------------------------------------------------------

@@ -291,7 +291,7 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import socket
     import subprocess
 
-    import orchestrator.monitoring.sources as sources
+    import orchestrator.metrics.sources as sources
     from orchestrator.runners.ansible import AnsiblePlaybookRunner
     from orchestrator.runners.local import LocalCommandRunner
     from orchestrator.runners.ssh import SshCommandRunner
@@ -309,7 +309,7 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(SshCommandRunner, "run_command", recorder("ssh command"))
     registry = getattr(sources, "SOURCES", None)
     if registry is None:  # the older layout: sources register themselves on import
-        from orchestrator.monitoring.sources.base import SOURCES as registry
+        from orchestrator.metrics.sources.base import SOURCES as registry
 
         sources.load_all()  # type: ignore[attr-defined]
     for name, entry in list(registry.items()):

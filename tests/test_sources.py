@@ -27,14 +27,14 @@ from orchestrator.config.inventory import Host
 from orchestrator.config.project import load_project
 from orchestrator.core.clock import SystemClock
 from orchestrator.core.model import MetricKind
-from orchestrator.monitoring.monitor import TriggerMonitor
-from orchestrator.monitoring.sources import SOURCES
-from orchestrator.monitoring.sources.base import ReadContext, read_metric
-from orchestrator.monitoring.sources.prometheus import (
+from orchestrator.metrics.sources import SOURCES
+from orchestrator.metrics.sources.base import ReadContext, read_metric
+from orchestrator.metrics.sources.prometheus import (
     PrometheusSource,
     regex_batch,
     strip_port,
 )
+from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.journal import Journal
 from tests.projects import Proj, make_project
 

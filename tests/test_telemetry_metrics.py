@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from orchestrator.core.events import EventHooks, EventKind, RunEvent
 from orchestrator.core.model import Condition, Trigger, TriggerAction
 from orchestrator.engine.rollback import Origin, Reason
-from orchestrator.monitoring.triggers import TriggerState, TriggerStatus
+from orchestrator.metrics.triggers import TriggerState, TriggerStatus
 from orchestrator.telemetry.metrics import SERIES, MigrateMetrics, rollback_reason
 
 M = "model-manager-agent"

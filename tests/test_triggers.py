@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestrator.core.clock import FakeClock
 from orchestrator.core.model import Condition, Metric, MetricKind, Trigger, TriggerAction
-from orchestrator.monitoring.triggers import TriggerState, TriggerStatus, evaluate
+from orchestrator.metrics.triggers import TriggerState, TriggerStatus, evaluate
 
 
 def metric(kind: MetricKind = MetricKind.NUMBER, nodata: str = "skip",

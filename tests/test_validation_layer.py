@@ -157,7 +157,7 @@ def test_plan_of_a_later_phase_in_a_fresh_copy_says_when_its_baseline_is_capture
 
 def test_config_does_not_import_the_metric_sources() -> None:
     code = ("import sys, orchestrator.config.project, orchestrator.rehearsal.scenario; "
-            "print(sorted(m for m in sys.modules if m.startswith('orchestrator.monitoring')))")
+            "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.metrics', 'orchestrator.monitor'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]", out
@@ -176,7 +176,7 @@ def test_the_readme_counts_the_triggers_of_the_project_and_links_the_reference()
 
 def test_the_reference_lists_every_key_the_schemas_accept() -> None:
     import orchestrator.config.project as p
-    import orchestrator.monitoring.sources  # noqa: F401 - registers the sources
+    import orchestrator.metrics.sources  # noqa: F401 - registers the sources
     import orchestrator.rehearsal.scenario as s
     from orchestrator.config.schema import Schema, source_schemas
 

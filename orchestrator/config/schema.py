@@ -10,7 +10,7 @@ describe their keys here with the same few pieces:
   you mean" when one is close), missing required keys and values their check refuses.
 - `FileChecker`: collects the problems of one file; the typed readers (`string`,
   `duration`, `whole`, `share`, `names`) report once and return None on a bad value.
-- `SourceSchema` and the source registry: a metric source (monitoring/sources)
+- `SourceSchema` and the source registry: a metric source (metrics/sources)
   declares its own keys, its metric kind and its cross-key rules as a `SourceSchema`
   and registers it with `register_source`; the project loader reads the registry and
   never imports a source. Whoever loads a project (the `App`) imports the sources
@@ -282,7 +282,7 @@ _SOURCES: dict[str, SourceSchema] = {}
 #: source). The composition root (`App`) imports it before loading a project; a caller
 #: that loads a project without it (a test, a benchmark) gets it on the first lookup, by
 #: name, as an entry-point registry would: config never imports a source module.
-BUILTIN_SOURCES = "orchestrator.monitoring.sources"
+BUILTIN_SOURCES = "orchestrator.metrics.sources"
 
 
 def register_source(schema: SourceSchema) -> None:

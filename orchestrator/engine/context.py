@@ -45,7 +45,7 @@ class NoTty:
 
 
 class Monitor(Protocol):
-    """Watches a run's triggers while it runs; `monitoring.monitor.TriggerMonitor` is real."""
+    """Watches a run's triggers while it runs; `monitor.trigger_monitor.TriggerMonitor` is real."""
 
     def start(self, run_id: str, phase: Phase, hosts: list[Host], on_fire: FireSink,
               dry_run: bool, recorder: Any = None) -> None: ...

@@ -240,7 +240,7 @@ class Rehearsal:
         project.alertmanager = AlertmanagerConfig(f"127.0.0.1:{port}", DRILL_TOKEN_ENV, None)
         if "alertmanager" not in scenario.requires_services:
             return None
-        from orchestrator.monitoring.alerts.lab import LabUnavailable, start_sandbox_lab
+        from orchestrator.rehearsal.alert_lab import LabUnavailable, start_sandbox_lab
 
         workdir = state_dir / "alert-lab"
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)

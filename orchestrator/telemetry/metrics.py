@@ -189,7 +189,7 @@ class MigrateMetrics:
                 triggers: Mapping[str, Any]) -> None:
         """A TriggerMonitor.snapshot() ((host, trigger) -> (TriggerState, baseline)) with
         the project's triggers: value, threshold (baseline applied) and firing of each."""
-        from orchestrator.monitoring.triggers import TriggerStatus, effective_threshold
+        from orchestrator.metrics.triggers import TriggerStatus, effective_threshold
 
         with self._lock:
             for (host, name), (state, baseline) in snapshot.items():

@@ -22,7 +22,7 @@ from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.config.yamlsource import YDict
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     CycleMemo,
     Key,
     ReadContext,
@@ -32,7 +32,7 @@ from orchestrator.monitoring.sources.base import (
     kind_is,
     text,
 )
-from orchestrator.monitoring.sources.http import fetch
+from orchestrator.metrics.sources.http import fetch
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')

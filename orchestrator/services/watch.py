@@ -28,12 +28,13 @@ from orchestrator.core.supervision import describe, dying_to
 from orchestrator.engine.context import EngineParts, new_run_id
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.rollback import Origin, Reason
-from orchestrator.monitoring.monitor import PHASE_START, TriggerMonitor, needs_baseline
+from orchestrator.monitor.baselines import PHASE_START, needs_baseline
+from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import JournalRecorder, Recorder
 
 if TYPE_CHECKING:
-    from orchestrator.monitoring.alerts.service import AlertService
+    from orchestrator.metrics.alerts.service import AlertService
     from orchestrator.telemetry.metrics import MigrateMetrics
 
 @dataclass
@@ -276,7 +277,7 @@ class Watcher:
         triggers = [self.project.triggers[n] for w in watched for n in w.phase.triggers]
         if not any(t.alert is not None for t in triggers):
             return None
-        from orchestrator.monitoring.alerts.service import AlertService
+        from orchestrator.metrics.alerts.service import AlertService
 
         alerts = AlertService.for_triggers(self.project, triggers, log=self.parts.say)
         if alerts is None:
@@ -310,7 +311,7 @@ class Watcher:
 
     def _checkpoint(self, result: WatchResult, elapsed: float, window: float | None,
                     final: bool) -> None:
-        from orchestrator.monitoring.observation import write_checkpoint
+        from orchestrator.services.observation import write_checkpoint
 
         number = len(result.checkpoints) + 1
         out = self.project.state_dir / "runs" / self.run_id / "observation"

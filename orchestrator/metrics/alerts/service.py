@@ -21,10 +21,10 @@ from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import Project, Trigger
 from orchestrator.core.supervision import spawn
-from orchestrator.monitoring.alerts.book import AlertBook, AlertSnapshot, Subscriber
-from orchestrator.monitoring.alerts.condition import AlertReading, alert_reading
-from orchestrator.monitoring.alerts.pull import AlertPuller
-from orchestrator.monitoring.alerts.receiver import AlertReceiver
+from orchestrator.metrics.alerts.book import AlertBook, AlertSnapshot, Subscriber
+from orchestrator.metrics.alerts.condition import AlertReading, alert_reading
+from orchestrator.metrics.alerts.pull import AlertPuller
+from orchestrator.metrics.alerts.receiver import AlertReceiver
 
 
 def _ignore(line: str) -> None:

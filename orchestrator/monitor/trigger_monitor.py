@@ -8,120 +8,55 @@ changed. A fire is handed to the run's `on_fire` callback (`PhaseRun.on_fire`),
 which decides with the failure budget whether the host alone is rolled back or
 the run stops: rollback is then the engine's ordinary failure edge.
 
-`MetricChecker` serves `check` and `baseline` steps, preconditions and the
-post-rollback re-check with the same sources.
+Its neighbours: `checker` (check and baseline steps, the re-check), `baselines`
+(which baselines a phase needs), `preflight` (what must hold before a phase starts);
+reading is `orchestrator.metrics.reader`.
 """
 
 from __future__ import annotations
 
 import statistics
 import threading
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Host, Inventory
-from orchestrator.core.clock import CancelToken, Clock
+from orchestrator.core.clock import Clock
 from orchestrator.core.events import EventKind, FireSink, Firing
 from orchestrator.core.model import (
-    Condition,
     Metric,
-    MetricKind,
     Phase,
     Project,
     Trigger,
     TriggerAction,
 )
 from orchestrator.core.supervision import spawn
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.reader import MetricReader
+from orchestrator.metrics.sources.base import (
     CycleMemo,
-    ReadContext,
     Reading,
     batched,
     read_hosts,
     read_metric,
 )
-from orchestrator.monitoring.triggers import (
+from orchestrator.metrics.triggers import (
     TriggerState,
     TriggerStatus,
     Verdict,
     effective_threshold,
     evaluate,
 )
-from orchestrator.runners.base import CommandRunner, Result
+from orchestrator.monitor.baselines import BASELINE_SAMPLES, PHASE_START, needs_baseline
+from orchestrator.runners.base import CommandRunner
 from orchestrator.state.journal import Journal, utc_stamp
 
 if TYPE_CHECKING:
     from orchestrator.canary.samples import SampleBuffer
-    from orchestrator.monitoring.alerts.service import AlertService
+    from orchestrator.metrics.alerts.service import AlertService
     from orchestrator.state.recorder import Recorder
-
-PHASE_START = "phase-start"
-BASELINE_SAMPLES = 3
-
-
-def needs_baseline(trigger: Trigger) -> bool:
-    return trigger.condition in (Condition.DEGRADE_PCT, Condition.INCREASE)
-
-
-def missing_baselines(project: Project, phase: Phase, hosts: list[Host],
-                      journal: Journal, scheduled: Container[tuple[str, str]] = ()
-                      ) -> list[Problem]:
-    """A trigger naming a baseline that was never captured on a host is a config error,
-    unless it is `scheduled` (host, name): a required phase's baseline step captures it."""
-    problems = []
-    rel = str(phase.path.relative_to(project.root))
-    for name in phase.triggers:
-        t = project.triggers[name]
-        if not needs_baseline(t) or t.baseline == PHASE_START:
-            continue
-        for host in hosts:
-            if (host.name, t.baseline) in scheduled:
-                continue
-            if t.metric not in journal.baseline(host.name, t.baseline):
-                problems.append(Problem(
-                    "migration.yaml", t.line,
-                    f"trigger {name!r} (used by {rel}) needs baseline {t.baseline!r} of "
-                    f"{t.metric} on {host.name}; capture it first with `migrate baseline "
-                    f"capture --host {host.name} --name {t.baseline}`"))
-    return problems
-
-
-@dataclass
-class MetricReader:
-    """Reads one metric on one host with the right context; shared by monitor and checker."""
-
-    project: Project
-    inventory: Inventory
-    commands: CommandRunner | None
-    clock: Clock
-    t0: float = 0.0
-    run_id: str | None = None
-    phase: int | None = None
-
-    def read(self, metric: Metric, host: Host, timeout: float | None = None) -> Reading:
-        return read_metric(metric, self.context(metric, host, timeout))
-
-    def context(self, metric: Metric, host: Host, timeout: float | None = None,
-                memo: CycleMemo | None = None) -> ReadContext:
-        limit = min(metric.timeout or 1e9, timeout or self.default_timeout())
-        return ReadContext(host=host, hostvars=self.hostvars, phase=self.phase,
-                           run_id=self.run_id, elapsed=self.clock.monotonic() - self.t0,
-                           timeout=max(0.1, limit), prometheus_url=self.project.prometheus_url,
-                           commands=self.commands, hosts=self.inventory.hosts, memo=memo)
-
-    @cached_property
-    def hostvars(self) -> dict[str, dict[str, Any]]:
-        """Every host's variables, copied once: the inventory does not change under a
-        run, and a copy per read was 200 dict copies for each of 600 reads a cycle."""
-        return self.inventory.hostvars()
-
-    def default_timeout(self) -> float:
-        return max(0.2, self.project.poll_interval * 0.8)
 
 
 @dataclass
@@ -213,7 +148,7 @@ class TriggerMonitor:
         if not self.triggers and not self._sample_metrics:
             return
         if self.alerts is None:
-            from orchestrator.monitoring.alerts.service import AlertService
+            from orchestrator.metrics.alerts.service import AlertService
 
             self.alerts = AlertService.for_triggers(self.project, self.triggers, log=self.say)
             if self.alerts is not None:
@@ -303,7 +238,7 @@ class TriggerMonitor:
         SSH probe for remote ones); a host without NVML stays a clear error."""
         if not hosts:
             return
-        from orchestrator.monitoring.sources.nvml_events import XidWatch
+        from orchestrator.metrics.sources.nvml_events import XidWatch
 
         gpus = {h.name: sorted({int(self.project.metrics[t.metric].config.get("gpu", 0))
                                 for t in self._xid_triggers()}) for h in hosts}
@@ -512,7 +447,7 @@ class TriggerMonitor:
         triggers = [t for t in self.triggers if t.alert is not None]
         if not triggers or self.alerts is None:
             return []
-        from orchestrator.monitoring.alerts.condition import fold_alert
+        from orchestrator.metrics.alerts.condition import fold_alert
 
         snap = self.alerts.snapshot()
         out = []
@@ -629,123 +564,3 @@ class TriggerMonitor:
     def snapshot(self) -> dict[tuple[str, str], tuple[TriggerState, float | None]]:
         with self._lock:
             return {k: (v.state, v.baseline) for k, v in self._live.items()}
-
-
-class MetricChecker:
-    """`check` steps, `baseline` steps, preconditions and post-rollback checks."""
-
-    def __init__(self, project: Project, inventory: Inventory, journal: Journal, clock: Clock,
-                 commands: CommandRunner | None) -> None:
-        self.project = project
-        self.journal = journal
-        self.clock = clock
-        self.reader = MetricReader(project, inventory, commands, clock)
-
-    def check(self, metric: str, host: Host, phase: int, run_id: str, timeout: float,
-              cancel: CancelToken, t0: float | None = None) -> Result:
-        """Poll until the metric passes or `timeout`. `t0` is the phase's start on this
-        clock, so a scripted timeline's `at:` counts from phase start, not from boot."""
-        m = self.project.metrics[metric]
-        reader = MetricReader(self.project, self.reader.inventory, self.reader.commands,
-                              self.clock, self.clock.monotonic() if t0 is None else t0,
-                              run_id, phase)
-        deadline = self.clock.monotonic() + timeout
-        interval = min(self.project.poll_interval, 1.0)
-        last = Reading(None, "not read")
-        while True:
-            last = reader.read(m, host)
-            if last.value is not None and last.value >= 0.5:
-                return Result(host.name, True, f"{metric} passes")
-            if self.clock.monotonic() + interval > deadline:
-                why = last.error or "fails"
-                return Result(host.name, False, f"{metric} still failing after {timeout:g}s "
-                              f"({why})")
-            if self.clock.sleep(interval, cancel):
-                return Result(host.name, False, f"cancelled: {cancel.reason}", cancelled=True)
-
-    def passes_now(self, metric: str, host: Host) -> tuple[bool, str]:
-        r = self.reader.read(self.project.metrics[metric], host)
-        ok = r.value is not None and r.value >= 0.5
-        return ok, "passes" if ok else (r.error or "fails")
-
-    def numeric_metrics(self) -> list[Metric]:
-        used = {t.metric for t in self.project.triggers.values()}
-        return [m for n, m in sorted(self.project.metrics.items())
-                if m.kind is MetricKind.NUMBER and n in used]
-
-    def capture(self, name: str, host: Host, duration: float, run_id: str | None,
-                cancel: CancelToken | None = None) -> dict[str, float]:
-        """Sample every numeric metric each poll interval over `duration`; store the medians."""
-        metrics = self.numeric_metrics()
-        samples: dict[str, list[float]] = {m.name: [] for m in metrics}
-        deadline = self.clock.monotonic() + duration
-        while True:
-            for m in metrics:
-                r = self.reader.read(m, host)
-                if r.value is not None:
-                    samples[m.name].append(r.value)
-            if self.clock.monotonic() >= deadline:
-                break
-            step = min(self.project.poll_interval, max(0.0, deadline - self.clock.monotonic()))
-            if self.clock.sleep(step, cancel):
-                break
-        medians = {n: statistics.median(v) for n, v in samples.items() if v}
-        if medians:
-            self.journal.save_baseline(host.name, name, medians, run_id)
-        return medians
-
-    def capture_baseline(self, name: str, host: Host, phase: int, run_id: str,
-                         duration: float, cancel: CancelToken) -> Result:
-        self.reader.run_id, self.reader.phase = run_id, phase
-        values = self.capture(name, host, duration, run_id, cancel)
-        missing = [m.name for m in self.numeric_metrics() if m.name not in values]
-        if not values:
-            return Result(host.name, False, f"baseline {name}: no metric gave data")
-        text = ", ".join(f"{k}={v:g}" for k, v in values.items())
-        if missing:
-            text += f"; no data: {', '.join(missing)}"
-        return Result(host.name, True, f"baseline {name}: {text}")
-
-
-def nvml_problems(project: Project, phase: Phase, hosts: list[Host],
-                  commands: CommandRunner | None) -> list[Problem]:
-    """Every nvml metric the phase reads must work on every host: a clear error up front,
-    not a crash mid-phase."""
-    from orchestrator.monitoring.sources.nvml import nvml_available
-
-    names = {project.triggers[t].metric for t in phase.triggers
-             if project.triggers[t].metric} | set(phase.preconditions) | {
-        s.target for s in phase.steps if s.action.value == "check"}
-    problems = []
-    for name in sorted(names):
-        metric = project.metrics[name]
-        if metric.source != "nvml":
-            continue
-        for host in hosts:
-            why = nvml_available(host, commands)
-            if why is not None:
-                problems.append(Problem("migration.yaml", metric.line,
-                                        f"metric {name!r} (nvml) cannot be read: {why}"))
-    return problems
-
-
-def raise_missing_baselines(project: Project, phase: Phase, hosts: list[Host],
-                            journal: Journal, commands: CommandRunner | None = None,
-                            scheduled: Container[tuple[str, str]] = ()) -> None:
-    """Config problems that need the hosts or the journal: missing baselines, no NVML.
-    Checked before a run is recorded, so bad configuration never leaves a half-written
-    run behind."""
-    problems = missing_baselines(project, phase, hosts, journal, scheduled)
-    problems += nvml_problems(project, phase, hosts, commands)
-    if problems:
-        raise ConfigError(problems)
-
-
-def raise_unusable_alert_sources(project: Project, phase: Phase) -> None:
-    """A phase run whose `alert:` triggers could not be served (the receiver's token not
-    in the environment, no source at all) is refused before it is recorded."""
-    triggers = [project.triggers[n] for n in phase.triggers]
-    if any(t.alert is not None for t in triggers):
-        from orchestrator.monitoring.alerts.service import AlertService
-
-        AlertService.for_triggers(project, triggers)  # raises ConfigError; binds nothing

@@ -35,7 +35,7 @@ from orchestrator._exceptions import NvmlUnavailableError
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.supervision import spawn
-from orchestrator.monitoring.sources.tcp import probe_dir
+from orchestrator.metrics.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
 NVML_MISSING_EXIT = 3

@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator.config.templating import render
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
     Reading,

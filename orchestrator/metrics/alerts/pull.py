@@ -22,13 +22,13 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.monitoring.alerts.book import (
+from orchestrator.metrics.alerts.book import (
     ALERTMANAGER,
     PROMETHEUS,
     AlertBook,
     FiringAlert,
 )
-from orchestrator.monitoring.alerts.receiver import WebhookError, parse_time
+from orchestrator.metrics.alerts.receiver import WebhookError, parse_time
 
 AM_ALERTS = "/api/v2/alerts"
 AM_QUERY = {"active": "true", "silenced": "false", "inhibited": "false"}

@@ -28,7 +28,7 @@ from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
     Reading,
@@ -39,8 +39,8 @@ from orchestrator.monitoring.sources.base import (
     one_of,
     text,
 )
-from orchestrator.monitoring.sources.nvml_events import NVML_GONE
-from orchestrator.monitoring.sources.tcp import probe_dir
+from orchestrator.metrics.sources.nvml_events import NVML_GONE
+from orchestrator.metrics.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest, CommandRunner
 
 MIB = 1024 * 1024

@@ -22,7 +22,7 @@ from pathlib import Path
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
     Reading,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from orchestrator.core.events import EventKind, RunEvent
 
 if TYPE_CHECKING:
-    from orchestrator.monitoring.notify import Notifications
+    from orchestrator.notify.sender import Notifications
 
 _TEXT = {
     EventKind.TRIGGER_FIRED: "trigger fired on {host} (phase {phase}): {detail}",

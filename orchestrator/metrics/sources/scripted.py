@@ -8,7 +8,7 @@ from typing import Any
 from orchestrator.config.yamlsource import YDict, YList
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import Key, ReadContext, Reading, Report, SourceSpec
+from orchestrator.metrics.sources.base import Key, ReadContext, Reading, Report, SourceSpec
 
 
 class ScriptedSource:

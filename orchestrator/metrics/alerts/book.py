@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from orchestrator.config.inventory import Host
-from orchestrator.monitoring.alerts.matching import alert_matches
+from orchestrator.metrics.alerts.matching import alert_matches
 
 #: Names of the book's views.
 PUSH = "push"

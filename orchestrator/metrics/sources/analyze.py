@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
     Reading,
@@ -54,7 +54,7 @@ from orchestrator.monitoring.sources.base import (
     mapping,
     text,
 )
-from orchestrator.monitoring.sources.tcp import probe_dir
+from orchestrator.metrics.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import AlertSpec
-from orchestrator.monitoring.alerts.book import AlertSnapshot, FiringAlert
-from orchestrator.monitoring.triggers import TriggerState, TriggerStatus, Verdict
+from orchestrator.metrics.alerts.book import AlertSnapshot, FiringAlert
+from orchestrator.metrics.triggers import TriggerState, TriggerStatus, Verdict
 
 #: seconds an alert source may fail before a `metric_nodata` notification, as for metrics
 NODATA_ALERT = 120.0

@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
     Reading,
@@ -17,7 +17,7 @@ from orchestrator.monitoring.sources.base import (
     one_of,
     text,
 )
-from orchestrator.monitoring.sources.tcp import probe_dir
+from orchestrator.metrics.sources.tcp import probe_dir
 from orchestrator.runners.base import CommandRequest
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")

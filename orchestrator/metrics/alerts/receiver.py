@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.core.model import AlertmanagerConfig, is_loopback_host, split_listen
 from orchestrator.core.supervision import spawn
-from orchestrator.monitoring.alerts.book import PUSH, AlertBook, FiringAlert
+from orchestrator.metrics.alerts.book import PUSH, AlertBook, FiringAlert
 
 MAX_BODY = 1024 * 1024  # bytes; Alertmanager's grouped payloads are a few KiB
 PATH = "/alerts"

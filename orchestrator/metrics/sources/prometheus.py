@@ -48,7 +48,7 @@ from typing import Any
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.core.model import Metric, MetricKind
-from orchestrator.monitoring.sources.base import (
+from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
     Reading,

@@ -173,7 +173,7 @@ def _guarded(source: Source, metric: Metric, ctx: ReadContext) -> Reading:
 
 
 def reader_of(metric: Metric) -> Source:
-    from orchestrator.monitoring.sources import SOURCES
+    from orchestrator.metrics.sources import SOURCES
 
     return SOURCES[metric.source].reader
 

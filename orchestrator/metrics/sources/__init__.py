@@ -12,7 +12,7 @@ loads the project imports it.
 from __future__ import annotations
 
 from orchestrator.config.schema import register_source
-from orchestrator.monitoring.sources import (
+from orchestrator.metrics.sources import (
     analyze,
     command,
     exporter,
@@ -22,7 +22,7 @@ from orchestrator.monitoring.sources import (
     scripted,
     tcp,
 )
-from orchestrator.monitoring.sources.base import SourceSpec
+from orchestrator.metrics.sources.base import SourceSpec
 
 SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (
     prometheus.SPEC,
