@@ -122,6 +122,16 @@ def test_vram_degradation_fires_cuts_the_wait_and_rolls_back(
     assert payload["trigger"] == "vram_degradation"
     kinds = [e["kind"] for e in history]
     assert kinds.index("trigger_fired") < kinds.index("rollback_started")
+    # the monitor kept sampling, acting on nothing, through the rollback: the report's
+    # chart shows whether the metric came back
+    import sqlite3
+
+    db = sqlite3.connect(proj.root / ".migrate" / "state.db")
+    done = next(e["at"] for e in history if e["kind"] == "rollback_completed")
+    during = db.execute("SELECT COUNT(*) FROM samples WHERE at > ? AND at <= ?",
+                        (fired[0]["at"], done)).fetchone()[0]
+    db.close()
+    assert during >= 1, "no sample between the fire and the end of the rollback"
     status = json.loads(proj.migrate("--output", "json", "status").stdout)
     assert status["hosts"]["main"]["phases"]["1"]["reason"].startswith("trigger vram_degradation")
     # the webhook got the fire (after one 500, retried) with a human text

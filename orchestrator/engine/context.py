@@ -54,6 +54,10 @@ class Monitor(Protocol):
 
     def forget(self, hosts: list[str]) -> None: ...
 
+    def record_only(self) -> None:
+        """The run stopped: keep sampling through its rollback, act on nothing."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -78,6 +82,9 @@ class NullMonitor:
         return None
 
     def forget(self, hosts: list[str]) -> None:
+        return None
+
+    def record_only(self) -> None:
         return None
 
     def stop(self) -> None:

@@ -134,6 +134,7 @@ class PhaseRun:
             self.analysis.attach(ctx.parts.monitor)  # samples from the monitor's cycles
         ctx.parts.monitor.start(ctx.run_id, phase, [], self.on_fire, ctx.dry_run, self.recorder)
         current: list[Host] = []
+        concluded = False  # False: an exception is leaving; the monitor must stop now
         try:
             for number, wave in enumerate(waves, 1):
                 todo = [h for h in wave if not self._finished(h)]
@@ -143,6 +144,7 @@ class PhaseRun:
                 self._run_wave(number, len(waves), todo)
                 if self.stop is not None:
                     break
+            concluded = True
         except JournalUnavailableError:
             raise  # no undo without a record: the run stops, exit 3
         except Exception as exc:  # after the first step: that step failing on its hosts
@@ -150,10 +152,27 @@ class PhaseRun:
                 self.stop = Reason(Origin.STEP_FAILURE, f"unexpected error: {describe(exc)}")
             ctx.say(f"FAILED: unexpected error: {describe(exc)}")
             ctx.cancel.cancel(self.stop.text)
+            concluded = True
+        finally:
+            if not concluded:
+                ctx.parts.monitor.stop()
+        self._after_waves()
+        try:
+            self._absorb()
+            return self._conclude(current)
         finally:
             ctx.parts.monitor.stop()
-        self._absorb()
-        return self._conclude(current)
+
+    def _after_waves(self) -> None:
+        """A run that stopped keeps its monitor sampling (acting on nothing) through the
+        rollback, so the report shows whether the metric recovered; otherwise it stops."""
+        monitor = self.ctx.parts.monitor
+        keep = getattr(monitor, "record_only", None)
+        if self.stop is not None and not self.ctx.dry_run and keep is not None \
+                and self.fires.death is None:
+            keep()
+        else:
+            monitor.stop()
 
     def _run_wave(self, number: int, count: int, wave: list[Host]) -> None:
         ctx, phase = self.ctx, self.ctx.phase

@@ -114,6 +114,7 @@ class TriggerMonitor:
         self.phase_number = 0
         self.run_id = ""
         self.act = True  # watch --no-rollback turns acting off
+        self._record_only = False  # the run is rolling back: sample, never act
         self.view_every = 0.0  # > 0: say a line of trigger values this often (rehearsals)
         self._last_view = 0.0
         #: called after each cycle of the monitor's own loop (the /metrics exporter)
@@ -206,6 +207,7 @@ class TriggerMonitor:
             self._sample_hosts = list(hosts)
 
     def stop(self) -> None:
+        self._record_only = False
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -495,8 +497,16 @@ class TriggerMonitor:
                          reading.value, verdict.threshold, baseline, since, verdict.text)
         return _Folded(host, t, reading, old, verdict, baseline, sample, row)
 
+    def record_only(self) -> None:
+        """Keep sampling (the journal's samples and trigger states, which the report's
+        charts draw) but announce and act on nothing: the run has stopped and is rolling
+        back, and the operator wants to see whether the metric recovered."""
+        self._record_only = True
+
     def _announce(self, f: _Folded) -> None:
         """The events and the fire that a folded sample calls for, after it is journaled."""
+        if self._record_only:
+            return
         host, t, reading, verdict = f.host, f.trigger, f.reading, f.verdict
         metric = self.project.metrics.get(t.metric)
         if verdict.nodata_alert:
