@@ -239,7 +239,6 @@ def test_canary_rolls_back_the_second_wave_and_never_starts_the_last(project: Pa
         teardown(project, fleet)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: metrics/sources/tcp.py looks `from: main` up as a host only; on the fleet sandbox `main` is a group, so pc2_reachable fails and phase 2 refuses (exit 4). Passes with `from:` naming a group probed from the member being read")
 def test_canary_regression_fails_the_second_wave_by_analysis_alone(project: Path) -> None:
     """Phase 3's revision is 12% heavier and 15% slower on the second wave's stand-ins,
     under every threshold: the analysis (both metrics read from the stand-ins' /metrics)

@@ -372,3 +372,20 @@ def test_a_batched_query_prometheus_rejects_is_read_per_host_and_a_bad_one_costs
         assert all(v is None for v in last_values(journal, "t").values())
         assert monitor.source_errors["broken"] == len(hosts)
         journal.close()
+
+
+def test_from_a_group_probes_from_the_member_being_read() -> None:
+    """A fleet's agent instances form the group `main`: `from: main` on an instance probes
+    from that instance's own machine, not from a host named main."""
+    hosts = {n: Host(n, {"ansible_connection": "local"}) for n in ("mma@gpu1", "mma@gpu2", "pc2")}
+    groups = {"main": ["mma@gpu1", "mma@gpu2"], "all": list(hosts)}
+
+    def ctx(reading: str) -> ReadContext:
+        return ReadContext(host=hosts[reading], hostvars={}, phase=None, run_id=None,
+                           elapsed=0.0, timeout=1.0, hosts=hosts, groups=groups)
+
+    assert ctx("mma@gpu2").origin("main") is hosts["mma@gpu2"]
+    assert ctx("mma@gpu1").origin("main") is hosts["mma@gpu1"]
+    assert ctx("pc2").origin("main") is hosts["mma@gpu1"]  # not a member: the first one
+    assert ctx("pc2").origin("pc2") is hosts["pc2"]  # a host name stays that host
+    assert ctx("pc2").origin("pc3") is None

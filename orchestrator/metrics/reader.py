@@ -39,7 +39,8 @@ class MetricReader:
         return ReadContext(host=host, hostvars=self.hostvars, phase=self.phase,
                            run_id=self.run_id, elapsed=self.clock.monotonic() - self.t0,
                            timeout=max(0.1, limit), prometheus_url=self.project.prometheus_url,
-                           commands=self.commands, hosts=self.inventory.hosts, memo=memo)
+                           commands=self.commands, hosts=self.inventory.hosts, memo=memo,
+                           groups=self.inventory.groups)
 
     @cached_property
     def hostvars(self) -> dict[str, dict[str, Any]]:

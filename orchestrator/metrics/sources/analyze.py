@@ -258,7 +258,7 @@ class AnalyzeSource:
         path = render(str(config["path"]), ctx.template_context())
         exclude = tuple(str(g) for g in config.get("exclude") or ())
         origin_name = config.get("from")
-        origin = ctx.hosts.get(str(origin_name)) if origin_name else None
+        origin = ctx.origin(origin_name) if origin_name else None
         if origin_name and origin is None:
             return Reading(None, f"from: unknown host {origin_name!r}")
         try:

@@ -120,6 +120,22 @@ class ReadContext:
     commands: CommandRunner | None = None  # `command` source and `from:` probes
     hosts: dict[str, Host] = field(default_factory=dict)  # by name, for `from:`
     memo: CycleMemo | None = None  # shared by the reads of one poll cycle, if any
+    groups: dict[str, list[str]] = field(default_factory=dict)  # inventory groups
+
+    def origin(self, name: object) -> Host | None:
+        """The host a `from:` probe runs on. A host name is that host. A group (a fleet
+        whose agent instances form the group `main`, say) is the host being read when it
+        is a member, so each instance probes from its own machine; else its first
+        member. None: no such host or group."""
+        key = str(name)
+        if key in self.hosts:
+            return self.hosts[key]
+        members = self.groups.get(key)
+        if not members:
+            return None
+        if self.host.name in members:
+            return self.host
+        return self.hosts.get(members[0])
 
     def template_context(self) -> dict[str, Any]:
         from orchestrator.config.templating import context_for

@@ -27,8 +27,7 @@ class CommandSource:
     def read(self, metric: Metric, ctx: ReadContext) -> Reading:
         if ctx.commands is None:
             return Reading(None, "no command runner")
-        origin = ctx.hosts.get(str(metric.config["from"])) if "from" in metric.config \
-            else ctx.host
+        origin = ctx.origin(metric.config["from"]) if "from" in metric.config else ctx.host
         if origin is None:
             return Reading(None, f"from: unknown host {metric.config['from']!r}")
         command = render(str(metric.config["command"]), ctx.template_context(), shell=True)

@@ -89,7 +89,7 @@ class TcpSource:
         except ValueError as exc:
             return Reading.passed(False, str(exc))
         origin_name = metric.config.get("from")
-        origin = ctx.hosts.get(str(origin_name)) if origin_name else None
+        origin = ctx.origin(origin_name) if origin_name else None
         if origin_name and origin is None:
             return Reading.passed(False, f"from: unknown host {origin_name!r}")
         if origin is None or origin.is_local:
