@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+[% set source_file = name | replace('-', '_') ~ '.py' %]
 """A stand-in [[ agent_display ]] for rehearsals: the sandbox playbooks deploy, start, stop,
 back up and restore it by revision, exactly as they would the real agent.
 
@@ -27,10 +28,20 @@ Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on ever
   {"xid_errors": 2}                DCGM_FI_DEV_XID_ERRORS reads 2
   {"regression": {"from_revision": "[[ revisions[-1] ]]", "vram_pct": 12, "latency_pct": 15}}
                                    from that revision on, VRAM and latency that much higher
+  {"thread_regression": {"from_revision": "[[ revisions[-1] ]]"}}
+                                   the agent source `source` writes for that revision (and
+                                   later ones) starts a raw threading.Thread again
 
 /metrics also has the agent's own health gauges that the alert rules in
 deploy/prometheus/ read: [[ metric_prefix ]]_thread_health_status{thread=...} per custom thread of the
 running revision, and [[ metric_prefix ]]_socket_connection_status{socket=...}; 1 healthy, 0 not.
+
+`source --revision R --dir DIR` writes the agent's own source at revision R as
+DIR/[[ source_file ]] (the deploy installs it next to the stand-in, so that an `analyze`
+metric reads what each phase deployed): before the migration it makes its ZMQ and raw
+sockets and its threads itself; from [[ revisions[1] ]] on BaseAgent manages its sockets;
+from [[ revisions[-1] ]] on its background work runs on the BaseAgent lifecycle, no thread
+of its own.
 
 Standard library only; started with `serve --config CONFIG.json`, and stops by itself when
 that file is gone (its sandbox was deleted).
@@ -316,6 +327,95 @@ def restore(source: Path, target: Path, faults_file: str | None) -> int:
     return 0
 
 
+# --- the agent's own source, per revision (what an `analyze` metric reads) ---------------
+SOURCE_FILE = "[[ source_file ]]"
+AGENT_CLASS = "[[ agent_display ]]"
+
+
+def _method(name: str) -> str:
+    return "_" + name.replace("-", "_") + "_loop"
+
+
+def agent_source(revision: str, faults: dict[str, Any]) -> str:
+    """The agent's source at `revision`: sockets and threads of its own before the
+    migration; sockets through BaseAgent from the second revision; no thread of its own
+    from the last. A `thread_regression` fault brings a raw threading.Thread back."""
+    rank = REVISIONS.index(revision) if revision in REVISIONS else 0
+    last = len(REVISIONS) - 1
+    threads = THREADS.get(revision, [])
+    regression = faults.get("thread_regression")
+    regressed = bool(regression) and rank >= (
+        REVISIONS.index(str(regression.get("from_revision")))
+        if regression.get("from_revision") in REVISIONS else 0)
+    raw_threads = list(threads) if rank < last else []
+    if regressed:
+        raw_threads.append("vram-monitor")
+    stdlib = {"logging", "time"} | ({"socket"} if rank == 0 else set()) \
+        | ({"threading"} if raw_threads else set())
+    imports = [f"import {name}" for name in sorted(stdlib)]
+    if rank == 0:
+        imports += ["", "import zmq"]
+    out = [f'"""{AGENT_CLASS} at revision {revision} (sandbox copy of the agent\'s source)."""',
+           "", *imports, "", "from common.core.base_agent import BaseAgent", "", "",
+           f"class {AGENT_CLASS}(BaseAgent):",
+           "    def __init__(self, port: int = 5570, pc2_address: str = 'tcp://pc2:5570'):",
+           f"        super().__init__(name='{AGENT_CLASS}', port=port)",
+           "        self.models = {}",
+           "        self.running = True"]
+    if rank == 0:  # sockets made by hand, as the seed's file does
+        out += ["        self.context = zmq.Context()",
+                "        self.socket = self.context.socket(zmq.REP)",
+                "        self.socket.bind(f'tcp://*:{port}')",
+                "        self.health_socket = self.context.socket(zmq.PUB)",
+                "        self.health_socket.bind(f'tcp://*:{port + 1}')",
+                "        self.pc2_socket = self.context.socket(zmq.REQ)",
+                "        self.pc2_socket.connect(pc2_address)",
+                "        self.vram_sub = self.context.socket(zmq.SUB)",
+                "        self.vram_sub.connect('tcp://localhost:5598')",
+                "        self.status_listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
+                "        self.status_listener.bind(('0.0.0.0', port + 2))",
+                "        self.probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"]
+    else:  # BaseAgent's socket management: no socket of the agent's own
+        out += ["        self.register_request_handler(self.handle_request)",
+                "        self.register_peer('pc2', pc2_address)"]
+    for name in raw_threads:
+        attr = "self." + name.replace("-", "_") + "_thread"
+        out += [f"        {attr} = threading.Thread(target=self.{_method(name)}, "
+                f"name='{name}', daemon=True)",
+                f"        {attr}.start()"]
+    if rank == last:
+        out += [f"        self.start_background_task(self.{_method(name)}, name='{name}')"
+                for name in threads if name != "base-agent-lifecycle"]
+    out += ["", "    def _get_health_status(self) -> dict:",
+            f"        return {{'status': 'ok', 'revision': '{revision}', "
+            "'models_loaded': sorted(self.models)}", "",
+            "    def handle_request(self, request: dict) -> dict:",
+            "        if request.get('action') == 'load_model':",
+            "            self.models[request['name']] = request.get('size_mib', 0)",
+            "        elif request.get('action') == 'unload_model':",
+            "            self.models.pop(request['name'], None)",
+            "        return {'status': 'ok'}"]
+    for name in sorted(set(raw_threads) | set(threads) - {"base-agent-lifecycle"}):
+        out += ["", f"    def {_method(name)}(self) -> None:",
+                "        while self.running:",
+                f"            logging.debug('{name} tick')",
+                "            time.sleep(1)"]
+    return "\n".join(out) + "\n"
+
+
+def write_source(revision: str, directory: Path, faults_file: str | None) -> int:
+    faults: dict[str, Any] = {}
+    if faults_file and Path(faults_file).exists():
+        try:
+            faults = dict(json.loads(Path(faults_file).read_text()))
+        except ValueError:
+            faults = {}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / SOURCE_FILE).write_text(agent_source(revision, faults))
+    print(f"wrote {directory / SOURCE_FILE} ({revision})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="[[ standin_stem ]]")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -325,9 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     p_restore.add_argument("--from", dest="source", type=Path, required=True)
     p_restore.add_argument("--to", dest="target", type=Path, required=True)
     p_restore.add_argument("--faults-file", default=None)
+    p_source = sub.add_parser("source")
+    p_source.add_argument("--revision", required=True)
+    p_source.add_argument("--dir", dest="directory", type=Path, required=True)
+    p_source.add_argument("--faults-file", default=None)
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         return serve(args.config)
+    if args.cmd == "source":
+        return write_source(args.revision, args.directory, args.faults_file)
     return restore(args.source, args.target, args.faults_file)
 
 
