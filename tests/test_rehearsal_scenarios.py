@@ -63,11 +63,11 @@ def migrate(project: Path, *args: str, env: dict[str, str] | None = None
 
 
 # --- what the project ships -------------------------------------------------------------------
-def test_the_project_ships_eight_scenarios_with_vram_leak_the_default() -> None:
+def test_the_project_ships_its_scenarios_with_vram_leak_the_default() -> None:
     scenarios = load_scenarios(ROOT)
-    assert sorted(scenarios) == ["canary", "canary-regression", "clean", "health-outage", "model-load-failure",
-                                 "pc2-partition", "rollback-failure", "thread-alert",
-                                 "vram-leak"]
+    assert sorted(scenarios) == ["canary", "canary-regression", "clean", "health-outage",
+                                 "model-load-failure", "pc2-partition", "rollback-failure",
+                                 "thread-alert", "thread-regression", "vram-leak"]
     assert scenarios["thread-alert"].requires_services == ("prometheus", "alertmanager")
     assert default_scenario(scenarios) == "vram-leak"
     leak = scenarios["vram-leak"]

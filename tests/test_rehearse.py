@@ -239,6 +239,22 @@ def test_canary_rolls_back_the_second_wave_and_never_starts_the_last(project: Pa
         teardown(project, fleet)
 
 
+def test_thread_regression_is_rolled_back_by_the_phase_3_source_check(project: Path) -> None:
+    """Issue 23: phase 2 and phase 3 end with a check of the agent source their deploy
+    installed on the host (no socket, then no thread outside BaseAgent); a phase-3
+    revision that brings a raw threading.Thread back fails its check and rolls back."""
+    try:
+        code, doc = rehearse(project, "thread-regression")
+        assert code == 0, failed_checks(doc)
+        runs = doc["runs"]
+        assert [r["outcome"] for r in runs] == ["completed", "completed", "rolled_back"]
+        assert "threads-migrated" in str(runs[-1]["reason"])
+        assert "threads.count" in str(runs[-1]["reason"])
+        assert agent_revision(host(project, "main")) == "phase2"
+    finally:
+        teardown(project)
+
+
 def test_canary_regression_fails_the_second_wave_by_analysis_alone(project: Path) -> None:
     """Phase 3's revision is 12% heavier and 15% slower on the second wave's stand-ins,
     under every threshold: the analysis (both metrics read from the stand-ins' /metrics)

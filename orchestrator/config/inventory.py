@@ -57,7 +57,37 @@ class Inventory:
         return [self.hosts[n] for n in out]
 
     def hostvars(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(h.vars) for name, h in self.hosts.items()}
+        """Every host's variables as templates see them: a variable that refers to
+        another (`agent_dir: "{{ sandbox_dir }}/agent"`) is resolved the way Ansible
+        would, with `inventory_dir` and `inventory_hostname`; one that names what only
+        Ansible knows (`{{ ansible_playbook_python }}`) stays as written."""
+        return {name: _resolved(h, self.path) for name, h in self.hosts.items()}
+
+
+def _resolved(host: Host, path: Path | None) -> dict[str, Any]:
+    values = dict(host.vars)
+    pending = [k for k, v in values.items() if isinstance(v, str) and "{{" in v]
+    if not pending:
+        return values
+    from orchestrator.config.templating import render
+
+    magic = {"inventory_hostname": host.name,
+             "inventory_dir": str(path.parent) if path is not None else ""}
+    for _ in range(5):  # chains of variables, as deep as an inventory plausibly nests them
+        changed = False
+        for key in pending:
+            text = values[key]
+            if not isinstance(text, str) or "{{" not in text:
+                continue
+            try:
+                new = render(text, {**magic, **values})
+            except ConfigError:
+                continue  # a name only Ansible supplies: leave it to Ansible
+            if new != text:
+                values[key], changed = new, True
+        if not changed:
+            break
+    return values
 
 
 def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, list[Problem]]:

@@ -349,7 +349,7 @@ class PhaseRun:
         assert self.analysis is not None
         owed = self.analysis.before_steps(number)
         if owed > 0 and self.stop is None:
-            self.ctx.say(f"sampling the control (before) for {owed:g}s before the first step")
+            self.ctx.say(f"sampling the control (before) for {owed:.1f}s before the first step")
             clock = self.ctx.parts.clock
             end = clock.monotonic() + owed
             while self.stop is None and (left := end - clock.monotonic()) > 0:
