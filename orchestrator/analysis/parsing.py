@@ -148,10 +148,17 @@ def parse_source(text: str) -> Parsed:
         raise ValueError("contains NUL bytes, so it is not Python source")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes is not our business
-        try:
-            return Parsed(ast.parse(text))
-        except SyntaxError as first:
-            return _Recovery(text, first).run()
+        if not _Pieces.worth_it(text):
+            try:
+                return Parsed(ast.parse(text))
+            except SyntaxError as first:
+                return _Recovery(text, first).run()
+        rows = split_lines(text)
+        pieces = _Pieces(rows)
+        outcome = pieces.parse()
+        if isinstance(outcome, ast.Module):
+            return Parsed(outcome)
+        return _Recovery(text, outcome, pieces, rows).run()
 
 
 # --------------------------------------------------------------------------- structure
@@ -312,11 +319,220 @@ def _set_ends(unit: _Unit) -> int:
 # --------------------------------------------------------------------------- recovery
 
 
+# --------------------------------------------------------------------------- whole file
+
+
+_PIECE = 120  # lines: the least a piece of the file that is parsed alone holds
+_CODE_START = frozenset(" \t\f#)]}")  # a line starting with one of these starts no statement
+_CLAUSE = re.compile(r"(?:else|elif|except|finally)\b")
+
+
+class _Pieces:
+    """``ast.parse("\\n".join(rows))``, the tree or the SyntaxError, without parsing the
+    same text again and again while step 2 repairs the file one error at a time.
+
+    The file is read in pieces of consecutive statements, at their real line numbers
+    (padded with blank lines): top-level statements and, in a large top-level class,
+    the statements of its body (parsed under the class's own decorators and header).
+    A piece that parses alone is kept, with its statements; the first one that does
+    not, and everything after it, is parsed in one go (``rest``), as part of the file
+    from there on. CPython's parser reads a block's statements one after another and
+    each only from its own tokens, so once the statements before a line are known to
+    parse (and end where they end alone: the next piece does not start with
+    ``else``/``elif``/``except``/``finally``, nor deeper or shallower than them),
+    parsing from that line gives the error, or the statements, that parsing the whole
+    file gives. After a repair only the part from the last piece kept is read again.
+
+    Where a piece starts is guessed from the lines alone (a line at the block's
+    indentation starting with code); a wrong guess (inside a string or brackets) only
+    makes the piece fail alone, so it is read as part of the rest: never a wrong answer.
+    """
+
+    def __init__(self, rows: list[str]) -> None:
+        self.rows = rows
+        self.done = 0  # rows[:done] are statements already parsed (pieces kept)
+        self.kept: list[str] = []  # rows[:done] as they were when kept
+        self.top: list[ast.stmt] = []  # the top-level statements of the pieces kept
+        self.head = (0, 0)  # in a class: rows[head[0]:head[1]] its decorators and header
+        self.indent = ""  # in a class: its body's indentation ("" at the top level)
+        self.limit = 0  # in a class: the row where it ends
+        self.body: list[ast.stmt] = []  # in a class: the statements of its body kept
+        self.node: ast.ClassDef | None = None  # in a class: as parsed with the last piece
+        self.large: dict[int, bool] = {}  # row -> whether a large class starts there
+
+    @staticmethod
+    def worth_it(text: str) -> bool:
+        """Whether reading `text` by pieces can pay (a file of a few pieces at least), and
+        is sound: a `barry_as_FLUFL` future import changes how the rest is parsed."""
+        return text.count("\n") >= 3 * _PIECE and "barry_as_FLUFL" not in text
+
+    def parse(self) -> ast.Module | SyntaxError:
+        rows = self.rows
+        if self.done and rows[: self.done] != self.kept:  # a repair before: start again
+            self.__init__(rows)  # type: ignore[misc]
+        self.large.clear()
+        if len(rows) >= 3 * _PIECE:
+            while self._advance():
+                pass
+            self.kept = rows[: self.done]
+        return self._rest()
+
+    def _advance(self) -> bool:
+        """Keep one more piece (or enter or leave a class); False at the first that fails."""
+        rows = self.rows
+        if self.indent:
+            if self.done >= self.limit:  # the class's body is all kept: so is the class
+                assert self.node is not None
+                self.node.body = self.body
+                self.top.append(self.node)
+                self.indent, self.body, self.node = "", [], None
+                return True
+            start = self.done
+            end = self._cut(start, self.limit, self.indent) or self.limit
+            try:
+                module = ast.parse(self._in_class(start, end) + "\n")
+            except SyntaxError:
+                return False
+            node = module.body[0] if len(module.body) == 1 else None
+            if not isinstance(node, ast.ClassDef) or not node.body \
+                    or node.body[0].lineno <= start:  # a statement in what we took for its header
+                return False
+            self.body.extend(node.body)
+            self.node = node
+            self.done = end
+            return True
+        if len(rows) - self.done < 2 * _PIECE:
+            return False
+        if self._large_class(self.done):
+            return self._enter_class()
+        cut = self._cut(self.done, len(rows), "")
+        if cut is None:
+            return False
+        try:
+            module = ast.parse("\n" * self.done + "\n".join(rows[self.done: cut]) + "\n")
+        except SyntaxError:
+            return False
+        self.top.extend(module.body)
+        self.done = cut
+        return True
+
+    def _in_class(self, start: int, end: int | None) -> str:
+        """The class's decorators and header, then its body's rows[start:end], in place."""
+        rows = self.rows
+        first, last = self.head
+        return "\n" * first + "\n".join(rows[first:last]) + "\n" * (start - last + 1) \
+            + "\n".join(rows[start:end])
+
+    def _class_lines(self, row: int) -> tuple[int, int] | None:
+        """From `row` (blank lines, comments, decorators, then `class` at the top level):
+        the rows where the header ends and the body starts, or None if not a class."""
+        rows = self.rows
+        n = len(rows)
+        while row < n and (not rows[row].strip() or rows[row][:1] == "#"):
+            row += 1
+        while row < n and rows[row][:1] == "@":
+            row += 1
+        if row >= n or not rows[row].startswith("class "):
+            return None
+        head_end = row
+        while not _code_part(rows[head_end]).rstrip().endswith(":"):
+            head_end += 1
+            if head_end >= n or head_end - row > 20 \
+                    or rows[head_end][:1] not in (" ", "\t", ")"):
+                return None
+        first = head_end + 1
+        while first < n and (not rows[first].strip() or rows[first].lstrip()[:1] == "#"):
+            first += 1
+        if first >= n or not _leading_ws(rows[first]):
+            return None
+        return head_end + 1, first
+
+    def _large_class(self, row: int) -> bool:
+        """Whether a class worth reading by pieces starts at `row` (remembered: the rows
+        do not change during `parse`)."""
+        found = self.large.get(row)
+        if found is None:
+            lines = self._class_lines(row)
+            found = lines is not None and self._class_end(lines[1]) - lines[1] >= 2 * _PIECE
+            self.large[row] = found
+        return found
+
+    def _class_end(self, first: int) -> int:
+        rows = self.rows
+        limit = first + 1
+        while limit < len(rows) and (not rows[limit] or rows[limit][:1] in _CODE_START):
+            limit += 1
+        return limit
+
+    def _enter_class(self) -> bool:
+        """At a large class (its decorators first): read its body piece by piece."""
+        lines = self._class_lines(self.done)
+        if lines is None:
+            return False
+        head_end, first = lines
+        self.head = (self.done, head_end)
+        self.indent = _leading_ws(self.rows[first])
+        self.limit = self._class_end(first)
+        self.done = first
+        return True
+
+    def _cut(self, start: int, stop: int, indent: str) -> int | None:
+        """Where the piece from `start` ends: a line at least `_PIECE` on at `indent` that
+        starts a statement of that block (at the top level, also where a large class
+        starts), or None (the block's end is too near)."""
+        rows = self.rows
+        width = len(indent)
+        for row in range(start + 1, stop - _PIECE // 2):
+            line = rows[row]
+            if not line.startswith(indent) or len(line) <= width \
+                    or line[width] in _CODE_START or _CLAUSE.match(line, width):
+                continue
+            at_class = not width and line[:1] in ("@", "c") and self._large_class(row)
+            if row < start + _PIECE and not at_class:
+                continue
+            before = row - 1
+            while before > start and (not rows[before].strip()
+                                      or rows[before].lstrip()[:1] == "#"):
+                before -= 1
+            previous = rows[before]
+            if previous.rstrip().endswith("\\") or previous[width: width + 1] == "@":
+                continue
+            return row
+        return None
+
+    def _rest(self) -> ast.Module | SyntaxError:
+        """Everything from the pieces kept on, parsed in one go; with them, the file."""
+        rows = self.rows
+        start = self.done
+        try:
+            if self.indent:
+                module = ast.parse(self._in_class(start, None))
+                node = module.body[0] if module.body else None
+                if not isinstance(node, ast.ClassDef):  # cannot be: read the whole file
+                    return self._whole()
+                node.body = [*self.body, *node.body]
+            else:
+                module = ast.parse("\n" * start + "\n".join(rows[start:]))
+        except SyntaxError as exc:
+            return exc
+        module.body = [*self.top, *module.body]
+        return module
+
+    def _whole(self) -> ast.Module | SyntaxError:
+        try:
+            return ast.parse("\n".join(self.rows))
+        except SyntaxError as exc:
+            return exc
+
+
 class _Recovery:
-    def __init__(self, text: str, first: SyntaxError) -> None:
+    def __init__(self, text: str, first: SyntaxError, pieces: _Pieces | None = None,
+                 rows: list[str] | None = None) -> None:
         self.first = first
-        self.original = split_lines(text)
+        self.original = split_lines(text) if rows is None else rows
         self.rows = list(self.original)  # working copy; repairs patch it
+        self.pieces = pieces or _Pieces(self.rows)  # the whole file, parsed piece by piece
+        self.pieces.rows = self.rows
         self.errors: dict[tuple[int, str], None] = {}
         self.next_line: dict[int, int] = {}  # logical line's last line -> next one's first
         self.covered: set[int] = set()  # header lines read without a statement of their own
@@ -379,10 +595,7 @@ class _Recovery:
         self.whole_parses += 1
         if self.whole_parses > _MAX_WHOLE_PARSES:  # a file of errors: leave it to step 3
             return SyntaxError("too many errors to repair in place")
-        try:
-            return ast.parse("\n".join(self.rows))
-        except SyntaxError as exc:
-            return exc
+        return self.pieces.parse()
 
     def _rewrite_line(self, error: SyntaxError) -> ast.Module | SyntaxError | None:
         """Rewrite the line CPython points at, if a rewrite lets CPython get past it.
