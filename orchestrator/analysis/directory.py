@@ -42,9 +42,10 @@ Speed: files with the same bytes are analysed once (also across the two trees of
 `compare`). Many files are analysed in worker processes, one per CPU, biggest
 files first so that the last one to finish is a small one, with the cyclic garbage
 collector off (trees and documents are acyclic). `bench/analyze.py` times a
-321-file tree like the real one: about 0.8 CPU-seconds per MB of agent source
-analysed, two thirds of it in CPython's parser (one full parse per file, plus a
-partial one per syntax error repaired).
+321-file tree like the real one: about 0.6 CPU-seconds per MB of agent source
+analysed, about 60% of it in CPython's parser (about one full parse per file: a
+broken file is read piece by piece, and after each repair only from the first
+piece that failed, see `parsing._Pieces`).
 """
 
 from __future__ import annotations

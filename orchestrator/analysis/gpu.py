@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from orchestrator.analysis.names import Names, dotted, source_text
+from orchestrator.analysis.names import Names, source_text
 
 GPU_MODULES = ("torch.cuda", "pynvml", "py3nvml", "nvidia_smi", "GPUtil", "cupy", "numba.cuda")
 GPU_WORDS = ("cuda", "gpu", "vram", "nvml")
@@ -69,7 +69,7 @@ def is_gpu_call(names: Names, call: ast.Call) -> bool:
     callee = call.func
     if isinstance(callee, ast.Attribute) and callee.attr == "cuda":
         return True
-    chain = dotted(callee)
+    chain = names.chain(callee)
     text = chain if chain is not None else " ".join(_callee_words(callee))
     if _gpu_words(text):
         return True

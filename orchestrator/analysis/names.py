@@ -153,6 +153,7 @@ class Names:
         self._import_nodes: list[ast.Import | ast.ImportFrom] = []
         self._callees: dict[int, str | None] = {}
         self._dotted_memo: dict[str, str | None] = {}
+        self._chains: dict[ast.expr, str | None] = {}  # node -> dotted(node), by identity
         self._bound = False
         self._walk(tree)
         self.functions.sort(key=lambda f: (f.node.lineno, f.node.col_offset))
@@ -322,7 +323,7 @@ class Names:
         if isinstance(node, ast.Name):
             return self._name(node.id)
         if isinstance(node, ast.Attribute):
-            key = dotted(node)
+            key = self.chain(node)
             if key is None:  # `f().x`, `a[0].x`: resolve what it is taken from
                 base = self.resolve(node.value)
                 return f"{base}.{node.attr}" if base and not base.endswith("()") else None
@@ -340,6 +341,15 @@ class Names:
         if isinstance(node, ast.NamedExpr | ast.Await):
             return self.resolve(node.value)
         return None
+
+    def chain(self, node: ast.expr) -> str | None:
+        """`dotted(node)`, remembered per node (the same callees are asked again and again;
+        keyed by the node itself, so that a node that is gone cannot be taken for another)."""
+        try:
+            return self._chains[node]
+        except KeyError:
+            found = self._chains[node] = dotted(node)
+            return found
 
     def _dotted_value(self, key: str) -> str | None:
         """`a.b.c`: the longest bound prefix (or the root name), with the rest appended.
@@ -385,7 +395,7 @@ class Names:
         if isinstance(node.func, ast.Attribute) and node.func.attr == "socket" \
                 and self.socket_creation(node) is not None:
             return ZMQ_SOCKET
-        key = dotted(node.func)
+        key = self.chain(node.func)
         return self.returns.get(key) if key else None
 
     def socket_creation(self, call: ast.Call) -> tuple[str, str] | None:
