@@ -41,7 +41,9 @@ How, step by step
    a line is kept only if CPython then gets past that line (and, where text was
    removed or a bracket closed, not on an indentation error, which is what a
    wrong guess causes), so a repair does not invent errors. Most broken files
-   end here, with their complete tree.
+   end here, with their complete tree. (The file is parsed piece by piece,
+   `_Pieces`, so that each re-parse reads only from the first piece that does not
+   parse alone: the same tree and errors as parsing it whole, at a fraction of the cost.)
 3. Still broken: parso's tokenizer cuts the text into logical lines; their
    indentation makes a tree of *units* (a statement with its indented block, with
    its ``elif``/``else``/``except``/``finally`` clauses and its decorators).
