@@ -460,11 +460,11 @@ class _Pieces:
         return found
 
     def _class_end(self, first: int) -> int:
+        """The first row after `first` that starts with code at the top level."""
         rows = self.rows
-        limit = first + 1
-        while limit < len(rows) and (not rows[limit] or rows[limit][:1] in _CODE_START):
-            limit += 1
-        return limit
+        starts = _CODE_START
+        return next((row for row in range(first + 1, len(rows))
+                     if rows[row][:1] not in starts and rows[row]), len(rows))
 
     def _enter_class(self) -> bool:
         """At a large class (its decorators first): read its body piece by piece."""
