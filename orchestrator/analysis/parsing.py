@@ -350,8 +350,9 @@ class _Pieces:
     makes the piece fail alone, so it is read as part of the rest: never a wrong answer.
     """
 
-    def __init__(self, rows: list[str]) -> None:
+    def __init__(self, rows: list[str], by_pieces: bool = True) -> None:
         self.rows = rows
+        self.by_pieces = by_pieces and len(rows) > 3 * _PIECE  # else: whole, each time
         self.done = 0  # rows[:done] are statements already parsed (pieces kept)
         self.kept: list[str] = []  # rows[:done] as they were when kept
         self.top: list[ast.stmt] = []  # the top-level statements of the pieces kept
@@ -371,9 +372,9 @@ class _Pieces:
     def parse(self) -> ast.Module | SyntaxError:
         rows = self.rows
         if self.done and rows[: self.done] != self.kept:  # a repair before: start again
-            self.__init__(rows)  # type: ignore[misc]
+            self.__init__(rows, self.by_pieces)  # type: ignore[misc]
         self.large.clear()
-        if len(rows) >= 3 * _PIECE:
+        if self.by_pieces:
             while self._advance():
                 pass
             self.kept = rows[: self.done]
@@ -533,7 +534,8 @@ class _Recovery:
         self.first = first
         self.original = split_lines(text) if rows is None else rows
         self.rows = list(self.original)  # working copy; repairs patch it
-        self.pieces = pieces or _Pieces(self.rows)  # the whole file, parsed piece by piece
+        # the whole file, parsed piece by piece where that is sound
+        self.pieces = pieces or _Pieces(self.rows, _Pieces.worth_it(text))
         self.pieces.rows = self.rows
         self.errors: dict[tuple[int, str], None] = {}
         self.next_line: dict[int, int] = {}  # logical line's last line -> next one's first
