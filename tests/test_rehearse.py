@@ -108,8 +108,8 @@ def test_list_reads_the_scenario_files(project: Path) -> None:
     code, lines, err = listed()
     assert code == 0, err
     assert [line.split()[0] for line in lines] == [
-        "canary", "clean", "health-outage", "model-load-failure", "pc2-partition",
-        "rollback-failure", "thread-alert", "vram-leak"]
+        "canary-regression", "canary", "clean", "health-outage", "model-load-failure",
+        "pc2-partition", "rollback-failure", "thread-alert", "thread-regression", "vram-leak"]
     assert [line.split()[0] for line in lines if line.endswith("(default)")] == ["vram-leak"]
     # the list is the directory: a new file appears, a removed one goes
     (project / "rehearsals" / "clean.yaml").unlink()
@@ -135,7 +135,9 @@ def test_vram_leak_rolls_phase_3_back_to_the_phase_2_revision(project: Path) -> 
         assert (sandbox / "snapshots" / "pre-phase3" / "config.json").is_file()
         runs = doc["runs"]
         assert [r["outcome"] for r in runs] == ["completed", "completed", "rolled_back"]
-        assert str(runs[-1]["reason"]).startswith("trigger vram_degradation: 6500 > 6000")
+        # the stand-in's VRAM has noise: 30% over the phase-start median, over its 20% limit
+        assert re.match(r"trigger vram_degradation: \d+ > [\d.]+ \(baseline \d+, \+20%\)",
+                        str(runs[-1]["reason"])), runs[-1]["reason"]
         # the report and its chart of the trigger that fired
         report = Path(str(doc["report"]))
         assert report.is_file() and "PASSED" in report.read_text()

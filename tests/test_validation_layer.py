@@ -63,7 +63,7 @@ def test_the_root_project_validates(root: Path) -> None:
 
 def test_a_metric_probed_from_a_host_not_in_the_inventory_is_one_line(root: Path) -> None:
     migration = root / "migration.yaml"
-    edit(migration, "    from: main\n", "    from: pc3\n")
+    edit(migration, "    from: main\n    timeout: 2s\n", "    from: pc3\n    timeout: 2s\n")
     res = migrate(root, "validate")
     assert res.returncode == 2
     assert "Traceback" not in res.stderr

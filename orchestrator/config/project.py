@@ -245,6 +245,10 @@ class _Defined:
 
     metrics: set[str] = field(default_factory=set)
     triggers: set[str] = field(default_factory=set)
+    #: migration.yaml's `triggers:` was given but defines none (empty, or not a mapping):
+    #: its line, and the names the phase files use, reported there once
+    no_triggers_line: int | None = None
+    orphan_triggers: list[str] = field(default_factory=list)
 
 
 def _load_migration(root: Path, problems: list[Problem]) -> tuple[Project, _Defined]:
@@ -300,6 +304,9 @@ def _load_migration(root: Path, problems: list[Problem]) -> tuple[Project, _Defi
             if m is not None:
                 project.metrics[name] = m
     triggers = top.get("triggers") or YDict()
+    if "triggers" in top and (not isinstance(top.get("triggers"), dict)
+                              or not top.get("triggers")):
+        defined.no_triggers_line = top.line_of("triggers")
     if "triggers" in top and c.mapping(triggers, top.line_of("triggers"), "triggers") is not None:
         defined.triggers.update(triggers)
         for name, body in triggers.items():
@@ -622,6 +629,16 @@ def _load_phases(project: Project, defined: _Defined, problems: list[Problem],
     for c, line, required in requires_refs:
         if required not in project.phases:
             c.add(line, f"requires phase {required}, which does not exist")
+    orphans = sorted(set(defined.orphan_triggers))
+    if orphans and defined.no_triggers_line is not None and not _reported_at(
+            problems, "migration.yaml", defined.no_triggers_line):
+        problems.append(Problem("migration.yaml", defined.no_triggers_line,
+                                f"triggers: none are defined, yet the phase files name "
+                                f"{len(orphans)}: {', '.join(orphans)}"))
+
+
+def _reported_at(problems: list[Problem], file: str, line: int) -> bool:
+    return any(p.file == file and p.line == line for p in problems)
 
 
 def _load_phase(project: Project, defined: _Defined, c: _Checker, path: Path, number: int,
@@ -679,6 +696,8 @@ def _load_phase(project: Project, defined: _Defined, c: _Checker, path: Path, nu
         for item, line in c.names(d, "triggers", "phase"):
             if item in project.triggers:
                 triggers.append(item)
+            elif defined.no_triggers_line is not None:  # one problem, in migration.yaml
+                defined.orphan_triggers.append(str(item))
             elif item not in defined.triggers:  # a broken one is reported where it is
                 c.add(line, f"unknown trigger {item!r}"
                       + _did_you_mean(item, defined.triggers))

@@ -1,7 +1,7 @@
 """A real Prometheus and a real Alertmanager on loopback ports, for the sandbox and tests.
 
-The `thread-alert` rehearsal (and the alert tests and bench) need the whole path the
-operators run in production: the shipped rules in `deploy/prometheus/rules/`, evaluated
+A rehearsal whose scenario needs alerts (and the alert tests and bench) needs the whole
+path the operators run in production: the shipped rules in `deploy/prometheus/rules/`, evaluated
 by Prometheus against the stand-ins' `/metrics`, routed by Alertmanager to migrate's
 receiver with a Bearer token. This module starts Debian's `prometheus` and
 `prometheus-alertmanager` binaries (upstream's `alertmanager` name works too) in a
@@ -294,7 +294,7 @@ def start_lab(workdir: Path, targets: Mapping[str, str], *, rule_files: Sequence
 def start_sandbox_lab(project_root: Path, hosts: Iterable[Host], workdir: Path, *,
                       receiver_url: str, token: str, time_scale: float,
                       interval: str = "500ms") -> AlertLab:
-    """What the `thread-alert` rehearsal starts: Prometheus with the project's shipped
+    """What an alert rehearsal starts: Prometheus with the project's shipped
     rules (`deploy/prometheus/rules/*.yml`, `for:` scaled by the rehearsal's time scale)
     scraping every sandbox stand-in's /metrics with `instance` = `<host>:<port>`, and
     Alertmanager pushing to migrate's receiver at `receiver_url` with `token`. Scrape,

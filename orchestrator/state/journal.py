@@ -58,5 +58,8 @@ def open_journal(state_dir: Path) -> Journal:
     """The embedded journal of a project (see open.open_state for `state.url`)."""
     journal = Journal(state_dir / "state.db")
     journal.reap()
+    names = journal.migrations()
+    if len(names) == 1:  # a project's own journal (a drill's, say): read as its migration
+        journal.migration = names[0]
     return journal
 

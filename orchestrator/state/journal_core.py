@@ -211,7 +211,7 @@ class JournalCore:
         sql = ("SELECT seq, at, run_id, host, phase, step, kind, detail, payload, migration "
                "FROM events WHERE 1=1")
         args: list[Any] = []
-        if not every_migration and not run_id:
+        if not every_migration and not run_id and self.migration:
             sql += " AND migration = ?"
             args.append(self.migration)
         if host:
