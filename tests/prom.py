@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,19 @@ def prometheus(tmp: Path, target: str, first_series: str) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def nonzero(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The label sets of an instant query's series whose value is not 0."""
+    return [r["metric"] for r in results if float(r["value"][1]) != 0]  # type: ignore[index]
+
+
+def wait_for(url: str, promql: str, ok: Any, timeout: float = 30) -> list[dict[str, Any]]:
+    """Query until `ok(results)` (scrapes and rule evaluations take their interval)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        results = query(url, promql)
+        if ok(results):
+            return results
+        assert time.monotonic() < deadline, f"{promql}: {results}"
+        time.sleep(0.3)

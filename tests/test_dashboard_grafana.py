@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from orchestrator.core.events import EventHooks, EventKind, RunEvent
 from orchestrator.engine.rollback import Origin, Reason
 from orchestrator.telemetry.metrics import MigrateMetrics
-from tests.prom import prometheus, query
+from tests.prom import nonzero, prometheus, query, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -75,20 +74,6 @@ def test_the_sdk_reads_the_dashboard_back_unchanged() -> None:
               "migrate_watch_active"}
     used = " ".join(q for qs in panel_queries(doc).values() for q in qs)
     assert all(name in used for name in series)
-
-
-def nonzero(results: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [r["metric"] for r in results if float(r["value"][1]) != 0]  # type: ignore[index]
-
-
-def wait_for(url: str, promql: str, ok: Any, timeout: float = 20) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        results = query(url, promql)
-        if ok(results):
-            return results
-        assert time.monotonic() < deadline, f"{promql}: {results}"
-        time.sleep(0.3)
 
 
 @pytest.mark.integration

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from orchestrator.metrics.sources.nvml_events import PROBE_KEEP_LINES, XidWaiter
 from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.runners.local import LocalCommandRunner
 from tests.projects import Proj, make_project
+from tests.test_every_run_ends import locks
+from tests.test_every_run_ends import status_of as status
 
 REMOTE = Host("pc2", {"ansible_host": "192.0.2.20"})
 
@@ -341,19 +342,6 @@ def test_nvml_lost_under_watch_ends_the_watch_and_undoes_nothing(tmp_path: Path)
     assert not any(e["kind"] in ("rollback_requested", "rollback_started")
                    for e in history(proj))
     assert locks(proj) == []
-
-
-def status(proj: Proj) -> str:
-    doc = json.loads(proj.migrate("--output", "json", "status").stdout)
-    return str(doc["hosts"]["main"]["phases"]["1"]["state"])
-
-
-def locks(proj: Proj) -> list[tuple[str, str]]:
-    db = sqlite3.connect(proj.root / ".migrate" / "state.db")
-    try:
-        return db.execute("SELECT host, run_id FROM locks").fetchall()
-    finally:
-        db.close()
 
 
 # --- a connect in flight is cut by the undo deadline -------------------------------------------

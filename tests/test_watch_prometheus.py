@@ -6,14 +6,13 @@ panels return non-zero series labelled with the migration and the host or phase.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.projects import make_project
-from tests.prom import free_port, prometheus, query
+from tests.prom import free_port, nonzero, prometheus, query, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +50,6 @@ def panel_queries() -> dict[str, list[str]]:
             out.setdefault(panel["title"], []).append(
                 target["expr"].replace("$migration", ".*").replace("$trigger", ".*"))
     return out
-
-
-def nonzero(results: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [r["metric"] for r in results if float(r["value"][1]) != 0]  # type: ignore[index]
-
-
-def wait_for(url: str, promql: str, ok: Any, timeout: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        results = query(url, promql)
-        if ok(results):
-            return results
-        assert time.monotonic() < deadline, f"{promql}: {results}"
-        time.sleep(0.3)
 
 
 def test_dashboard_queries_against_a_scraped_watch(tmp_path: Path) -> None:
