@@ -149,7 +149,11 @@ def test_vram_leak_rolls_phase_3_back_to_the_phase_2_revision(project: Path) -> 
                               "report", str(runs[-1]["run_id"]), "--format", "html"],
                              capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
-        assert "vram_degradation-main.png" in res.stdout and "6500 &gt; 6000" in res.stdout
+        page = Path(res.stdout.strip().splitlines()[-1])  # the path, never the page
+        assert page.is_file() and page.suffix == ".html", res.stdout[:300]
+        html = page.read_text()
+        assert "vram_degradation-main.png" in html and "data:image/png" in html
+        assert re.search(r"vram_degradation: \d+ &gt; [\d.]+", html)
     finally:
         teardown(project)
 
