@@ -275,3 +275,34 @@ def test_a_dead_monitor_thread_stops_the_run_naming_it(tmp_path: Path) -> None:
     assert "trigger-monitor" in (report.reason or "") and "NVML" in (report.reason or "")
     assert journal.phase_record("main", 1).state is PhaseState.ROLLED_BACK
     assert journal.holders() == []
+
+
+# --- SIGKILL of watch after each transition of the rollback it started --------------------------
+@pytest.mark.parametrize("kill_at", range(2, 11))
+def test_sigkill_of_watch_at_every_transition_of_its_rollback(tmp_path: Path,
+                                                              kill_at: int) -> None:
+    proj = build(tmp_path, migration=WATCHED)
+    (proj.markers / "level").write_text("5\n")
+    assert proj.migrate("phase", "1", "--host", "main").returncode == 0
+    (proj.markers / "level").write_text("500\n")  # the fault, after the phase completed
+    res = proj.migrate("watch", "--host", "main",
+                       env={"MIGRATE_FAULT_KILL_AFTER_EVENT": str(kill_at)})
+    assert res.returncode == -signal.SIGKILL, (res.returncode, res.stderr)
+
+    # the next command finds the watch's rollback dead: never rolling_back, no lock left
+    state = status_of(proj)
+    assert state in ("completed", "interrupted"), state
+    assert locks(proj) == []
+    events = json.loads(proj.migrate("--output", "json", "history").stdout)["events"]
+    if state == "interrupted":
+        assert events[-1]["kind"] == "run_interrupted"
+
+    # `migrate rollback` finishes what is left, undoing nothing twice
+    done = proj.migrate("rollback", "--host", "main", "--yes")
+    assert done.returncode == 0, done.stderr
+    clean(done.stderr)
+    assert status_of(proj) == "rolled_back"
+    assert markers(proj) == []
+    undone = Counter(line.split()[1] for line in proj.order() if line.startswith("undo "))
+    assert set(undone) == {"a", "b", "c"}
+    assert locks(proj) == []
