@@ -96,9 +96,9 @@ class Notifications:
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._worker, name="notify",
-                                                daemon=True)
-                self._thread.start()
+                from orchestrator.core.supervision import spawn
+
+                self._thread = spawn("notify", self._worker)
 
     def _worker(self) -> None:
         import tenacity

@@ -399,9 +399,9 @@ class LiveView:
             live.start()
             self._live = live
             if self._journal is not None and self._poller is None:
-                self._poller = threading.Thread(target=self._poll, name="live-view-triggers",
-                                                daemon=True)
-                self._poller.start()
+                from orchestrator.core.supervision import spawn
+
+                self._poller = spawn("live-view-triggers", self._poll)
 
     def stop(self) -> None:
         """Draw the last frame (with the outcome) and give the terminal back."""
