@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.core.hostport import strip_port
+
 Sample = float | None
 
 
@@ -185,13 +187,6 @@ def prometheus_window(url: str, queries: Mapping[str, str], start: float | dt.da
     return out
 
 
-def _strip_port(value: str) -> str:
-    if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
-    head, sep, tail = value.rpartition(":")
-    return head if sep and tail.isdigit() else value
-
-
 def prometheus_metric_window(metric: Any, hosts: Sequence[Any],
                              hostvars: Mapping[str, Mapping[str, Any]],
                              url: str | None, start: float | dt.datetime,
@@ -229,7 +224,7 @@ def prometheus_metric_window(metric: Any, hosts: Sequence[Any],
             owners.setdefault(str(addr), []).append(h.name)
     seen: dict[str, int] = {}
     for s in series:
-        label = _strip_port(str(s.get("metric", {}).get(host_label, "")))
+        label = strip_port(str(s.get("metric", {}).get(host_label, "")))
         for name in owners.get(label, []):
             seen[name] = seen.get(name, 0) + 1
             out.values[name] = _values(s)

@@ -499,7 +499,8 @@ def _load_alert_trigger(c: _Checker, name: str, d: YDict) -> Trigger | None:
 
 def _load_alertmanager(c: _Checker, top: YDict, project: Project) -> None:
     """`alertmanager: {listen, token_env, url}`; and every alert trigger needs a source."""
-    from orchestrator.core.model import AlertmanagerConfig, is_loopback_host, split_listen
+    from orchestrator.core.hostport import is_loopback_host, split_host_port
+    from orchestrator.core.model import AlertmanagerConfig
 
     if "alertmanager" in top:
         d = c.mapping(top["alertmanager"], top.line_of("alertmanager"), "alertmanager")
@@ -510,7 +511,7 @@ def _load_alertmanager(c: _Checker, top: YDict, project: Project) -> None:
             url = c.string(d, "url", "alertmanager")
             if listen:
                 try:
-                    host, port = split_listen(listen)
+                    host, port = split_host_port(listen)
                     if port == 0:
                         raise ValueError(f"{listen!r} must name a port")
                     if not is_loopback_host(host) and not token_env:

@@ -195,30 +195,6 @@ class AlertmanagerConfig:
     line: int = 0
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    """"HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces) -> (host, port); ValueError if not."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{listen!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{listen!r}: write an IPv6 address in brackets, [::1]:PORT")
-    return host, int(port)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and "localhost"; an empty host (all interfaces) is not."""
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class Notifier:
     url: str

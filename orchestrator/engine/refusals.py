@@ -15,12 +15,9 @@ from orchestrator.config.inventory import Host
 from orchestrator.core.durations import format_duration
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.states import STARTABLE, PhaseState
+from orchestrator.core.timestamps import parse_time
 from orchestrator.engine.context import Checker
 from orchestrator.state.journal import Journal
-
-
-def _parse_stamp(stamp: str) -> datetime:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def observation_left(journal: Journal, host: str, phase: int, needed: float,
@@ -33,11 +30,11 @@ def observation_left(journal: Journal, host: str, phase: int, needed: float,
     rec = journal.phase_record(host, phase, migration)
     if rec.state is not PhaseState.COMPLETED or rec.updated_at is None:
         return needed, f"phase {phase} is {rec.state.value}"
-    since = _parse_stamp(rec.updated_at)
+    since = parse_time(rec.updated_at)
     owner = journal.migration if migration is None else migration
     fired = [e for e in journal.events(host=host, every_migration=True)
              if e.kind == "trigger_fired" and e.phase == phase and e.host == host
-             and e.migration == owner and _parse_stamp(e.at) >= since]
+             and e.migration == owner and parse_time(e.at) >= since]
     if fired:
         return needed, (f"a trigger of phase {phase} fired at {fired[-1].at} "
                         f"({fired[-1].detail})")

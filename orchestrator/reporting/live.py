@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.core.events import EventKind, RunEvent
+from orchestrator.core.timestamps import parse_time
 from orchestrator.reporting import show_value
 
 if TYPE_CHECKING:
@@ -331,7 +332,7 @@ class LiveModel:
                 t.nodata = r["value"] is None
                 since = r["breaching_since"]
                 if since:
-                    at = datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                    at = parse_time(since)
                     t.breaching_since = now - (now_utc - at).total_seconds()
                 else:
                     t.breaching_since = None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError
+from orchestrator.core.timestamps import parse_time_or_none as parse_stamp
 from orchestrator.reporting import PASSFAIL, show_value
 from orchestrator.state.journal import Journal
 
@@ -48,25 +49,6 @@ def find_run(state_dirs: list[Path], run_id: str) -> tuple[Journal, Path]:
 #: more (trigger, host) pairs than this and only the ones that fired or went pending, then
 #: the first others, get a chart: 200 hosts x 3 triggers would be 600 charts nobody reads
 MAX_CHARTS = 24
-
-_STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def parse_stamp(text: str | None) -> datetime | None:
-    """A journal time (`2026-11-23T23:59:00.123Z`) as an aware UTC datetime."""
-    if not text:
-        return None
-    for fmt in (_STAMP, "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
 
 def clock(text: str | None) -> str:
     """HH:MM:SS of a journal time: what the charts' UTC axis and the timeline show."""

@@ -13,6 +13,7 @@ from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.durations import format_duration
 from orchestrator.core.model import Phase, Project, StepAction
 from orchestrator.core.states import PhaseState
+from orchestrator.core.timestamps import parse_time
 from orchestrator.reporting import show_value
 from orchestrator.state.journal import Journal, PhaseRecord
 
@@ -235,10 +236,8 @@ def _trigger_summary(members: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 def _since(stamp: str) -> str:
     """'3m12s' since a journal stamp (the stamp itself if it does not parse)."""
-    from datetime import UTC, datetime
-
     try:
-        at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        at = parse_time(stamp)
     except ValueError:
         return stamp
     whole = max(int((datetime.now(UTC) - at).total_seconds()), 0)
@@ -322,8 +321,7 @@ def program_document(project: Project, journal: Journal,
                                                                              [])})
             entry["states"][rec.state.value] = entry["states"].get(rec.state.value, 0) + 1
             if rec.state is PhaseState.COMPLETED and rec.updated_at:
-                since = datetime.strptime(rec.updated_at, "%Y-%m-%dT%H:%M:%S.%fZ"
-                                          ).replace(tzinfo=UTC)
+                since = parse_time(rec.updated_at)
                 age = (now - since).total_seconds()
                 entry["observed_s"] = age if entry["observed_s"] is None else min(
                     entry["observed_s"], age)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.durations import format_duration
+from orchestrator.core.timestamps import parse_time
 from orchestrator.state.journal import Journal
 
 NOTIFYING = ("trigger_fired", "rollback_started", "rollback_completed", "rollback_failed",
@@ -139,7 +140,7 @@ def observation_progress(journal: Journal, host: str) -> dict[str, Any] | None:
         info = journal.run_info(e.run_id or "")
         if info is None or info.get("ended_at"):
             continue
-        since = datetime.strptime(e.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        since = parse_time(e.at)
         elapsed = (datetime.now(UTC) - since).total_seconds()
         window = (e.payload or {}).get("for_s")
         return {"run_id": e.run_id, "elapsed_s": round(elapsed, 1), "window_s": window,

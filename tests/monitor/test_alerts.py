@@ -12,7 +12,7 @@ import pytest
 from orchestrator._exceptions import ConfigError
 from orchestrator.config.inventory import Host
 from orchestrator.config.project import load_project
-from orchestrator.core.model import AlertSpec, Condition, is_loopback_host, split_listen
+from orchestrator.core.model import AlertSpec, Condition
 from orchestrator.metrics.alerts.book import (
     ALERTMANAGER,
     PROMETHEUS,
@@ -22,7 +22,7 @@ from orchestrator.metrics.alerts.book import (
     FiringAlert,
 )
 from orchestrator.metrics.alerts.condition import alert_reading
-from orchestrator.metrics.alerts.matching import alert_matches, strip_port
+from orchestrator.metrics.alerts.matching import alert_matches
 from orchestrator.metrics.alerts.receiver import WebhookError, parse_webhook
 from tests.support.projects import make_project
 
@@ -39,14 +39,6 @@ def alert(name: str = "MMAMigrationRollbackTrigger", instance: str = "main:9400"
 
 
 # --- matching -------------------------------------------------------------------------
-@pytest.mark.parametrize(("value", "host"), [
-    ("main:9400", "main"), ("main", "main"), ("10.0.0.5:9100", "10.0.0.5"),
-    ("[::1]:9100", "::1"), ("::1", "::1"), ("http://main:9400/metrics", "main"),
-    ("fe80::1", "fe80::1"), ("main:notaport", "main:notaport")])
-def test_strip_port(value: str, host: str) -> None:
-    assert strip_port(value) == host
-
-
 def test_host_matched_by_name_or_ansible_host_ignoring_port_and_case() -> None:
     labels = {"alertname": "A", "instance": "MAIN:9400", "component": "x"}
     assert alert_matches(labels, "A", {}, "instance", MAIN)
@@ -61,19 +53,6 @@ def test_host_matched_by_name_or_ansible_host_ignoring_port_and_case() -> None:
     assert alert_matches(dcgm, "A", {}, "Hostname", MAIN)
     assert not alert_matches(dcgm, "A", {}, "instance", MAIN)
     assert not alert_matches({"alertname": "A"}, "A", {}, "instance", MAIN)  # names no host
-
-
-def test_listen_addresses() -> None:
-    assert split_listen("127.0.0.1:9095") == ("127.0.0.1", 9095)
-    assert split_listen("[::1]:9095") == ("::1", 9095)
-    assert split_listen(":9095") == ("", 9095)
-    for bad in ("9095", "host:", "::1:9095", "h:99999"):
-        with pytest.raises(ValueError):
-            split_listen(bad)
-    assert is_loopback_host("127.0.0.2") and is_loopback_host("::1")
-    assert is_loopback_host("localhost")
-    assert not is_loopback_host("") and not is_loopback_host("0.0.0.0")
-    assert not is_loopback_host("10.0.0.5") and not is_loopback_host("example.org")
 
 
 # --- the book -------------------------------------------------------------------------

@@ -29,11 +29,7 @@ from orchestrator.core.clock import SystemClock
 from orchestrator.core.model import MetricKind
 from orchestrator.metrics.sources import SOURCES
 from orchestrator.metrics.sources.base import ReadContext, read_metric
-from orchestrator.metrics.sources.prometheus import (
-    PrometheusSource,
-    regex_batch,
-    strip_port,
-)
+from orchestrator.metrics.sources.prometheus import PrometheusSource, regex_batch
 from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.journal import Journal
 from tests.support.projects import Proj, make_project
@@ -257,13 +253,6 @@ def test_a_host_matcher_becomes_a_regex_and_aggregations_group_by_its_label() ->
 def test_queries_that_grouping_would_change_are_read_one_host_at_a_time(
         queries: tuple[str, ...]) -> None:
     assert batch(*queries) is None
-
-
-def test_a_host_label_value_maps_by_name_or_by_address_without_its_port() -> None:
-    assert strip_port("10.0.0.7:9400") == "10.0.0.7"
-    assert strip_port("[::1]:9400") == "::1"
-    assert strip_port("::1") == "::1"
-    assert strip_port("gpu-3") == "gpu-3"
 
 
 # --- exporter and http: one fetch per URL per cycle ------------------------------------------

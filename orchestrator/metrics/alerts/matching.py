@@ -16,25 +16,9 @@ inventory name in Prometheus, or narrow with `match:`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from orchestrator.config.inventory import Host
-
-
-def strip_port(value: str) -> str:
-    """'main:9100' -> 'main', '[::1]:9100' -> '::1', '::1' -> '::1', 'http://h:80/x' -> 'h'."""
-    text = value.strip()
-    if "://" in text:  # blackbox-style targets put a URL in `instance`
-        text = urlsplit(text).netloc or text
-    if text.startswith("["):
-        end = text.find("]")
-        if end != -1:
-            return text[1:end]
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        if port.isdigit():
-            return host
-    return text
+from orchestrator.core.hostport import strip_port
 
 
 def host_names(host: Host) -> frozenset[str]:

@@ -33,7 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator._exceptions import ConfigError, Problem
-from orchestrator.core.model import AlertmanagerConfig, is_loopback_host, split_listen
+from orchestrator.core import timestamps
+from orchestrator.core.hostport import is_loopback_host, split_host_port
+from orchestrator.core.model import AlertmanagerConfig
 from orchestrator.core.supervision import spawn
 from orchestrator.metrics.alerts.book import PUSH, AlertBook, FiringAlert
 
@@ -52,11 +54,9 @@ def parse_time(value: Any, what: str) -> datetime | None:
     if not isinstance(value, str):
         raise WebhookError(f"{what} must be an RFC 3339 string")
     try:
-        when = datetime.fromisoformat(value)
+        when = timestamps.parse_time(value, assume_utc=False)
     except ValueError as exc:
-        raise WebhookError(f"{what}: {value!r} is not an RFC 3339 time") from exc
-    if when.tzinfo is None:
-        raise WebhookError(f"{what}: {value!r} has no time zone")
+        raise WebhookError(f"{what}: {exc}") from exc
     return None if when.year <= 1 else when
 
 
@@ -128,7 +128,7 @@ class AlertReceiver:
     def __init__(self, book: AlertBook, listen: str, token: str | None = None,
                  log: Callable[[str], None] = _ignore, line: int = 0) -> None:
         try:
-            self.host, self.port = split_listen(listen)
+            self.host, self.port = split_host_port(listen)
         except ValueError as exc:
             raise ConfigError([Problem("migration.yaml", line,
                                        f"alertmanager: listen: {exc}")]) from exc

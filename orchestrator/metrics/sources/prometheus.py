@@ -47,6 +47,7 @@ from typing import Any
 
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
+from orchestrator.core.hostport import strip_port
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import (
     Key,
@@ -128,16 +129,6 @@ def quote(value: str) -> str:
 def regex_escape(value: str) -> str:
     """Escape RE2's metacharacters only (Python's re.escape escapes more than RE2 takes)."""
     return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value)
-
-
-def strip_port(value: str) -> str:
-    """`10.0.0.7:9400` -> `10.0.0.7`; `[::1]:9400` -> `::1`; a bare name or IPv6 stays."""
-    if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    host, sep, port = value.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return host
-    return value
 
 
 class Rejected(Exception):

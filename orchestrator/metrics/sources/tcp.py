@@ -21,6 +21,7 @@ from pathlib import Path
 
 from orchestrator.config.templating import render
 from orchestrator.core.clock import CancelToken
+from orchestrator.core.hostport import split_host_port
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import (
     Key,
@@ -41,10 +42,11 @@ PROBE = ("import socket,sys\n"
 
 
 def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    """The host and port to connect to; a host is required (":PORT" is only for listening)."""
+    host, port = split_host_port(address)
+    if not host:
         raise ValueError(f"address {address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+    return host, port
 
 
 _probe_dir: Path | None = None
