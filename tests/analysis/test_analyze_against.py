@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator.analysis.compare import compare_paths, match_sites
 from orchestrator.analysis.render import render_changes
-from tests.analysis.test_analyze_worklist import AGENT, write
+from tests.support.agent_sources import AGENT, write
 
 
 def edited(source: str) -> str:

@@ -17,7 +17,7 @@ from orchestrator.config.inventory import Host
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import ReadContext, Reading, read_metric
 from orchestrator.runners.local import LocalCommandRunner
-from tests.analysis.test_analyze_worklist import AGENT, SEED, write
+from tests.support.agent_sources import AGENT, SEED, write
 from tests.support.projects import make_project
 
 CLEAN = textwrap.dedent('''\

@@ -20,60 +20,7 @@ import pytest
 
 from orchestrator.analysis import analyze_path
 from orchestrator.analysis.render import render_text, worklist_of
-
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed" / "model_manager_agent.py"
-
-AGENT = textwrap.dedent('''\
-    import socket
-    import threading
-    import threading as th
-    from threading import Thread
-    from threading import Thread as T
-
-    import zmq
-
-    from common.core.base_agent import BaseAgent
-
-
-    class SpeechAgent(BaseAgent):
-        def __init__(self, port=5570):
-            super().__init__(name="SpeechAgent", port=port)
-            self.context = zmq.Context()
-            self.rep = self.context.socket(zmq.REP)
-            self.rep.bind("tcp://*:5570")
-            self.pub = self._make(zmq.PUB, 5571)
-            self.subs = []
-            for port in (5580, 5581):
-                sub = self.context.socket(zmq.SUB)
-                sub.connect(f"tcp://localhost:{port}")
-                self.subs.append(sub)
-
-        def _make(self, kind, port):
-            sock = self.context.socket(kind)
-            sock.bind(f"tcp://*:{port}")
-            return sock
-
-        def ask(self, address):
-            req = self.context.socket(zmq.REQ)
-            req.connect(address)
-            return req
-
-        def port_free(self, port):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            return probe.connect_ex(("localhost", port)) != 0
-
-        def start(self):
-            threading.Thread(target=self._memory_loop, name="memory", daemon=True).start()
-            th.Thread(target=self._health_check_loop).start()
-            Thread(target=self._handle_requests_loop, name="requests").start()
-            T(target=self._stats_loop).start()
-
-        def _health_check_loop(self):
-            pass
-
-        def _get_health_status(self):
-            return {"status": "ok"}
-    ''')
+from tests.support.agent_sources import AGENT, SEED, write
 
 # Half-way through, a bulk edit broke it; sites after the break are still found.
 BROKEN = textwrap.dedent('''\
@@ -90,13 +37,6 @@ BROKEN = textwrap.dedent('''\
         def start(self):
             threading.Thread(target=self._loop).start()
     ''')
-
-
-def write(root: Path, rel: str, text: str) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def line_of(path: Path, text: str) -> int:

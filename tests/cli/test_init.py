@@ -21,6 +21,7 @@ from orchestrator.init import (
     stale_sandbox_files,
     template_files,
 )
+from tests.support.agent_sources import SEED
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -340,8 +341,6 @@ def test_init_takes_well_under_a_second(tmp_path: Path) -> None:
     assert os.access(tmp_path / "p" / "sandbox" / "timing_agent_standin.py", os.X_OK)
 
 
-#: the seed's agent, read where it lives (../shared/seed beside the checkout), never copied
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed" / "model_manager_agent.py"
 
 
 def test_init_with_an_agent_records_it_measures_it_and_writes_the_worklist(

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.pg import PgServer, running_server, wait_until
 from tests.support.projects import Proj, make_project
-from tests.support.servers import AgentServer, serving
+from tests.support.servers import AgentServer
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +52,6 @@ steps:
 @pytest.fixture
 def pg() -> Iterator[PgServer]:
     with running_server() as server:
-        yield server
-
-
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serving(AgentServer()) as server:
         yield server
 
 

@@ -24,7 +24,7 @@ from orchestrator.reporting.report import write_report
 from orchestrator.reporting.views import status_document, status_table
 from orchestrator.state.journal import Journal
 from orchestrator.telemetry.metrics import MigrateMetrics
-from tests.engine.test_engine import Recorder
+from tests.support.fake_runners import Recorder
 from tests.support.projects import make_project
 
 HOSTS = tuple(f"h{i:02d}" for i in range(10))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,9 @@ from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState, StepState
 from orchestrator.engine.context import AutoYes, EngineParts, NoTty
 from orchestrator.engine.lifecycle import RunLifecycle
-from orchestrator.runners.base import CommandRequest, PlaybookRequest, Result
-from orchestrator.runners.fake import FakeCommandRunner, FakePlaybookRunner
+from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.state.journal import Journal
+from tests.support.fake_runners import Recorder
 from tests.support.projects import make_project
 
 THREE_STEPS = """\
@@ -34,31 +33,6 @@ steps:
     playbook: playbooks/fail.yml
     rollback: rollback/untouch.yml
 """
-
-
-class Recorder:
-    """Fake runners that log what ran, in order, and fail what the test says."""
-
-    def __init__(self, fail_playbooks: set[str] = frozenset(),  # type: ignore[assignment]
-                 fail_commands: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-        self.log: list[str] = []
-        self.lock = threading.Lock()
-        self.fail_playbooks = fail_playbooks
-        self.fail_commands = fail_commands
-        self.playbooks = FakePlaybookRunner(self.on_playbook)
-        self.commands = FakeCommandRunner(self.on_command)
-
-    def on_playbook(self, req: PlaybookRequest, cancel: CancelToken) -> bool:
-        with self.lock:
-            for h in req.hosts:
-                self.log.append(f"{req.playbook.name} {h.name} {req.extravars['migrate_step']}")
-        return req.playbook.name not in self.fail_playbooks
-
-    def on_command(self, req: CommandRequest, cancel: CancelToken) -> Result:
-        with self.lock:
-            self.log.append(f"cmd {req.host.name} {req.command}")
-        ok = req.command not in self.fail_commands
-        return Result(req.host.name, ok, "ok" if ok else "exit 1", 0 if ok else 1)
 
 
 class Run:

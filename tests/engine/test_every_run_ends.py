@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -25,7 +24,10 @@ from orchestrator.core.outcomes import RunOutcome
 from orchestrator.core.states import PhaseState, StepState
 from orchestrator.engine.context import NullMonitor
 from orchestrator.runners.base import CommandRequest, Result
+from tests.support.fake_runners import Recorder
+from tests.support.lifecycles import lifecycle, run
 from tests.support.projects import Proj, make_project
+from tests.support.state_probes import locks, status_of
 
 THREE_STEPS = """\
 phase: 1
@@ -67,19 +69,6 @@ def build(tmp_path: Path, slow: bool = False, migration: str | None = None) -> P
     proj = make_project(tmp_path, migration, hosts=("main",))
     proj.phase(1, "three", THREE_STEPS.replace("{slow}", SLOW if slow else ""))
     return proj
-
-
-def status_of(proj: Proj) -> str:
-    doc = json.loads(proj.migrate("--output", "json", "status").stdout)
-    return str(doc["hosts"]["main"]["phases"]["1"]["state"])
-
-
-def locks(proj: Proj) -> list[tuple[str, str]]:
-    db = sqlite3.connect(proj.root / ".migrate" / "state.db")
-    try:
-        return db.execute("SELECT host, run_id FROM locks").fetchall()
-    finally:
-        db.close()
 
 
 def markers(proj: Proj) -> list[str]:
@@ -229,8 +218,6 @@ steps:
 
 
 def test_a_runner_that_cannot_start_mid_phase_is_that_step_failing(tmp_path: Path) -> None:
-    from tests.engine.test_lifecycle import Recorder, lifecycle, run
-
     rec = Recorder()
 
     def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
@@ -256,8 +243,6 @@ def test_a_runner_that_cannot_start_mid_phase_is_that_step_failing(tmp_path: Pat
 def test_a_dead_monitor_thread_stops_the_run_naming_it(tmp_path: Path) -> None:
     """A worker that dies (here the trigger monitor, as when NVML goes away or the
     journal cannot take its samples) stops the phase as a failure that names it."""
-    from tests.engine.test_lifecycle import lifecycle, run
-
     lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",))
 
     class DyingMonitor(NullMonitor):

@@ -25,9 +25,11 @@ from orchestrator.metrics.sources import tcp
 from orchestrator.metrics.sources.nvml_events import PROBE_KEEP_LINES, XidWaiter
 from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.runners.local import LocalCommandRunner
-from tests.engine.test_every_run_ends import locks
-from tests.engine.test_every_run_ends import status_of as status
+from tests.support.fake_runners import Recorder
+from tests.support.lifecycles import lifecycle, run
 from tests.support.projects import Proj, make_project
+from tests.support.state_probes import locks
+from tests.support.state_probes import status_of as status
 
 REMOTE = Host("pc2", {"ansible_host": "192.0.2.20"})
 
@@ -455,7 +457,6 @@ def test_no_undo_attempt_starts_that_could_not_end_before_the_deadline(tmp_path:
     from orchestrator.core.clock import FakeClock
     from orchestrator.core.outcomes import RunOutcome
     from orchestrator.runners.base import FailureKind
-    from tests.engine.test_lifecycle import Recorder, lifecycle, run
 
     rec = Recorder()
     starts: list[float] = []

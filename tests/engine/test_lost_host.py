@@ -20,12 +20,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Lab, two_hosts
+from tests.support.netns import Lab
 from tests.support.projects import Proj, make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
@@ -66,12 +65,6 @@ SLOW_UNDO = """\
         rm -f {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}
       changed_when: true
 """
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with two_hosts(tmp_path_factory.mktemp("lostlab")) as built:
-        yield built
 
 
 def project(tmp_path: Path, lab: Lab, phase: str) -> Proj:

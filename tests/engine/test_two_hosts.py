@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Lab, two_hosts
+from tests.support.netns import Lab
 from tests.support.projects import Proj, make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
@@ -28,12 +27,6 @@ metrics:
 triggers:
   cross_machine_failure: {metric: pc2_reachable, failing: true, for: 2s}
 """
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with two_hosts(tmp_path_factory.mktemp("lab")) as built:
-        yield built
 
 
 def project(tmp_path: Path, lab: Lab, extra_host: str = "") -> Proj:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.monitor.test_alerts_receiver import payload
 from tests.support.projects import Proj, make_project
+from tests.support.webhook import payload
 
 pytestmark = pytest.mark.integration
 

@@ -20,23 +20,12 @@ from orchestrator.config.inventory import Host
 from orchestrator.core.model import AlertmanagerConfig
 from orchestrator.metrics.alerts.book import AlertBook, BookChange
 from orchestrator.metrics.alerts.receiver import MAX_BODY, AlertReceiver
+from tests.support.webhook import payload
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-token-for-tests"
 MAIN = Host("main", {"ansible_host": "127.0.0.1"})
-
-
-def payload(status: str = "firing", name: str = "MMAMigrationRollbackTrigger") -> bytes:
-    return json.dumps({
-        "version": "4", "status": status, "receiver": "migrate", "groupKey": "{}:{}",
-        "groupLabels": {"alertname": name}, "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://am", "truncatedAlerts": 0,
-        "alerts": [{"status": status, "labels": {
-            "alertname": name, "instance": "main:9400", "severity": "critical",
-            "component": "ModelManagerAgent"}, "annotations": {},
-            "startsAt": "2026-11-23T23:58:00Z", "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "", "fingerprint": "1"}]}).encode()
 
 
 @contextmanager

@@ -67,12 +67,6 @@ steps:
 
 
 @pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serving(AgentServer()) as server:
-        yield server
-
-
-@pytest.fixture
 def hook() -> Iterator[WebhookSink]:
     with serving(WebhookSink(fail_first=1)) as sink:
         yield sink

@@ -22,48 +22,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.netns import require_or_skip
-from tests.support.projects import Proj, make_project
+from tests.support.projects import Proj
 
 pytestmark = pytest.mark.integration
-
-MIGRATION = """\
-name: live-view
-inventory: inventory/hosts.yml
-poll_interval: 500ms
-metrics:
-  vram_used_mib:
-    source: scripted
-    values: [{at: 0s, value: 5000}, {at: 6s, value: 6500}]
-  agent_health:
-    source: scripted
-    values: [{at: 0s, value: pass}]
-triggers:
-  vram_degradation: {metric: vram_used_mib, above: 6000, for: 2s}
-  health_failure: {metric: agent_health, failing: true, for: 5s}
-"""
-
-PHASE = """\
-phase: 1
-name: Live view
-triggers: [vram_degradation, health_failure]
-bake: 10s
-steps:
-  - id: backup
-    playbook: playbooks/touch.yml
-    rollback: rollback/untouch.yml
-  - id: deploy
-    command: 'sleep 6 && touch {{ vars.marker_dir }}/{{ host }}-deploy'
-    rollback_command: 'rm -f {{ vars.marker_dir }}/{{ host }}-deploy'
-  - id: soak
-    wait: 30s
-"""
-
-
-def live_project(tmp_path: Path) -> Proj:
-    proj = make_project(tmp_path, MIGRATION)
-    proj.phase(1, "live", PHASE)
-    return proj
-
 
 class Screen:
     """A tmux server of our own (its own socket), one window of 120 x 40."""
@@ -116,9 +77,9 @@ def grid_row(screen: str, host: str) -> str:
     return next((line for line in screen.splitlines() if line.startswith(f"{host} ")), "")
 
 
-def test_live_view_while_running_after_the_fire_and_at_the_end(tmp_path: Path,
+def test_live_view_while_running_after_the_fire_and_at_the_end(live_project: Proj,
                                                                screen: Screen) -> None:
-    proj = live_project(tmp_path)
+    proj = live_project
     migrate = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "orchestrator",
                                                  "--project", str(proj.root)])
     screen.start(f"{migrate} phase 1 --host all")
@@ -158,8 +119,8 @@ def test_live_view_while_running_after_the_fire_and_at_the_end(tmp_path: Path,
     assert not (proj.markers / "main-backup").exists()  # the rollback really ran
 
 
-def test_in_a_pipe_plain_lines_without_escape_codes(tmp_path: Path) -> None:
-    proj = live_project(tmp_path)
+def test_in_a_pipe_plain_lines_without_escape_codes(live_project: Proj) -> None:
+    proj = live_project
     res = proj.migrate("phase", "1", "--host", "all", timeout=180)
     assert res.returncode == 1, res.stderr
     assert "\x1b" not in res.stderr and "\x1b" not in res.stdout

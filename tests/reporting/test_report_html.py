@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from orchestrator.reporting.page import Chart, Page, Table, render_html, render_markdown
-from tests.reporting.test_live_view_pty import live_project
 from tests.support.netns import require_or_skip
 from tests.support.projects import Proj
 
@@ -54,18 +53,12 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-def fired_run(tmp_path: Path) -> tuple[Proj, str]:
-    """A real phase on two hosts that a trigger rolls back (vram on both hosts)."""
-    proj = live_project(tmp_path)
-    run = proj.migrate("--output", "json", "phase", "1", "--host", "all", timeout=180)
-    assert run.returncode == 1, run.stderr
-    return proj, json.loads(run.stdout)["run_id"]
-
-
 @pytest.mark.integration
-def test_html_report_renders_in_a_real_browser(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("reporting-fired-run")
+def test_html_report_renders_in_a_real_browser(tmp_path: Path,
+                                               fired_run: tuple[Proj, str]) -> None:
     browser = chromium()
-    proj, run_id = fired_run(tmp_path)
+    proj, run_id = fired_run
     res = proj.migrate("report", run_id, "--format", "html")
     assert res.returncode == 0, res.stderr
     # html goes to a file (SPEC section 3's default) and only its path is printed
@@ -122,14 +115,16 @@ def test_the_console_check_sees_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_report_after_a_fire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.xdist_group("reporting-fired-run")
+def test_report_after_a_fire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             fired_run: tuple[Proj, str]) -> None:
     """Fired chart first, charts past the rollback to its re-check on the timeline's UTC
     clock, the fire and the rollback marked; md and json as before; --out."""
     from orchestrator.reporting import page as page_module
     from orchestrator.reporting.report import build_report, parse_stamp
     from orchestrator.state.journal import Journal
 
-    proj, run_id = fired_run(tmp_path)
+    proj, run_id = fired_run
     journal = Journal(proj.root / ".migrate" / "state.db")
     drawn: list[dict[str, Any]] = []
     real = page_module.trigger_chart

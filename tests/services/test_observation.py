@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services.test_watch import MIGRATION
-from tests.support.projects import Proj, make_project
-from tests.support.servers import AgentServer, serving
+from tests.support.projects import Proj
+from tests.support.servers import AgentServer
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +24,8 @@ def phase_2(observed: str) -> str:
             "  - id: two\n    command: 'true'\n    rollback: none\n")
 
 
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serving(AgentServer()) as server:
-        yield server
-
-
-def project(tmp_path: Path, agent: AgentServer, observed: str) -> Proj:
-    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+def project(proj: Proj, observed: str) -> Proj:
+    """Phase 1 completed on main; phase 2 requires it observed for `observed`."""
     proj.phase(1, "p1", PHASE_1)
     proj.phase(2, "p2", phase_2(observed))
     res = proj.migrate("phase", "1", "--host", "main")
@@ -41,25 +33,24 @@ def project(tmp_path: Path, agent: AgentServer, observed: str) -> Proj:
     return proj
 
 
-def test_requires_observed_refuses_saying_how_long_is_left(tmp_path: Path,
-                                                           agent: AgentServer) -> None:
-    proj = project(tmp_path, agent, "1h")
+def test_requires_observed_refuses_saying_how_long_is_left(watched_project: Proj) -> None:
+    proj = project(watched_project, "1h")
     res = proj.migrate("phase", "2", "--host", "main")
     assert res.returncode == 4, res.stderr
     assert "requires phase 1 observed for 1h" in res.stderr
     assert re.search(r"observed \d+m?s of 1h, (59m\d*s?|1h) left", res.stderr), res.stderr
 
 
-def test_observed_window_passes_once_quiet_long_enough(tmp_path: Path,
-                                                       agent: AgentServer) -> None:
-    proj = project(tmp_path, agent, "2s")
+def test_observed_window_passes_once_quiet_long_enough(watched_project: Proj) -> None:
+    proj = project(watched_project, "2s")
     time.sleep(2.2)
     res = proj.migrate("phase", "2", "--host", "main")
     assert res.returncode == 0, res.stderr
 
 
-def test_a_fire_in_watch_resets_the_observation(tmp_path: Path, agent: AgentServer) -> None:
-    proj = project(tmp_path, agent, "1s")
+def test_a_fire_in_watch_resets_the_observation(watched_project: Proj,
+                                                agent: AgentServer) -> None:
+    proj = project(watched_project, "1s")
     agent.health["model_load_failures"] = 1
     res = proj.migrate("--output", "json", "watch", "--host", "main", "--once", "--no-rollback")
     assert res.returncode == 0, res.stderr
@@ -69,8 +60,9 @@ def test_a_fire_in_watch_resets_the_observation(tmp_path: Path, agent: AgentServ
     assert "a trigger of phase 1 fired" in res.stderr
 
 
-def test_watch_writes_checkpoint_reports_with_counts(tmp_path: Path, agent: AgentServer) -> None:
-    proj = project(tmp_path, agent, "1s")
+def test_watch_writes_checkpoint_reports_with_counts(watched_project: Proj,
+                                                     agent: AgentServer) -> None:
+    proj = project(watched_project, "1s")
     agent.health["status"] = "degraded"  # health fails, but for 1s is needed: it fires
     res = proj.migrate("--output", "json", "watch", "--host", "main", "--for", "2500ms",
                        "--checkpoint", "1s", "--no-rollback", timeout=60)

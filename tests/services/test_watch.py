@@ -9,33 +9,13 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.projects import Proj, make_project, running
-from tests.support.servers import AgentServer, serving
+from tests.support.projects import Proj, running
+from tests.support.servers import AgentServer
 
 pytestmark = pytest.mark.integration
-
-MIGRATION = """\
-name: watched
-inventory: inventory/hosts.yml
-poll_interval: 300ms
-metrics:
-  failures:
-    source: http
-    url: '{agent}/health'
-    field: model_load_failures
-  health:
-    source: http
-    url: '{agent}/health'
-    expect: {{status: ok}}
-triggers:
-  model_load_failure: {{metric: failures, increase: 0}}
-  health_failure: {{metric: health, failing: true, for: 1s}}
-"""
 
 PHASES = {
     1: "phase: 1\nsteps:\n  - id: one\n    playbook: playbooks/touch.yml\n"
@@ -45,14 +25,8 @@ PHASES = {
 }
 
 
-@pytest.fixture
-def agent() -> Iterator[AgentServer]:
-    with serving(AgentServer()) as server:
-        yield server
-
-
-def completed(tmp_path: Path, agent: AgentServer) -> Proj:
-    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+def completed(proj: Proj) -> Proj:
+    """Phases 1 and 2 run and completed on main."""
     for n, body in PHASES.items():
         proj.phase(n, f"p{n}", body)
     for n in PHASES:
@@ -83,17 +57,17 @@ def scrape(port: int) -> dict[tuple[str, ...], float]:
     return out
 
 
-def test_once_reports_nothing_fired(tmp_path: Path, agent: AgentServer) -> None:
-    proj = completed(tmp_path, agent)
+def test_once_reports_nothing_fired(watched_project: Proj) -> None:
+    proj = completed(watched_project)
     res = proj.migrate("--output", "json", "watch", "--host", "main", "--once")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["watched"] == ["main/phase 1", "main/phase 2"] and doc["cycles"] == 1
 
 
-def test_watch_rolls_back_latest_phase_and_serves_metrics(tmp_path: Path,
+def test_watch_rolls_back_latest_phase_and_serves_metrics(watched_project: Proj,
                                                           agent: AgentServer) -> None:
-    proj = completed(tmp_path, agent)
+    proj = completed(watched_project)
     port = free_port()
     proc = proj.spawn("--output", "json", "watch", "--host", "main", "--for", "60s",
                       "--metrics-port", str(port))
@@ -132,9 +106,9 @@ def test_watch_rolls_back_latest_phase_and_serves_metrics(tmp_path: Path,
     assert status["hosts"]["main"]["phases"]["1"]["state"] == "completed"
 
 
-def test_no_rollback_only_records_and_sigterm_stops_cleanly(tmp_path: Path,
+def test_no_rollback_only_records_and_sigterm_stops_cleanly(watched_project: Proj,
                                                              agent: AgentServer) -> None:
-    proj = completed(tmp_path, agent)
+    proj = completed(watched_project)
     agent.health["model_load_failures"] = 5
     proc = proj.spawn("--output", "json", "watch", "--host", "main", "--no-rollback")
     time.sleep(0.5)  # baselines are taken from the phases' own runs, so this fires at once
@@ -154,8 +128,8 @@ def test_no_rollback_only_records_and_sigterm_stops_cleanly(tmp_path: Path,
     assert status["hosts"]["main"]["phases"]["2"]["state"] == "completed"
 
 
-def test_ctrl_c_twice_leaves_the_run_interrupted(tmp_path: Path, agent: AgentServer) -> None:
-    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+def test_ctrl_c_twice_leaves_the_run_interrupted(watched_project: Proj) -> None:
+    proj = watched_project
     proj.phase(1, "slow", "phase: 1\ntriggers: []\nsteps:\n  - id: one\n"
                "    playbook: playbooks/touch.yml\n    rollback: rollback/untouch.yml\n"
                "  - id: soak\n    wait: 60s\n")
@@ -195,9 +169,9 @@ SLOW_PLAY = """\
 """
 
 
-def test_ctrl_c_twice_during_a_playbook_stops_the_playbook_too(tmp_path: Path,
-                                                               agent: AgentServer) -> None:
-    proj = make_project(tmp_path, migration=MIGRATION.format(agent=agent.url))
+def test_ctrl_c_twice_during_a_playbook_stops_the_playbook_too(
+        watched_project: Proj) -> None:
+    proj = watched_project
     proj.write("playbooks/slow.yml", SLOW_PLAY)
     proj.phase(1, "slow", "phase: 1\ntriggers: []\nsteps:\n  - id: slow\n"
                "    playbook: playbooks/slow.yml\n    rollback: rollback/untouch.yml\n")
