@@ -14,8 +14,8 @@ Two sources:
                                     start=end - window, end=end)
 
 (b) `prometheus_window` / `prometheus_metric_window`: for `prometheus` metrics, the
-    window is read at once with a range query (prometheus-api-client's
-    `PrometheusConnect.custom_query_range`, imported on first use), so that a 10-minute
+    window is read at once with a range query (through `metrics.promql`, the one
+    Prometheus client: prometheus-api-client, imported on first use), so that a 10-minute
     window is available at the end of the bake without having polled through it, and
     the `before` control is the real history before the first step. Times are Unix
     seconds (Prometheus's clock, the wall clock), `step` the poll interval.
@@ -37,12 +37,13 @@ import datetime as dt
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.core.hostport import strip_port
+from orchestrator.metrics.promql import PromQL, PromQLError
 
 Sample = float | None
 
@@ -120,12 +121,6 @@ class Window:
         return out
 
 
-def _when(t: float | dt.datetime) -> dt.datetime:
-    if isinstance(t, dt.datetime):
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromtimestamp(t, tz=dt.UTC)
-
-
 def _values(series: Mapping[str, Any]) -> list[Sample]:
     out: list[Sample] = []
     for _, raw in series.get("values", []):
@@ -136,36 +131,25 @@ def _values(series: Mapping[str, Any]) -> list[Sample]:
     return out
 
 
-Connect = Callable[[str, float], Any]
-
-
-def _connect(url: str, timeout: float) -> Any:
-    from prometheus_api_client import PrometheusConnect
-
-    return PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)  # type: ignore[arg-type]
-
-
 def range_query(url: str, query: str, start: float | dt.datetime, end: float | dt.datetime,
                 step: float, timeout: float = 10.0,
-                connect: Connect = _connect) -> list[dict[str, Any]]:
-    """Every series of one PromQL range query (raises on a refused query or a dead URL)."""
-    prom = connect(url, timeout)
-    result = prom.custom_query_range(query, start_time=_when(start), end_time=_when(end),
-                                     step=f"{max(step, 0.001):g}")
-    return list(result or [])
+                client: PromQL | None = None) -> list[dict[str, Any]]:
+    """Every series of one PromQL range query (raises PromQLError: no answer)."""
+    return (client or PromQL()).range(url, query, start, end, step, timeout)
 
 
 def prometheus_window(url: str, queries: Mapping[str, str], start: float | dt.datetime,
                       end: float | dt.datetime, step: float, timeout: float = 10.0,
-                      parallel: int = 16, connect: Connect = _connect) -> Window:
+                      parallel: int = 16, client: PromQL | None = None) -> Window:
     """One range query per host (`queries`: host -> rendered PromQL), `parallel` at once."""
     out = Window()
+    client = client or PromQL(pool_size=parallel)
 
     def one(item: tuple[str, str]) -> tuple[str, list[Sample] | None, str | None]:
         host, query = item
         try:
-            series = range_query(url, query, start, end, step, timeout, connect)
-        except Exception as exc:  # a refused query or a dead server: that host has no data
+            series = client.range(url, query, start, end, step, timeout)
+        except PromQLError as exc:  # a refused query or a dead server: that host has no data
             return host, None, f"range query failed: {exc}"
         if not series:
             return host, [], "no series in the window"
@@ -192,7 +176,7 @@ def prometheus_metric_window(metric: Any, hosts: Sequence[Any],
                              url: str | None, start: float | dt.datetime,
                              end: float | dt.datetime, step: float,
                              phase: int | None = None, run_id: str | None = None,
-                             timeout: float = 10.0, connect: Connect = _connect) -> Window:
+                             timeout: float = 10.0, client: PromQL | None = None) -> Window:
     """The window of a `prometheus` metric (core.model.Metric) on inventory hosts
     (config.inventory.Host: `.name`, `.vars`). `url`: the metric's `url:`, else this."""
     from orchestrator.config.templating import context_for, render
@@ -208,12 +192,12 @@ def prometheus_metric_window(metric: Any, hosts: Sequence[Any],
         rendered = {h.name: render(query, context_for(h.name, hv, phase, run_id))
                     for h in hosts}
         return prometheus_window(str(base), rendered, start, end, step, timeout,
-                                 connect=connect)
+                                 client=client)
     out = Window({n: [] for n in names})
     try:
         series = range_query(str(base), render(query, context_for("", hv, phase, run_id)),
-                             start, end, step, timeout, connect)
-    except Exception as exc:
+                             start, end, step, timeout, client)
+    except PromQLError as exc:
         out.errors = {n: f"range query failed: {exc}" for n in names}
         return out
     owners: dict[str, list[str]] = {}

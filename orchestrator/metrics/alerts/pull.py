@@ -5,11 +5,12 @@ rollback (migrate restarted, Alertmanager's webhook retries gave up, a network b
   the same alerts Alertmanager would notify about (silences and inhibitions respected).
 - Without Alertmanager: Prometheus's own `ALERTS{alertname="X",alertstate="firing"}`
   through the project's Prometheus URL, one instant query per alert name, for all
-  hosts at once. `ALERTS` has no start time, so the book records "since" as first seen.
+  hosts at once, through the one Prometheus client (`metrics.promql`). `ALERTS` has
+  no start time, so the book records "since" as first seen.
 
 Each puller returns the full list for its source or raises `PullError`; `AlertPuller`
 writes the answer into the book (or records the error, keeping the last view).
-Plain urllib with a timeout per request: no retries, the next poll is the retry.
+A timeout per request and no retries: the next poll is the retry.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from orchestrator.metrics.alerts.book import (
     FiringAlert,
 )
 from orchestrator.metrics.alerts.receiver import WebhookError, parse_time
+from orchestrator.metrics.promql import PromQL, PromQLError
 
 AM_ALERTS = "/api/v2/alerts"
 AM_QUERY = {"active": "true", "silenced": "false", "inhibited": "false"}
@@ -95,21 +97,22 @@ def alerts_query(name: str) -> str:
     return f'ALERTS{{alertname="{escaped}",alertstate="firing"}}'
 
 
-def fetch_prometheus(base_url: str, names: Iterable[str], timeout: float) -> list[FiringAlert]:
-    """Firing alerts of these names from Prometheus's `ALERTS` series: one query each."""
+def fetch_prometheus(base_url: str, names: Iterable[str], timeout: float,
+                     client: PromQL | None = None) -> list[FiringAlert]:
+    """Firing alerts of these names from Prometheus's `ALERTS` series: one query each,
+    through the one Prometheus client (`metrics.promql`)."""
+    client = client or PromQL()
     deadline = time.monotonic() + timeout
     out = []
     for name in sorted(set(names)):
         query = alerts_query(name)
-        url = (base_url.rstrip("/") + "/api/v1/query?"
-               + urllib.parse.urlencode({"query": query}))
         left = max(0.1, deadline - time.monotonic())
-        doc = _get_json(url, left)
-        if not isinstance(doc, dict) or doc.get("status") != "success":
-            raise PullError(f"query {query}: {doc.get('error') if isinstance(doc, dict) else doc}")
-        result = (doc.get("data") or {}).get("result")
-        if not isinstance(result, list):
-            raise PullError(f"query {query}: no result list")
+        try:
+            kind, result = client.instant(base_url, query, left)
+        except PromQLError as exc:
+            raise PullError(f"query {query}: {exc}") from None
+        if kind != "vector":
+            raise PullError(f"query {query}: gave a {kind}, not an instant vector")
         for series in result:
             labels = _labels((series or {}).get("metric"), query)
             labels.pop("__name__", None)
@@ -131,6 +134,7 @@ class AlertPuller:
         self.alertmanager_url = alertmanager_url
         self.prometheus_url = prometheus_url
         self.timeout = timeout
+        self._promql = PromQL(pool_size=1)  # kept across polls: one connection reused
         self.pulls = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -154,7 +158,7 @@ class AlertPuller:
                 alerts = fetch_alertmanager(self.alertmanager_url, limit)
             else:
                 assert self.prometheus_url is not None
-                alerts = fetch_prometheus(self.prometheus_url, self.names, limit)
+                alerts = fetch_prometheus(self.prometheus_url, self.names, limit, self._promql)
         except PullError as exc:
             self.failures += 1
             self.last_error = str(exc)[:300]

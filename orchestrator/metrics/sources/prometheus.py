@@ -38,7 +38,6 @@ retry, and a read must end within its timeout.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.core.hostport import strip_port
 from orchestrator.core.model import Metric, MetricKind
+from orchestrator.metrics.promql import PromQL, Rejected
 from orchestrator.metrics.sources.base import (
     Key,
     ReadContext,
@@ -131,37 +131,6 @@ def regex_escape(value: str) -> str:
     return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value)
 
 
-class Rejected(Exception):
-    """Prometheus answered and refused the query (bad_data, execution error)."""
-
-
-def instant_query(url: str, query: str, timeout: float) -> tuple[str, Any]:
-    """POST /api/v1/query: (resultType, result). Raises Rejected when Prometheus refuses
-    the query, OSError/ValueError when it cannot be asked."""
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    data = urllib.parse.urlencode({"query": query}).encode()
-    req = urllib.request.Request(f"{url.rstrip('/')}/api/v1/query", data=data, headers={
-        "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            doc = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read() if exc.fp else b""
-        try:
-            why = json.loads(body)
-        except ValueError:
-            why = None
-        if isinstance(why, dict) and why.get("status") == "error":
-            raise Rejected(f"{why.get('errorType')}: {why.get('error')}") from None
-        raise OSError(f"HTTP {exc.code}") from None
-    if not isinstance(doc, dict) or doc.get("status") != "success":
-        raise ValueError(f"unexpected answer {str(doc)[:200]}")
-    return str(doc["data"]["resultType"]), doc["data"]["result"]
-
-
 def _value(sample: Any) -> float:
     return float(sample["value"][1])
 
@@ -203,6 +172,7 @@ class PrometheusSource:
         self._plans: dict[tuple[Any, ...], tuple[dict[str, Any], Plan]] = {}
         self._unbatchable: set[str] = set()  # query templates Prometheus refused batched
         self._lock = threading.Lock()
+        self._client = PromQL()  # one pool per Prometheus URL, kept across polls
         self.queries = 0  # sent by this process (tests, bench)
 
     # --- one host ---------------------------------------------------------------------------
@@ -240,7 +210,7 @@ class PrometheusSource:
         def ask() -> tuple[str, Any]:
             with self._lock:
                 self.queries += 1
-            return instant_query(url, query, ctx.timeout)
+            return self._client.instant(url, query, ctx.timeout)
 
         return ctx.shared(("promql", url, query), ask)
 
