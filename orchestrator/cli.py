@@ -620,8 +620,10 @@ def init(opts: Options, directory: Path, name: str, hosts: tuple[str, ...],
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "md"]), default="text",
-              show_default=True, help="Text (a table for a directory) or Markdown.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "dot", "mermaid"]),
+              default="text", show_default=True,
+              help="Text (a table for a directory) or Markdown; with --graph also dot "
+                   "(Graphviz) or mermaid.")
 @click.option("--exclude", "excludes", metavar="GLOB", multiple=True,
               help="Leave out paths matching GLOB (relative to PATH); repeatable.")
 @click.option("--all-files", is_flag=True,
@@ -630,14 +632,34 @@ def init(opts: Options, directory: Path, name: str, hosts: tuple[str, ...],
               help="One line per site to change: FILE:LINE  KIND  WHAT  -> TARGET.")
 @click.option("--against", "against", metavar="OLD_PATH", type=click.Path(path_type=Path),
               help="Compare with an older revision: counts, score, sites removed and added.")
+@click.option("--graph", is_flag=True,
+              help="The program graph: which agent needs which, drift, and the order.")
+@click.option("--services", "services", metavar="[NAME=]FILE", multiple=True,
+              help="With --graph: a service manifest (one machine); repeatable.")
 @click.pass_obj
 def analyze(opts: Options, path: Path, fmt: str, excludes: tuple[str, ...], all_files: bool,
-            worklist: bool, against: Path | None) -> int:
+            worklist: bool, against: Path | None, graph: bool,
+            services: tuple[str, ...]) -> int:
     """Migration-risk analysis of an agent's source (a .py file or a directory)."""
     from orchestrator.analysis import analyze_path, render_markdown, render_text
     from orchestrator.analysis.compare import compare_paths
     from orchestrator.analysis.render import worklist_of
 
+    if services and not graph:
+        raise ConfigError("--services goes with --graph")
+    if fmt in ("dot", "mermaid") and not graph:
+        raise ConfigError(f"--format {fmt} goes with --graph")
+    if graph:
+        if worklist or against is not None:
+            raise ConfigError("--graph goes with neither --worklist nor --against")
+        from orchestrator.analysis.graph import program_graph
+        from orchestrator.analysis.graph_render import render_graph
+        from orchestrator.analysis.manifests import parse_services_option
+
+        doc = program_graph(path, [parse_services_option(s) for s in services],
+                            excludes, all_files)
+        opts.emit(doc, render_graph(doc, fmt))
+        return OK
     if against is not None:
         result = compare_paths(path, against, excludes, all_files)
     else:

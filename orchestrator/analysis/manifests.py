@@ -678,8 +678,11 @@ def _why(number: int, waits: list[str], step_of: dict[str, int],
     for unit in units:
         if len(unit) > 1:
             parts.append(f"{', '.join(unit)} need each other: migrated together")
-    parts.append(f"{waited_on} agent{'s' if waited_on != 1 else ''} of later steps "
-                 f"wait{'s' if waited_on == 1 else ''} for it")
+    if waited_on:
+        parts.append(f"{waited_on} agent{'s' if waited_on != 1 else ''} of later steps "
+                     f"wait{'s' if waited_on == 1 else ''} for it")
+    else:
+        parts.append("no later step waits for it")
     if migrated:
         parts.append(f"already migrated: {', '.join(migrated)}")
     return "; ".join(parts)

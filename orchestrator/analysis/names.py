@@ -149,6 +149,10 @@ class Names:
         self.decision_points = 0
         self.string_spans: list[tuple[int, int]] = []
         self._pairs: list[tuple[ast.expr, ast.expr]] = []
+        # every assignment with a value, with the function and class body it is in (the
+        # endpoint resolution follows ports and addresses through them: see `endpoints`)
+        self.assignments: list[tuple[ast.Assign | ast.AnnAssign, Function | None,
+                                     ast.ClassDef | None]] = []
         self._annotated: list[tuple[ast.expr, ast.expr]] = []
         self._import_nodes: list[ast.Import | ast.ImportFrom] = []
         self._callees: dict[int, str | None] = {}
@@ -178,6 +182,7 @@ class Names:
         decisions = _DECISION_POINTS
         fields_of = _FIELDS
         calls, pairs, spans = self.calls, self._pairs, self.string_spans
+        assignments = self.assignments
         # (nodes, owning function, qualname prefix, class whose body this is)
         scopes: list[tuple[list[Any], Function | None, tuple[str, ...],
                            ast.ClassDef | None]] = [(list(tree.body), None, (), None)]
@@ -243,10 +248,13 @@ class Names:
                     scopes.append((list(node.body), None, (*prefix, node.name), node))
                     continue
                 elif kind is ast.Assign:
+                    assignments.append((node, owner, cls))
                     if isinstance(node.value, _RESOLVABLE):
                         for target in node.targets:
                             pairs.extend(_unpack(target, node.value))
                 elif kind is ast.AnnAssign:
+                    if node.value is not None:
+                        assignments.append((node, owner, cls))
                     if node.value is not None and isinstance(node.value, _RESOLVABLE):
                         pairs.append((node.target, node.value))
                     self._annotated.append((node.target, node.annotation))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.analysis.agents import agent_report
+from orchestrator.analysis.endpoints import endpoint_report
 from orchestrator.analysis.functions import function_report
 from orchestrator.analysis.gpu import gpu_report
 from orchestrator.analysis.names import Names
@@ -128,5 +129,6 @@ def _document(path: str | Path, size_bytes: int, text: str) -> dict[str, Any]:
         "critical_functions": critical,
         "risk": risk,
         "worklist": worklist(names, sockets, threads, base_agent),
+        "endpoints": endpoint_report(names, sockets),
     })
     return doc

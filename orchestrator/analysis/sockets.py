@@ -233,3 +233,47 @@ def _defaults(args: ast.arguments) -> dict[str, ast.expr]:
     out.update({a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
                 if d is not None})
     return out
+
+
+def endpoint_calls(names: Names, report: dict[str, Any]
+                   ) -> list[tuple[str, ast.Call, Function | None, str | None]]:
+    """Every ``bind``/``connect`` on a socket, for the program graph's endpoints: (op, call,
+    owning function, ZMQ type of the socket when a creation site is assigned to the name).
+
+    The receiver is a socket as `socket_report` decides it, or a name a creation site is
+    assigned to (a local ``socket`` that shadows the module), or any receiver that is not
+    a module we know (``sqlite3.connect``) when the address looks like an endpoint (a
+    ``tcp://`` string, a ``(host, port)`` tuple).
+    """
+    types: dict[str, str] = {}
+    for location in report.get("locations", ()):
+        if "name" in location:
+            types.setdefault(location["name"], location["type"])
+    out: list[tuple[str, ast.Call, Function | None, str | None]] = []
+    for call, owner in names.calls:
+        func = call.func
+        if not isinstance(func, ast.Attribute) or func.attr not in _OPERATION_OF:
+            continue
+        op = _OPERATION_OF[func.attr]
+        if op not in ("bind", "connect"):
+            continue
+        key = _receiver_key(func.value)
+        if not (_is_socket(names, func.value) or key in types):
+            known = names.resolve(func.value)
+            if known is not None and not known.endswith("()") \
+                    and known.split(".")[0] not in ("zmq", "socket"):
+                continue  # sqlite3.connect, psycopg.connect: a module we know
+            if not _looks_like_endpoint(call):
+                continue
+        out.append((op, call, owner, types.get(key) if key else None))
+    return out
+
+
+def _looks_like_endpoint(call: ast.Call) -> bool:
+    if not call.args:
+        return False
+    arg = call.args[0]
+    if isinstance(arg, ast.Tuple):
+        return len(arg.elts) == 2
+    text = ast.unparse(arg) if not isinstance(arg, ast.Name) else arg.id
+    return "://" in text or "addr" in text.lower() or "endpoint" in text.lower()

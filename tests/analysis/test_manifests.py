@@ -16,7 +16,9 @@ from orchestrator.analysis.manifests import (
     program_order,
 )
 
-SEED = Path("/work/shared/seed")
+SEED = next((p for p in (Path(__file__).resolve().parents[2].parent / "shared" / "seed",
+                         Path("/work/shared/seed")) if p.is_dir()),
+            Path("/work/shared/seed"))  # the seed's data: ../shared/seed beside the repo
 
 MAP_SHAPE = """\
 global_settings:
