@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from orchestrator.canary.judge import analyse
-from orchestrator.canary.spec import AnalysisMetric, AnalysisSpec
+from orchestrator.canary.verdict import analyse
+from orchestrator.core.model import AnalysisMetric, AnalysisSpec
 
 METRICS, HOSTS, SAMPLES = 20, 200, 600
 BUDGET = 0.5

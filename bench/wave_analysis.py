@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.canary.judge import analyse  # noqa: E402
 from orchestrator.canary.samples import SampleBuffer  # noqa: E402
-from orchestrator.canary.spec import AnalysisMetric, AnalysisSpec  # noqa: E402
+from orchestrator.canary.verdict import analyse  # noqa: E402
+from orchestrator.core.model import AnalysisMetric, AnalysisSpec  # noqa: E402
 
 
 def main() -> None:

@@ -308,7 +308,7 @@ class App:
         """`--waves` that leave no host unmigrated for `control: not-migrated`."""
         from itertools import accumulate
 
-        from orchestrator.canary.spec import control_problem
+        from orchestrator.core.model import control_problem
         from orchestrator.engine.waves import plan_waves
 
         assert phase.analysis is not None

@@ -1,14 +1,14 @@
 """The canary judge: pure functions over samples, exactly as SPEC section 2 "Canary analysis".
 
-Entry points (nothing here reads a clock, a file or the network):
+As Kayenta's judge, it takes only arrays and numbers: no spec, no project, nothing of
+ours (canary/verdict.py applies a phase's `AnalysisSpec` through it). Entry points
+(nothing here reads a clock, a file or the network):
 
     judge_metric(canary, control, *, name="", confidence=0.95, allowed_change_pct=0.0,
-                 min_samples=10, fail_on="either", critical=False) -> MetricJudgement
+                 min_samples=10, fail_on="either", critical=False, dry_run=False,
+                 spread_allowed_pct=None) -> MetricJudgement
     score(judgements, *, nodata="fail", pass_score=90.0, marginal=75.0,
           wave=None) -> AnalysisResult
-    analyse(spec, canary, control, wave=None, workers=None) -> AnalysisResult
-        # spec: orchestrator.canary.spec.AnalysisSpec; canary/control: metric name ->
-        # samples (pooled over the side's hosts, None/NaN = no data)
     AnalysisResult.detail() -> dict     # the journal's `analysis_completed` detail
 
 Per metric:
@@ -26,29 +26,35 @@ Per metric:
    positive control mean: effect > 1 + allowed/100), `low` symmetrically, else `pass`.
    Writing the test on the difference keeps a zero or negative control mean meaningful.
 6. `fail_on`: increase fails on high, decrease on low, either on both.
+7. With `spread_allowed_pct` (`spread: {allowed_change_pct}`): a Brown-Forsythe test
+   (scipy.stats.levene, center="median") at the same confidence, and the ratio of the
+   interquartile ranges canary / control. The spread fails when the test says the
+   sides' spreads differ (p < 1 - confidence) and the ratio exceeds 1 + allowed/100: a
+   canary that became jittery while its middle stayed put, which Mann-Whitney passes.
+   The metric's class is then `spread` (unless its middle already failed it: high/low).
+   A spread that narrowed never fails. A control IQR of 0 gives an infinite ratio when
+   the canary's is not 0 (None in the detail).
+8. `dry_run`: the metric is judged and reported (its class, `failed`), never counted.
 
-Score: 100 x passed / judged. `nodata: fail` counts a nodata metric as judged and failed;
-`ignore` leaves it out. A failed `critical` metric (with `nodata: fail`, a critical
-metric without data is failed too) makes the score 0, and so does nodata on half of the
-metrics or more, whatever `nodata` says. result: pass when score >= pass, marginal when
->= marginal, else fail.
+Score: 100 x passed / judged, over the metrics that are not dry-run. `nodata: fail`
+counts a nodata metric as judged and failed; `ignore` leaves it out. A failed `critical`
+metric (with `nodata: fail`, a critical metric without data is failed too) makes the
+score 0, and so does nodata on half of the counted metrics or more, whatever `nodata`
+says. result: pass when score >= pass, marginal when >= marginal, else fail.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from orchestrator.canary.spec import AnalysisSpec
-
-HIGH, LOW, PASS, NODATA = "high", "low", "pass", "nodata"
+HIGH, LOW, PASS, NODATA, SPREAD = "high", "low", "pass", "nodata", "spread"
 FailOn = Literal["increase", "decrease", "either"]
-FAIL_ON = ("increase", "decrease", "either")
 _FAILING: dict[str, frozenset[str]] = {
     "increase": frozenset({HIGH}),
     "decrease": frozenset({LOW}),
@@ -61,9 +67,27 @@ Samples = Iterable[float | None]
 
 
 @dataclass(frozen=True)
+class SpreadJudgement:
+    """The spread check of one metric (`spread:` set): canary IQR / control IQR, the
+    Brown-Forsythe p-value, and pass | fail | nodata."""
+
+    ratio: float | None  # inf when only the control's IQR is 0
+    p_value: float | None
+    result: str  # pass | fail | nodata
+
+    @property
+    def failed(self) -> bool:
+        return self.result == "fail"
+
+    def detail(self) -> dict[str, Any]:
+        return {"ratio": _json_float(self.ratio), "p_value": _json_float(self.p_value),
+                "result": self.result}
+
+
+@dataclass(frozen=True)
 class MetricJudgement:
     name: str
-    cls: str  # high | low | pass | nodata
+    cls: str  # high | low | spread | pass | nodata
     canary_mean: float | None
     control_mean: float | None
     effect: float | None  # canary mean / control mean; inf when the control mean is 0
@@ -72,6 +96,8 @@ class MetricJudgement:
     control_samples: int
     fail_on: str = "either"
     critical: bool = False
+    dry_run: bool = False  # reported, never counted in the score
+    spread: SpreadJudgement | None = None  # when `spread:` is set on the metric
 
     @property
     def nodata(self) -> bool:
@@ -79,17 +105,26 @@ class MetricJudgement:
 
     @property
     def failed(self) -> bool:
-        """High/low in the direction `fail_on` watches (nodata is the score's business)."""
-        return self.cls in _FAILING[self.fail_on]
+        """High/low in the direction `fail_on` watches, or a spread that grew (nodata is
+        the score's business). A dry-run metric fails here too: it is reported failed."""
+        return self.cls in _FAILING[self.fail_on] or self.cls == SPREAD
+
+    @property
+    def counted(self) -> bool:
+        """Does this metric count in the score (every metric but a dry-run one)?"""
+        return not self.dry_run
 
     def detail(self) -> dict[str, Any]:
-        return {"name": self.name, "class": self.cls,
-                "canary_mean": _json_float(self.canary_mean),
-                "control_mean": _json_float(self.control_mean),
-                "effect": _json_float(self.effect),
-                "p_value": _json_float(self.p_value),
-                "canary_samples": self.canary_samples,
-                "control_samples": self.control_samples}
+        out: dict[str, Any] = {
+            "name": self.name, "class": self.cls,
+            "canary_mean": _json_float(self.canary_mean),
+            "control_mean": _json_float(self.control_mean),
+            "effect": _json_float(self.effect), "p_value": _json_float(self.p_value),
+            "canary_samples": self.canary_samples, "control_samples": self.control_samples,
+            "dry_run": self.dry_run}
+        if self.spread is not None:
+            out["spread"] = self.spread.detail()
+        return out
 
 
 @dataclass(frozen=True)
@@ -107,7 +142,13 @@ class AnalysisResult:
 
     @property
     def failed_metrics(self) -> list[str]:
-        return [m.name for m in self.metrics if m.failed]
+        """The failed metrics that counted in the score (a dry-run one never does)."""
+        return [m.name for m in self.metrics if m.failed and m.counted]
+
+    @property
+    def dry_run_failed(self) -> list[str]:
+        """Dry-run metrics that would have failed: reported, not acted on."""
+        return [m.name for m in self.metrics if m.failed and not m.counted]
 
 
 def _json_float(value: float | None) -> float | None:
@@ -153,25 +194,50 @@ def _p_value(canary: np.ndarray, control: np.ndarray) -> float:
     return 1.0 if np.isnan(p) else p
 
 
+def judge_spread(canary: np.ndarray, control: np.ndarray, *, confidence: float,
+                 allowed_pct: float) -> SpreadJudgement:
+    """Did the canary's spread grow past 1 + allowed_pct/100 times the control's, with
+    Brown-Forsythe (Levene's test about the medians) saying the spreads differ?"""
+    import numpy as np
+
+    q1c, q3c = np.percentile(canary, [25.0, 75.0])
+    q1k, q3k = np.percentile(control, [25.0, 75.0])
+    ratio = _ratio(float(q3c - q1c), float(q3k - q1k))
+    assert ratio is not None
+    if canary.min() == canary.max() and control.min() == control.max():
+        p = 1.0  # no spread on either side: nothing to compare (levene gives NaN)
+    else:
+        from scipy.stats import levene
+
+        p = float(levene(canary, control, center="median").pvalue)
+        p = 1.0 if np.isnan(p) else p
+    grew = p < 1 - confidence and ratio > 1 + allowed_pct / 100
+    return SpreadJudgement(ratio, p, "fail" if grew else "pass")
+
+
 def judge_metric(canary: Samples, control: Samples, *, name: str = "",
                  confidence: float = 0.95, allowed_change_pct: float = 0.0,
                  min_samples: int = 10, fail_on: str = "either",
-                 critical: bool = False) -> MetricJudgement:
+                 critical: bool = False, dry_run: bool = False,
+                 spread_allowed_pct: float | None = None) -> MetricJudgement:
     """Judge one metric: canary samples against control samples (see the module doc)."""
     if fail_on not in _FAILING:
-        raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON)}, not {fail_on!r}")
+        raise ValueError(f"fail_on must be one of {', '.join(_FAILING)}, not {fail_on!r}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence!r}")
+    if spread_allowed_pct is not None and not spread_allowed_pct >= 0:
+        raise ValueError(f"spread allowed_change_pct must be >= 0, not {spread_allowed_pct!r}")
     can = without_outliers(clean(canary))
     ctl = without_outliers(clean(control))
     can_mean = float(can.mean()) if can.size else None
     ctl_mean = float(ctl.mean()) if ctl.size else None
     base = dict(name=name, canary_mean=can_mean, control_mean=ctl_mean,
                 canary_samples=int(can.size), control_samples=int(ctl.size),
-                fail_on=fail_on, critical=critical)
+                fail_on=fail_on, critical=critical, dry_run=dry_run)
     if can.size < max(1, min_samples) or ctl.size < max(1, min_samples):
+        spread = None if spread_allowed_pct is None else SpreadJudgement(None, None, NODATA)
         return MetricJudgement(cls=NODATA, effect=_ratio(can_mean, ctl_mean), p_value=None,
-                               **base)  # type: ignore[arg-type]
+                               spread=spread, **base)  # type: ignore[arg-type]
     assert can_mean is not None and ctl_mean is not None
     p = _p_value(can, ctl)
     effect = _ratio(can_mean, ctl_mean)
@@ -182,7 +248,13 @@ def judge_metric(canary: Samples, control: Samples, *, name: str = "",
             cls = HIGH
         elif can_mean < ctl_mean - margin:
             cls = LOW
-    return MetricJudgement(cls=cls, effect=effect, p_value=p, **base)  # type: ignore[arg-type]
+    spread = None
+    if spread_allowed_pct is not None:
+        spread = judge_spread(can, ctl, confidence=confidence, allowed_pct=spread_allowed_pct)
+        if spread.failed and cls not in _FAILING[fail_on]:
+            cls = SPREAD  # the middle passed (or moved the way nobody watches): the spread fails
+    return MetricJudgement(cls=cls, effect=effect, p_value=p, spread=spread,
+                           **base)  # type: ignore[arg-type]
 
 
 def _ratio(canary_mean: float | None, control_mean: float | None) -> float | None:
@@ -198,21 +270,23 @@ def _ratio(canary_mean: float | None, control_mean: float | None) -> float | Non
 def score(judgements: Sequence[MetricJudgement], *, nodata: str = "fail",
           pass_score: float = 90.0, marginal: float = 75.0,
           wave: int | None = None) -> AnalysisResult:
-    """Score and verdict over the judged metrics (see the module doc)."""
+    """Score and verdict over the judged metrics (see the module doc); dry-run metrics
+    are kept in the result, for the report, and left out of everything counted."""
     if nodata not in ("fail", "ignore"):
         raise ValueError(f"nodata must be fail or ignore, not {nodata!r}")
     metrics = tuple(judgements)
-    missing = [m for m in metrics if m.nodata]
-    judged = [m for m in metrics if not (m.nodata and nodata == "ignore")]
+    counted = [m for m in metrics if m.counted]
+    missing = [m for m in counted if m.nodata]
+    judged = [m for m in counted if not (m.nodata and nodata == "ignore")]
     passed = [m for m in judged if not m.nodata and not m.failed]
     value = 100.0 * len(passed) / len(judged) if judged else 0.0
     why: str | None = None
-    critical = [m.name for m in metrics
+    critical = [m.name for m in counted
                 if m.critical and (m.failed or (m.nodata and nodata == "fail"))]
     if critical:
         why = f"critical metric {', '.join(critical)} failed"
-    elif metrics and 2 * len(missing) >= len(metrics):
-        why = f"no data on {len(missing)} of {len(metrics)} metrics"
+    elif counted and 2 * len(missing) >= len(counted):
+        why = f"no data on {len(missing)} of {len(counted)} metrics"
     elif not judged:
         why = "no metric judged"
     if why is not None:
@@ -220,29 +294,3 @@ def score(judgements: Sequence[MetricJudgement], *, nodata: str = "fail",
     value = round(value, 2)
     result = "pass" if value >= pass_score else "marginal" if value >= marginal else "fail"
     return AnalysisResult(value, result, metrics, wave, why)
-
-
-def analyse(spec: AnalysisSpec, canary: Mapping[str, Samples], control: Mapping[str, Samples],
-            wave: int | None = None, workers: int | None = None) -> AnalysisResult:
-    """Judge every metric of `spec` (a metric absent from a side has no samples there).
-
-    Metrics are judged on up to `workers` threads (default: the CPUs, at most 8): the
-    time goes into numpy's sorts inside Mann-Whitney U, which release the GIL."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(m: Any) -> MetricJudgement:
-        return judge_metric(canary.get(m.name, ()), control.get(m.name, ()), name=m.name,
-                            confidence=spec.confidence,
-                            allowed_change_pct=m.allowed_change_pct,
-                            min_samples=spec.min_samples, fail_on=m.fail_on,
-                            critical=m.critical)
-
-    n = workers if workers is not None else min(8, os.cpu_count() or 1)
-    if n <= 1 or len(spec.metrics) <= 1:
-        judgements = [one(m) for m in spec.metrics]
-    else:
-        with ThreadPoolExecutor(max_workers=min(n, len(spec.metrics))) as pool:
-            judgements = list(pool.map(one, spec.metrics))
-    return score(judgements, nodata=spec.nodata, pass_score=spec.pass_score,
-                 marginal=spec.marginal, wave=wave)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Inventory, load_inventory
@@ -28,6 +28,7 @@ from orchestrator.config.schema import (
 from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yaml
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.model import (
+    AnalysisSpec,
     Condition,
     Metric,
     MetricKind,
@@ -42,9 +43,6 @@ from orchestrator.core.model import (
     Undo,
     UndoKind,
 )
-
-if TYPE_CHECKING:
-    from orchestrator.canary.spec import AnalysisSpec
 
 MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
@@ -760,7 +758,7 @@ def _analysis(project: Project, defined: _Defined, c: _Checker, d: YDict, bake: 
     """The phase's `analysis:` block (SPEC section 2, "Canary analysis"), or None."""
     if "analysis" not in d:
         return None
-    from orchestrator.canary.spec import parse_analysis
+    from orchestrator.config.analysis import parse_analysis
 
     kinds: dict[str, Any] = {name: m.kind for name, m in project.metrics.items()}
     for name in defined.metrics:  # a broken metric is reported where it is defined

@@ -7,12 +7,10 @@ engine, the planner and the views share one vocabulary.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from orchestrator.canary.spec import AnalysisSpec
+from typing import Any
 
 
 class StepAction(enum.Enum):
@@ -81,6 +79,86 @@ class Requirement:
         return f"{self.migration} phase {self.phase}{where}{quiet}"
 
 
+# --- canary analysis: a phase's `analysis:` (SPEC section 2, "Canary analysis") ----------
+# Parsed and checked by config/analysis.py; judged by canary/ (whose judge takes only the
+# samples and these numbers). Defaults are SPEC's: control not-migrated with waves, before
+# without; window the whole bake; confidence 0.95; min_samples 10; nodata fail; pass 90;
+# marginal 75 (or `pass` when lower); per metric fail_on either, allowed_change_pct 0,
+# critical false, dry_run false, no spread check.
+
+NOT_MIGRATED = "not-migrated"  # control: the run's hosts not yet in any wave
+BEFORE = "before"  # control: the canary hosts themselves, before the first step
+HOSTS = "hosts"  # control: a list of hosts and groups
+#: what `fail_on:` may say: the direction of a change that fails the metric
+FAIL_ON = ("increase", "decrease", "either")
+
+
+@dataclass(frozen=True)
+class AnalysisMetric:
+    """One judged metric and its options."""
+
+    name: str
+    fail_on: str = "either"  # increase | decrease | either
+    allowed_change_pct: float = 0.0
+    critical: bool = False
+    line: int = 0
+    dry_run: bool = False  # judged and reported, never counted in the score
+    #: `spread: {allowed_change_pct}`: also fail when the canary's interquartile range
+    #: grew past 1 + this/100 times the control's (and Brown-Forsythe says they differ)
+    spread_allowed_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """A phase's canary analysis: the metrics, the control, and the verdict's thresholds."""
+
+    metrics: tuple[AnalysisMetric, ...]
+    control: str = NOT_MIGRATED  # not-migrated | before | hosts
+    control_hosts: tuple[str, ...] = ()  # hosts and groups, when control is "hosts"
+    window: float = 600.0  # seconds
+    confidence: float = 0.95
+    min_samples: int = 10
+    nodata: str = "fail"  # fail | ignore
+    pass_score: float = 90.0
+    marginal: float = 75.0
+    dry_run: bool = False
+    line: int = 0
+
+    def scaled(self, factor: float) -> AnalysisSpec:
+        """The spec with its window shortened by a rehearsal's time scale (thresholds kept)."""
+        return replace(self, window=self.window * factor)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+
+def judged_waves(spec: AnalysisSpec, cumulative_wave_sizes: Sequence[int],
+                 run_hosts: int) -> list[int]:
+    """1-based waves judged at the end of their bake. With not-migrated, a wave that
+    leaves no host unmigrated is not judged (its triggers still apply)."""
+    waves = list(range(1, len(cumulative_wave_sizes) + 1))
+    if spec.control != NOT_MIGRATED:
+        return waves
+    return [n for n, size in zip(waves, cumulative_wave_sizes, strict=True) if size < run_hosts]
+
+
+def control_problem(spec: AnalysisSpec, cumulative_wave_sizes: Sequence[int],
+                    run_hosts: int) -> str | None:
+    """Why waves (from the command line) must be refused before anything runs, or None:
+    `control: not-migrated` and no wave leaves a host unmigrated to compare with."""
+    if spec.control != NOT_MIGRATED:
+        return None
+    if not cumulative_wave_sizes:
+        return ("control: not-migrated needs waves, and this run has none: every host would "
+                "be migrated at once and none is left to compare with")
+    if not judged_waves(spec, cumulative_wave_sizes, run_hosts):
+        return (f"the waves leave no host unmigrated to compare with (control: not-migrated): "
+                f"the first wave already takes {cumulative_wave_sizes[0]} of the "
+                f"{run_hosts} hosts; start with a smaller wave")
+    return None
+
+
 @dataclass(frozen=True)
 class Phase:
     number: int
@@ -106,6 +184,10 @@ class Phase:
 class MetricKind(enum.Enum):
     NUMBER = "number"
     PASSFAIL = "pass/fail"
+
+
+#: A pass/fail metric reads 1 (pass) or 0 (fail); a reading at or above this passes.
+PASS_CUTOFF = 0.5
 
 
 @dataclass(frozen=True)

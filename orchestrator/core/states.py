@@ -97,7 +97,8 @@ STEP_EDGES: Mapping[StepState, frozenset[StepState]] = _edges(StepTransition, St
 
 #: Phase states a new `migrate phase` may start from.
 STARTABLE = frozenset({P.PENDING, P.ROLLED_BACK})
-#: Phase states that mean a run is (or was, until it died) in flight.
+#: Phase states that mean a run is (or was, until it died) in flight: the one definition
+#: (the journal turns them `interrupted` when their run died; `status` lists them as active).
 ACTIVE = frozenset({P.RUNNING, P.BAKING, P.ROLLING_BACK})
 #: Phase states that `migrate rollback` may act on.
 ROLLBACKABLE = frozenset({P.COMPLETED, P.INTERRUPTED, P.ROLLBACK_FAILED, P.BAKING, P.RUNNING})

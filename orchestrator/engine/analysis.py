@@ -25,8 +25,8 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.canary.samples import Sample, SampleBuffer
-from orchestrator.canary.spec import BEFORE, HOSTS, NOT_MIGRATED, AnalysisSpec, judged_waves
 from orchestrator.config.inventory import Host
+from orchestrator.core.model import BEFORE, HOSTS, NOT_MIGRATED, AnalysisSpec, judged_waves
 
 if TYPE_CHECKING:
     from orchestrator.canary.judge import AnalysisResult
@@ -92,7 +92,7 @@ class RunAnalysis:
         """Judge the canary (this wave's live hosts) against the control over the last
         `window` (the control of `before`: the window before the wave's first step); the
         verdict, and each metric's two distributions (`distributions`) for the report."""
-        from orchestrator.canary.judge import analyse
+        from orchestrator.canary.verdict import analyse
 
         spec, clock = self.spec, self.ctx.parts.clock
         end = clock.monotonic()

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from orchestrator.core.durations import format_duration
-from orchestrator.core.model import Condition, Metric, MetricKind, Trigger
+from orchestrator.core.model import PASS_CUTOFF, Condition, Metric, MetricKind, Trigger
 
 
 class TriggerStatus(enum.Enum):
@@ -92,7 +92,7 @@ def describe_breach(trigger: Trigger, value: float | None, limit: float | None,
 def is_breaching(trigger: Trigger, value: float, limit: float | None) -> bool:
     c = trigger.condition
     if c is Condition.FAILING:
-        return value < 0.5
+        return value < PASS_CUTOFF
     if limit is None:
         return False
     if c is Condition.ABOVE or c is Condition.INCREASE or (

@@ -7,7 +7,7 @@ import statistics
 
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import CancelToken, Clock
-from orchestrator.core.model import Metric, MetricKind, Project
+from orchestrator.core.model import PASS_CUTOFF, Metric, MetricKind, Project
 from orchestrator.metrics.reader import MetricReader
 from orchestrator.metrics.sources.base import Reading
 from orchestrator.runners.base import CommandRunner, Result
@@ -37,7 +37,7 @@ class MetricChecker:
         last = Reading(None, "not read")
         while True:
             last = reader.read(m, host)
-            if last.value is not None and last.value >= 0.5:
+            if last.value is not None and last.value >= PASS_CUTOFF:
                 return Result(host.name, True, f"{metric} passes")
             if self.clock.monotonic() + interval > deadline:
                 why = last.error or "fails"
@@ -48,7 +48,7 @@ class MetricChecker:
 
     def passes_now(self, metric: str, host: Host) -> tuple[bool, str]:
         r = self.reader.read(self.project.metrics[metric], host)
-        ok = r.value is not None and r.value >= 0.5
+        ok = r.value is not None and r.value >= PASS_CUTOFF
         return ok, "passes" if ok else (r.error or "fails")
 
     def numeric_metrics(self) -> list[Metric]:

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.durations import format_duration
 from orchestrator.core.model import Phase, Project, StepAction
-from orchestrator.core.states import PhaseState
+from orchestrator.core.states import ACTIVE, PhaseState
 from orchestrator.core.timestamps import parse_time
 from orchestrator.reporting import show_value
 from orchestrator.state.journal import Journal, PhaseRecord
@@ -139,7 +139,6 @@ def _trigger_line(t: dict[str, Any]) -> str:
 #: more hosts than this and `status` summarises unless asked for the full table
 SUMMARY_OVER = 20
 _ATTENTION = ("rollback_failed", "interrupted", "rolled_back")
-_ACTIVE = ("running", "baking", "rolling_back")
 
 
 def status_text(doc: dict[str, Any], full: bool = False) -> str:
@@ -163,7 +162,7 @@ def status_summary(doc: dict[str, Any]) -> str:
             per[p["state"]] = per.get(p["state"], 0) + 1
             if p["state"] in _ATTENTION:
                 attention.append((_ATTENTION.index(p["state"]), number, host, p))
-            if p["state"] in _ACTIVE:
+            if PhaseState(p["state"]) in ACTIVE:
                 active.setdefault(number, []).append((host, p))
     lines = [f"{len(hosts)} hosts (summary; --host or -v for the full table)"]
     order = ("completed", "running", "baking", "rolling_back", "rolled_back",

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from orchestrator._exceptions import MigrateError
@@ -29,9 +30,21 @@ from orchestrator._exceptions import MigrateError
 if TYPE_CHECKING:
     from orchestrator.state.proc import ProcessId
     from orchestrator.state.records import LockHolder
-    from orchestrator.state.schema import Dialect
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends' SQL, and nothing else (state/schema.py writes
+    its tables once with these placeholders; each store names its dialect)."""
+
+    name: str
+    serial_pk: str  # an auto-assigned, increasing integer key (events.seq)
+    real: str
+    bigint: str
+    samples_seq: str  # a column that orders samples (SQLite has the implicit rowid)
+    samples_order: str
 
 
 class JournalUnavailableError(MigrateError):

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.core.states import PhaseState
 from orchestrator.state.base import Availability, Conn, HostClaim, Store
 from orchestrator.state.records import (
     Event,
@@ -29,10 +28,6 @@ from orchestrator.state.records import (
 )
 
 T = TypeVar("T")
-
-#: Phase states in which a run is acting; its death leaves them `interrupted`.
-IN_FLIGHT = (PhaseState.RUNNING, PhaseState.BAKING, PhaseState.ROLLING_BACK)
-
 
 class JournalCore:
     """The journal's core, shared by every thread of a process (see `journal.Journal`).

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator._exceptions import LockHeldError
-from orchestrator.core.states import PHASE_EDGES, PhaseState, advance
+from orchestrator.core.states import ACTIVE, PHASE_EDGES, PhaseState, advance
 from orchestrator.state.base import Conn
-from orchestrator.state.journal_core import IN_FLIGHT, JournalCore
+from orchestrator.state.journal_core import JournalCore
 from orchestrator.state.proc import ProcessId
 from orchestrator.state.records import (
     Interrupted,
@@ -189,7 +189,7 @@ class LockRows(JournalCore):
         for migration, host, phase, state in db.execute(
                 "SELECT migration, host, phase, state FROM phase_states WHERE run_id = ? "
                 "ORDER BY host, phase", (run_id,)).fetchall():
-            if PhaseState(state) not in IN_FLIGHT:
+            if PhaseState(state) not in ACTIVE:  # a dead run's acting states become interrupted
                 continue
             new = advance(PHASE_EDGES, PhaseState(state),  # type: ignore[arg-type]
                           PhaseState.INTERRUPTED)

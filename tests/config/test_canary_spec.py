@@ -6,17 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import Problem
-from orchestrator.canary.spec import (
+from orchestrator.config.analysis import parse_analysis
+from orchestrator.config.yamlsource import load_yaml
+from orchestrator.core.model import (
     BEFORE,
     HOSTS,
     NOT_MIGRATED,
     AnalysisSpec,
+    MetricKind,
     control_problem,
     judged_waves,
-    parse_analysis,
 )
-from orchestrator.config.yamlsource import load_yaml
-from orchestrator.core.model import MetricKind
 
 KINDS = {"vram_used_mib": MetricKind.NUMBER, "request_latency_ms": MetricKind.NUMBER,
          "requests_served": MetricKind.NUMBER, "agent_health": MetricKind.PASSFAIL}

@@ -14,13 +14,13 @@ from orchestrator.canary.judge import (
     NODATA,
     PASS,
     MetricJudgement,
-    analyse,
     clean,
     judge_metric,
     score,
     without_outliers,
 )
-from orchestrator.canary.spec import AnalysisMetric, AnalysisSpec
+from orchestrator.canary.verdict import analyse
+from orchestrator.core.model import AnalysisMetric, AnalysisSpec
 
 
 def noisy(mean: float, n: int = 200, sd_pct: float = 2.0, seed: int = 1) -> np.ndarray:
@@ -169,7 +169,7 @@ def test_analyse_gives_the_journal_detail() -> None:
     assert [m["name"] for m in detail["metrics"]] == ["vram_used_mib", "latency_ms"]
     for m in detail["metrics"]:
         assert set(m) == {"name", "class", "canary_mean", "control_mean", "effect", "p_value",
-                          "canary_samples", "control_samples"}
+                          "canary_samples", "control_samples", "dry_run"}  # no spread: set
         assert m["class"] == "high" and m["canary_samples"] == 200
     assert r.failed_metrics == ["vram_used_mib", "latency_ms"]
 

@@ -1,6 +1,5 @@
-"""A phase file's `analysis:` block: the `AnalysisSpec` value and its parser.
-
-Entry points:
+"""A phase file's `analysis:` block read into `core.model.AnalysisSpec`, with one
+FILE:LINE problem per mistake (SPEC section 2, "Canary analysis").
 
     parse_analysis(block, *, file, line, metric_kinds, bake=0.0, has_waves=False,
                    host_names=None) -> tuple[AnalysisSpec | None, list[Problem]]
@@ -11,72 +10,37 @@ Entry points:
         bake:         the phase's bake in seconds (the window must fit in it)
         has_waves:    whether the phase has `waves:` (not-migrated needs them)
         host_names:   inventory hosts and groups, to check a control list (None: unchecked)
-    The spec is None when there is any problem; problems are Problem(file, line, message),
-    one per mistake (an unknown metric is not also "pass/fail").
+    The spec is None when there is any problem; an unknown metric is not also "pass/fail".
 
-    control_problem(spec, cumulative_wave_sizes, run_hosts) -> str | None
-        for `--waves` on the command line: the message to refuse with (exit 2) when
-        `control: not-migrated` and no wave leaves a host unmigrated to compare with.
-    judged_waves(spec, cumulative_wave_sizes, run_hosts) -> list[int]
-        the 1-based waves that are judged (not-migrated: those leaving a control host).
-
-Defaults (SPEC section 2): control not-migrated with waves, before without; window the
-whole bake (the bake must be at least the window); confidence 0.95; min_samples 10;
-nodata fail; pass 90; marginal 75 (or `pass` when that is lower); fail_on either (as
-Kayenta's default direction); allowed_change_pct 0; critical false; dry_run false.
+Per metric: `fail_on` (increase | decrease | either), `allowed_change_pct` (>= 0),
+`critical` and `dry_run` (true/false), `spread: {allowed_change_pct: N}` (N >= 0,
+default 0: the canary's interquartile range may be at most 1 + N/100 times the
+control's), `description`. The defaults are in core/model.py beside the values.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator._exceptions import Problem
-from orchestrator.canary.judge import FAIL_ON
 from orchestrator.config.yamlsource import YDict, YList
 from orchestrator.core.durations import format_duration, parse_duration
-
-NOT_MIGRATED = "not-migrated"
-BEFORE = "before"
-HOSTS = "hosts"
+from orchestrator.core.model import (
+    BEFORE,
+    FAIL_ON,
+    HOSTS,
+    NOT_MIGRATED,
+    AnalysisMetric,
+    AnalysisSpec,
+)
 
 ANALYSIS_KEYS = frozenset({"metrics", "control", "window", "confidence", "min_samples",
                            "nodata", "pass", "marginal", "dry_run", "description"})
-METRIC_KEYS = frozenset({"fail_on", "allowed_change_pct", "critical", "description"})
-
-
-@dataclass(frozen=True)
-class AnalysisMetric:
-    name: str
-    fail_on: str = "either"  # increase | decrease | either
-    allowed_change_pct: float = 0.0
-    critical: bool = False
-    line: int = 0
-
-
-@dataclass(frozen=True)
-class AnalysisSpec:
-    metrics: tuple[AnalysisMetric, ...]
-    control: str = NOT_MIGRATED  # not-migrated | before | hosts
-    control_hosts: tuple[str, ...] = ()  # hosts and groups, when control is "hosts"
-    window: float = 600.0  # seconds
-    confidence: float = 0.95
-    min_samples: int = 10
-    nodata: str = "fail"  # fail | ignore
-    pass_score: float = 90.0
-    marginal: float = 75.0
-    dry_run: bool = False
-    line: int = 0
-
-    def scaled(self, factor: float) -> AnalysisSpec:
-        """The spec with its window shortened by a rehearsal's time scale (thresholds kept)."""
-        return replace(self, window=self.window * factor)
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.metrics)
+METRIC_KEYS = frozenset({"fail_on", "allowed_change_pct", "critical", "dry_run", "spread",
+                         "description"})
+SPREAD_KEYS = frozenset({"allowed_change_pct"})
 
 
 def _closest(word: str, options: Collection[str]) -> str | None:
@@ -261,10 +225,14 @@ def _metrics(p: _Parse, block: YDict, line: int,
         fail_on = p.choice(opts, "fail_on", "either", FAIL_ON, what)
         allowed = p.number(opts, "allowed_change_pct", 0.0, what, 0, float("inf"))
         critical = p.boolean(opts, "critical", what)
-        if len(p.problems) != before or fail_on is None or allowed is None or critical is None:
+        dry_run = p.boolean(opts, "dry_run", what)
+        spread = _spread(p, opts, what)
+        if len(p.problems) != before or fail_on is None or allowed is None or critical is None \
+                or dry_run is None:
             ok = False
             continue
-        out.append(AnalysisMetric(name, fail_on, allowed, critical, nline))
+        out.append(AnalysisMetric(name, fail_on, allowed, critical, nline, dry_run=dry_run,
+                                  spread_allowed_pct=spread))
     return tuple(out) if ok else None
 
 
@@ -312,26 +280,16 @@ def _control(p: _Parse, block: YDict, has_waves: bool,
     return None, ()
 
 
-def judged_waves(spec: AnalysisSpec, cumulative_wave_sizes: Sequence[int],
-                 run_hosts: int) -> list[int]:
-    """1-based waves judged at the end of their bake. With not-migrated, a wave that
-    leaves no host unmigrated is not judged (its triggers still apply)."""
-    waves = list(range(1, len(cumulative_wave_sizes) + 1))
-    if spec.control != NOT_MIGRATED:
-        return waves
-    return [n for n, size in zip(waves, cumulative_wave_sizes, strict=True) if size < run_hosts]
-
-
-def control_problem(spec: AnalysisSpec, cumulative_wave_sizes: Sequence[int],
-                    run_hosts: int) -> str | None:
-    """Why waves (from the command line) must be refused before anything runs, or None."""
-    if spec.control != NOT_MIGRATED:
+def _spread(p: _Parse, opts: YDict, what: str) -> float | None:
+    """`spread: {allowed_change_pct: N}`: N (default 0), or None when not set or wrong
+    (a wrong one is a problem)."""
+    if "spread" not in opts:
         return None
-    if not cumulative_wave_sizes:
-        return ("control: not-migrated needs waves, and this run has none: every host would "
-                "be migrated at once and none is left to compare with")
-    if not judged_waves(spec, cumulative_wave_sizes, run_hosts):
-        return (f"the waves leave no host unmigrated to compare with (control: not-migrated): "
-                f"the first wave already takes {cumulative_wave_sizes[0]} of the "
-                f"{run_hosts} hosts; start with a smaller wave")
-    return None
+    raw, sline = opts["spread"], opts.line_of("spread")
+    if not isinstance(raw, YDict):
+        p.add(sline, f"spread in {what} must be a mapping, {{allowed_change_pct: 50}}: how "
+                     f"much wider (in %) the canary's interquartile range may grow, not {raw!r}")
+        return None
+    where = f"spread of {what}"
+    p.unknown_keys(raw, SPREAD_KEYS, where)
+    return p.number(raw, "allowed_change_pct", 0.0, where, 0, float("inf"))
