@@ -263,7 +263,8 @@ def analysis_chart(title: str, boxes: dict[str, dict[str, dict[str, float] | Non
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         cls = (classes or {}).get(name)
         ax.set_title(name + (f" ({cls})" if cls else ""), fontsize=9,
-                     color="#cf222e" if cls in ("high", "low", "nodata") else "black")
+                     color="#cf222e" if (cls or "").split(",")[0] in ("high", "low", "spread",
+                                                                    "nodata") else "black")
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.08, right=0.98, top=0.82, bottom=0.16, wspace=0.4)

@@ -215,7 +215,7 @@ def _analyses(events: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any
         where = f"wave {wave}" if wave is not None else f"phase {e['phase']}"
         chart.write_bytes(analysis_chart(
             f"canary vs control, {where}: score {p['score']:g} ({p.get('result')})",
-            p.get("distributions") or {}, {m["name"]: m["class"] for m in p.get("metrics", [])}))
+            p.get("distributions") or {}, {m["name"]: _class(m) for m in p.get("metrics", [])}))
         out.append({"at": e["at"], "phase": e["phase"], "wave": wave, "score": p["score"],
                     "result": p.get("result"), "metrics": p.get("metrics", []),
                     "canary_hosts": p.get("canary_hosts", []), "chart": str(chart)})
@@ -307,13 +307,29 @@ def run_page(doc: dict[str, Any]) -> Page:
                             f"{', '.join(a['canary_hosts']) or '?'})", verdict))
         tables.append(Table(f"Canary analysis, {where}: score {a['score']:g} ({a['result']})",
                             ("metric", "class", "canary mean", "control mean", "effect",
-                             "p value", "canary samples", "control samples"),
-                            [(m["name"], m["class"], _g(m["canary_mean"]), _g(m["control_mean"]),
-                              _g(m["effect"]), _g(m["p_value"]), m["canary_samples"],
-                              m["control_samples"]) for m in a["metrics"]]))
+                             "p value", "spread", "canary samples", "control samples"),
+                            [(m["name"], _class(m), _g(m["canary_mean"]), _g(m["control_mean"]),
+                              _g(m["effect"]), _g(m["p_value"]), _spread(m.get("spread")),
+                              m["canary_samples"], m["control_samples"])
+                             for m in a["metrics"]]))
     tables.append(Table("Timeline (UTC)", ("at", "host", "step", "event", "detail"), timeline))
     return Page(f"Run {run['id']}: {what} on {on}", outcome, _verdict(doc["outcome"]),
                 summary, charts, tables, tuple(notes))
+
+
+def _class(metric: dict[str, Any]) -> str:
+    """A judged metric's class, marked when it is a dry run (judged, never counted)."""
+    return str(metric["class"]) + (", dry run" if metric.get("dry_run") else "")
+
+
+def _spread(spread: dict[str, Any] | None) -> str:
+    """The spread check (`spread:` set): IQR ratio canary/control, Brown-Forsythe p, result."""
+    if not spread:
+        return ""
+    ratio = "inf" if spread.get("ratio") is None and spread.get("result") != "nodata" \
+        else _g(spread.get("ratio"))
+    return f"IQR x{ratio}, p {_g(spread.get('p_value'))}: {spread.get('result')}" \
+        if spread.get("result") != "nodata" else "nodata"
 
 
 def _g(value: Any) -> str:

@@ -56,6 +56,13 @@ def refused(proj: Proj) -> list[str]:
      9, "not-migrated needs waves"),
     ("  metrics: [vram_used_mib]\n  control: before\n  pass: 70\n  marginal: 80\n",
      "bake: 10m\n", 11, "out of order"),
+    ("  metrics:\n    vram_used_mib: {spread: {allowed_change_pct: -5}}\n  control: before\n",
+     "bake: 10m\n", 9, "allowed_change_pct in spread of analysis metric 'vram_used_mib' "
+     "must be in [0, inf]"),
+    ("  metrics:\n    vram_used_mib: {spread: 50}\n  control: before\n",
+     "bake: 10m\n", 9, "spread in analysis metric 'vram_used_mib' must be a mapping"),
+    ("  metrics:\n    vram_used_mib: {dry_run: maybe}\n  control: before\n",
+     "bake: 10m\n", 9, "dry_run in analysis metric 'vram_used_mib' must be true or false"),
 ])
 def test_validate_refuses_with_file_and_line(tmp_path: Path, analysis: str, extra: str,
                                              line: int, words: str) -> None:

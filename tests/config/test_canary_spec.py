@@ -169,3 +169,42 @@ def test_waves_that_leave_no_control_are_refused() -> None:
     assert control_problem(spec, [], 10) is not None
     before = AnalysisSpec(metrics=(), control=BEFORE)
     assert control_problem(before, [100], 100) is None and judged_waves(before, [5, 10], 10) == [1, 2]
+
+
+def test_per_metric_spread_and_dry_run(tmp_path: Path) -> None:
+    spec, problems = parse(tmp_path, """\
+analysis:
+  metrics:
+    vram_used_mib: {fail_on: increase, spread: {allowed_change_pct: 50}}
+    request_latency_ms: {dry_run: true, spread: {}}
+    requests_served: {fail_on: decrease}
+""")
+    assert problems == [] and spec is not None
+    vram, latency, served = spec.metrics
+    assert (vram.spread_allowed_pct, vram.dry_run) == (50.0, False)
+    assert (latency.spread_allowed_pct, latency.dry_run) == (0.0, True)
+    assert (served.spread_allowed_pct, served.dry_run) == (None, False)
+
+
+def test_bad_spread_and_dry_run_are_named_with_their_line(tmp_path: Path) -> None:
+    _, problems = parse(tmp_path, """\
+analysis:
+  metrics:
+    vram_used_mib: {spread: {allowed_change_pct: -1}}
+    request_latency_ms: {dry_run: yes please}
+    requests_served:
+      spread: {allowed_chnage_pct: 20}
+    agent_health: {}
+""")
+    assert messages(problems)[:3] == [
+        "phases/2-canary.yaml:6: allowed_change_pct in spread of analysis metric "
+        "'vram_used_mib' must be in [0, inf], not -1",
+        "phases/2-canary.yaml:7: dry_run in analysis metric 'request_latency_ms' must be "
+        "true or false, not 'yes please'",
+        "phases/2-canary.yaml:9: unknown key 'allowed_chnage_pct' in spread of analysis "
+        "metric 'requests_served' (did you mean 'allowed_change_pct'?)"]
+    _, problems = parse(tmp_path, "analysis:\n  metrics:\n    vram_used_mib: {spread: [50]}\n")
+    assert messages(problems) == [
+        "phases/2-canary.yaml:6: spread in analysis metric 'vram_used_mib' must be a mapping, "
+        "{allowed_change_pct: 50}: how much wider (in %) the canary's interquartile range "
+        "may grow, not [50]"]

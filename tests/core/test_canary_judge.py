@@ -13,6 +13,7 @@ from orchestrator.canary.judge import (
     LOW,
     NODATA,
     PASS,
+    SPREAD,
     MetricJudgement,
     clean,
     judge_metric,
@@ -180,3 +181,91 @@ def test_threaded_and_serial_analysis_agree() -> None:
     canary = {f"m{i}": noisy(1000 * (1.1 if i % 2 else 1.0), seed=i) for i in range(6)}
     control = {f"m{i}": noisy(1000, seed=10 + i) for i in range(6)}
     assert analyse(spec, canary, control, workers=1) == analyse(spec, canary, control, workers=4)
+
+
+# --- spread (Brown-Forsythe and the IQR ratio) and dry-run metrics ---------------------------
+def spread_out(center: float, width: float, n: int = 600) -> np.ndarray:
+    """n samples at the normal quantiles: median `center` exactly, IQR 1.349 x `width`
+    exactly, symmetric; two of them with one center differ only in their spread."""
+    from scipy.stats import norm
+
+    return center + width * norm.ppf(np.linspace(0.5 / n, 1 - 0.5 / n, n))
+
+
+def test_the_same_middle_eight_times_wider_fails_as_spread() -> None:
+    control, canary = spread_out(100, 2), spread_out(100, 16)
+    m = judge_metric(canary, control, name="latency_ms", spread_allowed_pct=50)
+    assert m.cls == SPREAD and m.failed
+    assert m.p_value is not None and m.p_value > 0.9  # Mann-Whitney: the middles agree
+    assert m.effect == pytest.approx(1.0)
+    assert m.spread is not None and m.spread.result == "fail"
+    assert m.spread.ratio == pytest.approx(8.0, rel=0.01)
+    assert m.spread.p_value is not None and m.spread.p_value < 1e-50
+    assert m.detail()["spread"] == {"ratio": pytest.approx(8.0, rel=0.01),
+                                    "p_value": m.spread.p_value, "result": "fail"}
+
+
+def test_without_spread_set_mann_whitney_alone_passes_it() -> None:
+    m = judge_metric(spread_out(100, 16), spread_out(100, 2), name="latency_ms")
+    assert m.cls == PASS and not m.failed and m.spread is None
+    assert "spread" not in m.detail()
+
+
+def test_a_spread_within_its_allowance_or_narrower_passes() -> None:
+    control = spread_out(100, 2)
+    within = judge_metric(spread_out(100, 2.6), control, spread_allowed_pct=50)  # 1.3x
+    assert within.cls == PASS and within.spread is not None
+    assert within.spread.result == "pass" and within.spread.p_value is not None
+    assert within.spread.p_value < 0.05  # the spreads differ, but within the allowance
+    narrower = judge_metric(spread_out(100, 0.25), control, spread_allowed_pct=0)
+    assert narrower.cls == PASS and narrower.spread is not None
+    assert narrower.spread.ratio == pytest.approx(0.125, rel=0.01)
+
+
+def test_a_moved_middle_keeps_its_class_and_constant_sides_have_no_spread() -> None:
+    m = judge_metric(spread_out(130, 16), spread_out(100, 2), fail_on="increase",
+                     spread_allowed_pct=50)
+    assert m.cls == HIGH and m.spread is not None and m.spread.failed
+    flat = judge_metric([5.0] * 30, [5.0] * 30, spread_allowed_pct=0)
+    assert flat.cls == PASS and flat.spread is not None
+    assert (flat.spread.ratio, flat.spread.p_value, flat.spread.result) == (1.0, 1.0, "pass")
+    none = judge_metric([], spread_out(100, 2), spread_allowed_pct=10)
+    assert none.cls == NODATA and none.detail()["spread"] == {
+        "ratio": None, "p_value": None, "result": "nodata"}
+
+
+def test_a_dry_run_metric_that_fails_is_reported_failed_and_not_counted() -> None:
+    spec = AnalysisSpec(metrics=(
+        AnalysisMetric("vram_used_mib", "increase", 10),
+        AnalysisMetric("latency_ms", "increase", dry_run=True, critical=True),
+        AnalysisMetric("jitter_ms", "either", dry_run=True, spread_allowed_pct=50)),
+        window=60, min_samples=10)
+    canary = {"vram_used_mib": noisy(1000, seed=1), "latency_ms": noisy(130, seed=2),
+              "jitter_ms": spread_out(100, 16)}
+    control = {"vram_used_mib": noisy(1000, seed=3), "latency_ms": noisy(100, seed=4),
+               "jitter_ms": spread_out(100, 2)}
+    r = analyse(spec, canary, control, wave=1)
+    latency, jitter = r.metrics[1], r.metrics[2]
+    assert latency.cls == HIGH and latency.failed and jitter.cls == SPREAD and jitter.failed
+    assert r.score == 100 and r.result == "pass" and r.why_zero is None
+    assert r.failed_metrics == [] and r.dry_run_failed == ["latency_ms", "jitter_ms"]
+    detail = json.loads(json.dumps(r.detail(), allow_nan=False))
+    assert [(m["name"], m["class"], m["dry_run"]) for m in detail["metrics"]] == [
+        ("vram_used_mib", "pass", False), ("latency_ms", "high", True),
+        ("jitter_ms", "spread", True)]
+    assert "spread" not in detail["metrics"][1]
+    assert set(detail["metrics"][2]["spread"]) == {"ratio", "p_value", "result"}
+    counted = AnalysisSpec(metrics=tuple(
+        AnalysisMetric(m.name, m.fail_on, m.allowed_change_pct, m.critical,
+                       spread_allowed_pct=m.spread_allowed_pct) for m in spec.metrics),
+        window=60, min_samples=10)
+    assert analyse(counted, canary, control).score == 0  # the same metrics counted: critical
+
+
+def test_dry_run_metrics_without_data_do_not_zero_the_score() -> None:
+    metrics = [j("a", PASS), j("b", PASS),
+               MetricJudgement("c", NODATA, None, None, None, None, 0, 0, dry_run=True),
+               MetricJudgement("d", NODATA, None, None, None, None, 0, 0, dry_run=True)]
+    r = score(metrics)
+    assert r.score == 100 and r.result == "pass"
+    assert score(metrics[:2] + [j("c", NODATA), j("d", NODATA)]).score == 0  # half nodata

@@ -308,3 +308,34 @@ def test_before_without_regression_completes(tmp_path: Path) -> None:
     lc, journal, seen, _, _ = setup(tmp_path, BEFORE, hosts=("h00", "h01"))
     assert run(lc, ("h00", "h01")).outcome is RunOutcome.COMPLETED
     assert [a["result"] for a in analyses(seen)] == ["pass"]
+
+
+SPREAD_DRY = WAVES.replace(
+    "    latency_ms: {fail_on: increase}\n",
+    "    latency_ms: {fail_on: increase, dry_run: true}\n").replace(
+    "critical: true}", "critical: true, spread: {allowed_change_pct: 50}}")
+
+
+def test_analysis_completed_carries_dry_run_and_spread(tmp_path: Path) -> None:
+    """A dry-run metric that fails is journaled failed and acts on nothing; a metric with
+    `spread:` carries its ratio, p-value and result; the report's table shows both."""
+    assert SPREAD_DRY.count("dry_run: true") == 1 and "spread: {" in SPREAD_DRY
+    lc, journal, seen, _, _ = setup(tmp_path, SPREAD_DRY, regressed={"h02", "h03", "h04"},
+                                    shift={"latency_ms": 1.15})
+    report = run(lc)
+    assert report.outcome is RunOutcome.COMPLETED, report.reason
+    assert set(states(journal).values()) == {"completed"}
+    got = analyses(seen)
+    assert [(a["wave"], a["result"], a["score"]) for a in got] == [(1, "pass", 100.0),
+                                                                   (2, "pass", 100.0)]
+    wave2 = {m["name"]: m for m in got[1]["metrics"]}
+    latency, vram = wave2["latency_ms"], wave2["vram_used_mib"]
+    assert (latency["class"], latency["dry_run"]) == ("high", True) and "spread" not in latency
+    assert vram["dry_run"] is False and vram["class"] == "pass"
+    assert set(vram["spread"]) == {"ratio", "p_value", "result"}
+    assert vram["spread"]["result"] == "pass" and 0.8 < vram["spread"]["ratio"] < 1.25
+    _, text = write_report(journal, report.run_id, tmp_path / "rep" / "report", "md")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+            if line.startswith(("| latency_ms", "| vram_used_mib"))}
+    assert "| high, dry run |" in rows["latency_ms"]
+    assert "IQR x" in rows["vram_used_mib"] and ": pass" in rows["vram_used_mib"]
