@@ -30,8 +30,11 @@ TEMPLATE_DIR = ("templates", "project")
 VARS_FILE = "sandbox/template.yaml"
 STANDIN = "sandbox/standin.py"
 #: the files of the sandbox, shared by every project (the stand-in's name is a variable)
+DEPENDENTS_STANDIN = "sandbox/dependents_standin.py"
 SANDBOX_FILES = ("inventory/sandbox.yml", "playbooks/sandbox/provision.yml",
-                 "playbooks/sandbox/teardown.yml", STANDIN)
+                 "playbooks/sandbox/teardown.yml", STANDIN, DEPENDENTS_STANDIN)
+#: templates rendered only when the context has this variable set (the services form)
+ONLY_WITH = {DEPENDENTS_STANDIN: "dependents", "rehearsals/dependent-outage.yaml": "dependents"}
 RENAMED = {"dot-gitignore": ".gitignore"}
 DEFAULT_HOSTS = ("main", "pc2")
 SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -54,6 +57,26 @@ class SandboxHost:
 
 
 @dataclass
+class DependentStandin:
+    """An agent that needs the migrated one, stood in for in the sandbox: it answers its
+    health check on its own port (`VAR_port` of its machine) only while the agent serves
+    what it needs."""
+
+    name: str
+    var: str  # snake case + `_health`: its trigger, its metric, `VAR_port` its port
+    machine: str
+    check: str = "tcp"  # or "http"
+    path: str | None = None  # the HTTP health check's path
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "var": self.var, "machine": self.machine,
+                               "check": self.check}
+        if self.path:
+            doc["path"] = self.path
+        return doc
+
+
+@dataclass
 class TemplateVars:
     """Everything the templates read. The sandbox's part is stored in a project's
     `sandbox/template.yaml` so that its sandbox files can be rendered again."""
@@ -68,6 +91,9 @@ class TemplateVars:
     threads: dict[str, list[str]]
     hosts: list[SandboxHost]
     agent: str | None = None
+    #: the hosts that run the agent (a group `agent`); empty: every host does
+    agent_hosts: list[str] = field(default_factory=list)
+    dependents: list[DependentStandin] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def context(self) -> dict[str, Any]:
@@ -77,15 +103,29 @@ class TemplateVars:
                 "standin_stem": Path(self.standin_file).stem, "program": self.program,
                 "metric_prefix": self.metric_prefix, "revision_vars": self.revision_vars,
                 "revisions": revisions, "threads": self.threads,
-                "hosts": self.hosts, "first": self.hosts[0].name, "agent": self.agent,
-                **self.extra}
+                "hosts": self.hosts, "first": (self.agent_hosts or [self.hosts[0].name])[0],
+                "agent": self.agent, "agent_hosts": self.agent_hosts,
+                "run_hosts": "agent" if self.agent_hosts else "all",
+                "probe_hosts": [h.name for h in self.hosts
+                                if any(d.machine == h.name for d in self.dependents)],
+                "dependents": self.dependents, "outage": self.outage(),
+                "requires": [], "real_ports": {}, **self.extra}
+
+    def outage(self) -> DependentStandin | None:
+        """The dependent the `dependent-outage` drill breaks: one on another machine than
+        the agent's when there is one (the cross-machine case), else the first."""
+        away = [d for d in self.dependents if d.machine not in self.agent_hosts]
+        return (away or self.dependents or [None])[0]
 
     def sandbox_document(self) -> dict[str, Any]:
         return {"name": self.name, "agent_display": self.agent_display,
                 "service": self.service, "standin_file": self.standin_file,
                 "metric_prefix": self.metric_prefix, "revisions": self.revision_vars,
                 "threads": self.threads,
-                "hosts": [{"name": h.name, "ports": h.ports} for h in self.hosts]}
+                "hosts": [{"name": h.name, "ports": h.ports} for h in self.hosts],
+                **({"agent_hosts": self.agent_hosts} if self.agent_hosts else {}),
+                **({"dependents": [d.document() for d in self.dependents]}
+                   if self.dependents else {})}
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> TemplateVars:
@@ -97,7 +137,12 @@ class TemplateVars:
                    threads={str(k): [str(t) for t in v] for k, v in doc["threads"].items()},
                    hosts=[SandboxHost(str(h["name"]), {str(k): int(v) for k, v in
                                                         h["ports"].items()})
-                          for h in doc["hosts"]])
+                          for h in doc["hosts"]],
+                   agent_hosts=[str(h) for h in doc.get("agent_hosts") or []],
+                   dependents=[DependentStandin(str(d["name"]), str(d["var"]),
+                                                str(d["machine"]), str(d.get("check", "tcp")),
+                                                d.get("path"))
+                               for d in doc.get("dependents") or []])
 
 
 def default_vars(name: str, hosts: list[str], agent: str | None = None,
@@ -174,6 +219,8 @@ def render(variables: TemplateVars, only: tuple[str, ...] | None = None) -> dict
     out = {}
     for rel, text in template_files().items():
         if only is not None and rel not in only:
+            continue
+        if rel in ONLY_WITH and not context.get(ONLY_WITH[rel]):
             continue
         out[_target(rel, variables)] = env.from_string(text).render(context)
     return out

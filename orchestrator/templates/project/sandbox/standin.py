@@ -14,7 +14,9 @@ Each VRAM and latency reading has noise (+-NOISE_PCT %), as a real fleet's does,
 a canary analysis has distributions to compare, not constants.
   POST /models/load?name=N&size_mib=S, POST /models/unload?name=N
   POST /coordinate   a peer's coordination request (one host -> its peer)
-and, with `zmq_port` set, a plain TCP listener standing in for its ZMQ port.
+and, with `zmq_port` set, a plain TCP listener standing in for its ZMQ port, which greets
+each connection with one JSON line {"agent", "revision", "refuses": [...]}: the agents
+that need this one read it to know whether it still serves them.
 
 Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on every request:
   {"vram_leak": {"from_revision": "[[ revisions[-1] ]]", "pct": 30}}   VRAM +30% from that revision on
@@ -26,6 +28,9 @@ Faults are read from `faults_file` (JSON, written by `migrate rehearse`) on ever
                                    that thread's [[ metric_prefix ]]_thread_health_status is 0 from that
                                    revision on (every revision when from_revision is absent)
   {"xid_errors": 2}                DCGM_FI_DEV_XID_ERRORS reads 2
+  {"dependent_break": {"dependent": "EmpathyAgent", "from_revision": "[[ revisions[1] ]]"}}
+                                   from that revision on, the greeting on the ZMQ port
+                                   refuses that agent (what it needs is broken)
   {"regression": {"from_revision": "[[ revisions[-1] ]]", "vram_pct": 12, "latency_pct": 15}}
                                    from that revision on, VRAM and latency that much higher
   {"thread_regression": {"from_revision": "[[ revisions[-1] ]]"}}
@@ -212,8 +217,22 @@ class Agent:
                     conn, _ = sock.accept()
                 except OSError:
                     return
+                try:
+                    conn.sendall(self.greeting())
+                except OSError:
+                    pass
                 conn.close()
         threading.Thread(target=accept, daemon=True).start()
+
+    def greeting(self) -> bytes:
+        """What a client reads on connecting: who serves, at which revision, and which
+        of the agents that need this one it no longer serves (a `dependent_break`)."""
+        refuses = []
+        broken = self.faults().get("dependent_break")
+        if broken and self.rank(self.revision) >= self.rank(str(broken.get("from_revision"))):
+            refuses.append(str(broken.get("dependent", "*")))
+        doc = {"agent": "[[ agent_display ]]", "revision": self.revision, "refuses": refuses}
+        return (json.dumps(doc) + "\n").encode()
 
     def close_peer_port(self) -> None:
         if self.peer is not None:
