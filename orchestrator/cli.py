@@ -594,23 +594,50 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--name", required=True, help="The migration's name, a slug (tutoring-agent).")
+@click.option("--name", default=None,
+              help="The migration's name, a slug (tutoring-agent); with --services, "
+                   "default: the agent's name in kebab case.")
 @click.option("--host", "hosts", multiple=True,
               help="A host of the migration (repeatable; default main and pc2).")
-@click.option("--agent", default=None, metavar="PATH",
-              help="The agent's source: recorded, analysed into ANALYSIS.md.")
+@click.option("--agent", default=None, metavar="PATH|NAME",
+              help="The agent's source (recorded, analysed into ANALYSIS.md); with "
+                   "--services, the name of an agent of the manifests.")
+@click.option("--services", multiple=True, metavar="[NAME=]FILE",
+              help="A service manifest of the system (repeatable; NAME: its machine).")
+@click.option("--source", type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="DIR", help="Where the manifests' script_path are read (default: .).")
 @click.option("--sandbox-ports", "port_base", type=click.IntRange(1024, 65000), default=None,
               metavar="BASE", help="First port of the sandbox (default: chosen from NAME).")
 @click.pass_obj
-def init(opts: Options, directory: Path, name: str, hosts: tuple[str, ...],
-         agent: str | None, port_base: int | None) -> int:
-    """Start a new migration project in DIRECTORY from the template shipped with migrate."""
+def init(opts: Options, directory: Path, name: str | None, hosts: tuple[str, ...],
+         agent: str | None, services: tuple[str, ...], source: Path | None,
+         port_base: int | None) -> int:
+    """Start a new migration project in DIRECTORY from the template shipped with migrate;
+    with --agent NAME --services FILE..., the migration of one agent of the program, its
+    dependents watched."""
     from orchestrator.init import init_project
 
-    result = init_project(directory, name, hosts, agent, port_base)
-    doc = {"directory": str(result.directory), "written": result.written,
-           "next": result.next_commands, "notes": result.notes}
-    text = [f"migration {name} written to {result.directory}:"]
+    if services:
+        from orchestrator.init_services import init_agent_project
+
+        if agent is None:
+            raise ConfigError("--services needs --agent NAME: the agent of the manifests "
+                              "whose migration starts")
+        if hosts:
+            raise ConfigError("--host with --services: the hosts are the agent's machines "
+                              "and its dependents', from the manifests")
+        result = init_agent_project(directory, agent, services, source, name, port_base)
+    else:
+        if name is None:
+            raise ConfigError("--name is required (without --services): the migration's "
+                              "name, a slug such as tutoring-agent")
+        if source is not None:
+            raise ConfigError("--source goes with --services: it is where the manifests' "
+                              "script_path are read")
+        result = init_project(directory, name, hosts, agent, port_base)
+    doc = {"name": result.name, "directory": str(result.directory),
+           "written": result.written, "next": result.next_commands, "notes": result.notes}
+    text = [f"migration {result.name} written to {result.directory}:"]
     text += [f"  {rel}" for rel in result.written]
     text += [f"note: {n}" for n in result.notes]
     text += ["", "next:"] + [f"  {c}" for c in result.next_commands]

@@ -115,7 +115,7 @@ class TemplateVars:
         """The dependent the `dependent-outage` drill breaks: one on another machine than
         the agent's when there is one (the cross-machine case), else the first."""
         away = [d for d in self.dependents if d.machine not in self.agent_hosts]
-        return (away or self.dependents or [None])[0]
+        return (away or self.dependents)[0] if self.dependents else None
 
     def sandbox_document(self) -> dict[str, Any]:
         return {"name": self.name, "agent_display": self.agent_display,
@@ -281,6 +281,7 @@ class InitResult:
     written: list[str]
     next_commands: list[str]
     notes: list[str] = field(default_factory=list)
+    name: str = ""
 
 
 def check_arguments(directory: Path, name: str, hosts: list[str]) -> None:
@@ -315,9 +316,22 @@ def init_project(directory: Path, name: str, hosts: list[str] | tuple[str, ...] 
         agent_text = str(agent_path.resolve())
         analysis_md = analysis_markdown(agent_path.resolve(), name)
     variables = default_vars(name, host_list, agent_text, port_base)
+    result = write_project(directory, variables, analysis_md)
+    where = str(directory)
+    result.next_commands = [f"cd {where}", "migrate validate",
+                            "migrate rehearse --scenario clean",
+                            "migrate rehearse --scenario vram-leak",
+                            f"$EDITOR inventory/hosts.yml   # the real addresses of "
+                            f"{', '.join(host_list)}",
+                            f"migrate plan 1 --host {host_list[0]}"]
+    return result
+
+
+def write_project(directory: Path, variables: TemplateVars,
+                  analysis_md: str | None = None) -> InitResult:
+    """Render the template with `variables` and write it (the arguments are checked)."""
     files = render(variables)
     files[VARS_FILE] = _vars_text(variables)
-    notes: list[str] = []
     if analysis_md is not None:
         files["ANALYSIS.md"] = analysis_md
     directory.mkdir(parents=True, exist_ok=True)
@@ -327,24 +341,21 @@ def init_project(directory: Path, name: str, hosts: list[str] | tuple[str, ...] 
         path.write_text(text, encoding="utf-8")
         if rel.endswith(".py"):
             path.chmod(0o755)
-    where = str(directory)
-    next_commands = [f"cd {where}", "migrate validate", "migrate rehearse --scenario clean",
-                     "migrate rehearse --scenario vram-leak",
-                     f"$EDITOR inventory/hosts.yml   # the real addresses of "
-                     f"{', '.join(host_list)}",
-                     f"migrate plan 1 --host {host_list[0]}"]
-    return InitResult(directory, sorted(files), next_commands, notes)
+    return InitResult(directory, sorted(files), [], name=variables.name)
 
 
-def analysis_markdown(path: Path, name: str) -> str:
-    """ANALYSIS.md: the sites of the agent that the migration must change (the worklist of
-    `migrate analyze --worklist`), then its risk report (`migrate analyze --format md`)."""
+def analysis_markdown(path: Path, name: str, program: list[str] | None = None) -> str:
+    """ANALYSIS.md: the agent's place in the program (`program`, Markdown lines, when it
+    was planned from the manifests), the sites of the agent that the migration must
+    change (the worklist of `migrate analyze --worklist`), then its risk report
+    (`migrate analyze --format md`)."""
     from orchestrator.analysis import analyze_path, render_markdown
 
     result = analyze_path(path)
     lines = [f"# Analysis of {path.name} for the {name} migration", "",
              f"Source: `{path}` (read, never imported or run). Written by `migrate init`; "
              f"again with `migrate analyze {path} --worklist --format md`.", ""]
+    lines += program or []
     try:
         from orchestrator.analysis.render import worklist_of
     except ImportError:  # a migrate without --worklist: the risk report alone

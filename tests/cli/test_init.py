@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +20,7 @@ from orchestrator.init import (
     template_files,
 )
 from tests.support.agent_sources import SEED
+from tests.support.init_drills import failed, free_port_base, teardown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,25 +31,6 @@ def migrate(*args: str, cwd: Path | None = None, timeout: float = 300
                          text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     return res
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_base(hosts: int) -> int:
-    """A base for `--sandbox-ports` whose ports are all free now (20000-31999, below the
-    kernel's ephemeral range, so that no outgoing connection takes one meanwhile)."""
-    for _ in range(200):
-        base = random.randrange(20000, 31000, 100)
-        if all(_free(base + 10 * i + k) for i in range(hosts) for k in (1, 2)):
-            return base
-    raise RuntimeError("no free port block")
 
 
 def init(tmp: Path, name: str, *hosts: str) -> Path:
@@ -64,21 +44,11 @@ def init(tmp: Path, name: str, *hosts: str) -> Path:
     return project
 
 
-def teardown(project: Path) -> None:
-    subprocess.run(["ansible-playbook", "-i", str(project / "inventory/sandbox.yml"),
-                    str(project / "playbooks/sandbox/teardown.yml")], capture_output=True,
-                   timeout=120)
-
-
 def rehearse(project: Path, scenario: str) -> tuple[int, dict[str, object], str]:
     res = migrate("--project", str(project), "--output", "json", "rehearse", "--scenario",
                   scenario)
     assert res.stdout, res.stderr[-3000:]
     return res.returncode, json.loads(res.stdout), res.stderr
-
-
-def failed(doc: dict[str, object]) -> list[object]:
-    return [c for c in doc["checks"] if not c["ok"]]  # type: ignore[attr-defined,index]
 
 
 # --- fast: what init writes, what it refuses ------------------------------------------------

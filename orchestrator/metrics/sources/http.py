@@ -1,4 +1,6 @@
 """`http`: GET a URL; `expect` makes it pass/fail, `field` reads a number by dotted path.
+With `from: HOST` the GET is made on that host (over SSH, as tcp's probe is), so that a
+health check is what that host sees.
 
 Within one poll cycle a URL is fetched once, however many metrics read it (the
 default project reads `agent_health` and `model_load_failures` from one `/health`).
@@ -48,12 +50,53 @@ def fetch(url: str, timeout: float) -> tuple[int, bytes]:
         return exc.code, exc.read() if exc.fp else b""
 
 
+#: a GET run on a `from:` host: prints the status, a newline, then the body
+PROBE = ("import sys,urllib.request,urllib.error\n"
+         "try:\n"
+         " r=urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+         " c,b=r.status,r.read()\n"
+         "except urllib.error.HTTPError as e:\n"
+         " c,b=e.code,e.read()\n"
+         "except Exception as e:\n"
+         " print(e); sys.exit(1)\n"
+         "sys.stdout.write(str(c)+'\\n'+b.decode('utf-8','replace'))\n")
+
+
+def fetch_from(origin: Any, url: str, ctx: ReadContext) -> tuple[int, bytes]:
+    """GET on the `from:` host through the command runner; OSError when it cannot."""
+    import shlex
+
+    from orchestrator.core.clock import CancelToken
+    from orchestrator.metrics.sources.tcp import probe_dir
+    from orchestrator.runners.base import CommandRequest
+
+    if ctx.commands is None:
+        raise OSError("no command runner for a remote probe")
+    command = " ".join(["python3", "-c", shlex.quote(PROBE), shlex.quote(url),
+                        f"{max(0.1, ctx.timeout * 0.7):.2f}"])
+    result = ctx.commands.run_command(
+        CommandRequest(host=origin, command=command, artifacts_dir=probe_dir(),
+                       timeout=ctx.timeout + 5), CancelToken())
+    status, _, body = (result.stdout or "").partition("\n")
+    if not result.ok or not status.strip().isdigit():
+        raise OSError(f"from {origin.name}: {(result.stdout or result.detail).strip()[-200:]}")
+    return int(status), body.encode()
+
+
 class HttpSource:
     def read(self, metric: Metric, ctx: ReadContext) -> Reading:
         url = render(str(metric.config["url"]), ctx.template_context())
         passfail = "field" not in metric.config
+        origin_name = metric.config.get("from")
+        origin = ctx.origin(origin_name) if origin_name else None
+        if origin_name and origin is None:
+            why = f"from: unknown host {origin_name!r}"
+            return Reading.passed(False, why) if passfail else Reading(None, why)
+        remote = origin.name if origin is not None and not origin.is_local else None
         try:
-            status, body = ctx.shared(("GET", url), lambda: fetch(url, ctx.timeout))
+            status, body = ctx.shared(("GET", url, remote),
+                                      lambda: fetch_from(origin, url, ctx) if remote
+                                      else fetch(url, ctx.timeout))
         except (OSError, ValueError) as exc:  # refused, timeout, DNS, bad URL
             why = f"GET {url}: {getattr(exc, 'reason', exc)}"
             return Reading.passed(False, why) if passfail else Reading(None, why)
@@ -91,7 +134,8 @@ SPEC = SourceSpec(
     summary="GET a URL: pass/fail on 2xx and `expect`ed JSON fields, or a number at `field`",
     keys={"url": Key(text, required=True, doc="the URL (a template)"),
           "expect": Key(mapping, doc="JSON fields (dotted paths) and the values they must have"),
-          "field": Key(text, doc="a JSON field (dotted path) holding a number")},
+          "field": Key(text, doc="a JSON field (dotted path) holding a number"),
+          "from": Key(text, doc="GET it on this inventory host, over SSH")},
     kind=_kind,
     reader=HttpSource(),
     exclusive=(("expect", "field"),),
