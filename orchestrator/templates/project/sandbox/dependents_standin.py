@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 POLL_S = 0.25
-GRACE_S = 30.0
+GRACE_S = 60.0
 CONNECT_TIMEOUT_S = 1.0
 
 
