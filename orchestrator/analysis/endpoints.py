@@ -165,6 +165,7 @@ class _Resolver:
         self.self_attrs: dict[tuple[str, str], list[tuple[ast.expr, int, Function]]] = {}
         self.locals: dict[tuple[int, str], list[tuple[ast.expr, int]]] = {}
         self.by_name: dict[str, list[Function]] = {}
+        self._calls_by_name: dict[str, list[tuple[ast.Call, Function | None]]] | None = None
         for func in names.functions:
             self.by_name.setdefault(func.node.name, []).append(func)
         for node, owner, cls in names.assignments:
@@ -189,6 +190,18 @@ class _Resolver:
                     if klass and key.startswith(("self.", "cls.")):
                         self.self_attrs.setdefault((klass, "self." + key.split(".", 1)[1]),
                                                    []).append((val, line, owner))
+
+    def calls_to(self, name: str) -> list[tuple[ast.Call, Function | None]]:
+        """The calls of the file to a function or method of that name (indexed once)."""
+        if self._calls_by_name is None:
+            self._calls_by_name = {}
+            for call, owner in self.names.calls:
+                func = call.func
+                last = func.id if isinstance(func, ast.Name) \
+                    else func.attr if isinstance(func, ast.Attribute) else None
+                if last is not None:
+                    self._calls_by_name.setdefault(last, []).append((call, owner))
+        return self._calls_by_name.get(name, [])
 
     def class_of(self, func: Function | None) -> str | None:
         if func is None:
@@ -295,9 +308,7 @@ class _Resolver:
         bound = func.cls is not None and names[:1] in (["self"], ["cls"])
         index = names.index(name) - (1 if bound else 0) if name in names else None
         passed: list[tuple[ast.expr, _Ctx]] = []
-        for call, owner in self.names.calls:
-            if _last_name(call.func) != func.node.name:
-                continue
+        for call, owner in self.calls_to(func.node.name):
             value = next((kw.value for kw in call.keywords if kw.arg == name), None)
             if value is None and index is not None and 0 <= index < len(call.args):
                 value = call.args[index]

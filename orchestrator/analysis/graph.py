@@ -151,11 +151,25 @@ def _variant_groups(root: Path, docs: Mapping[str, dict[str, Any]],
     named = {s.script for s in system.agents.values() if s.script} if system else set()
     out: dict[str, list[str]] = {}
     for group in near_copy_groups(counts):
-        first = representative(group, named)
-        ordered = [first, *sorted(f for f in group if f != first)]
-        for file in group:
-            out[file] = ordered
+        heads = [f for f in group if f in named] or [representative(group, named)]
+        # two files the manifests name are two agents, however alike: each other file
+        # goes with the one whose name it shares most of
+        members: dict[str, list[str]] = {head: [head] for head in heads}
+        for file in sorted(f for f in group if f not in members):
+            members[max(heads, key=lambda h: (_common_prefix(h, file), h))].append(file)
+        for ordered in members.values():
+            for file in ordered:
+                out[file] = ordered
     return out
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _script_doc(script: str, docs: Mapping[str, dict[str, Any]]) -> tuple[str | None,
@@ -413,5 +427,5 @@ def _document(nodes: Mapping[str, _Node], edges: Mapping[tuple[str, str], _Edge]
                    "unresolved": len(unresolved), "unknown": len(unknown),
                    "script_missing": sum(1 for n in node_docs if n["script_missing"]),
                    "migrated": len(migrated), "steps": len(order.steps),
-                   "variant_groups": len({tuple(g) for g in groups.values()})},
+                   "variant_groups": len({tuple(g) for g in groups.values() if len(g) > 1})},
     }
