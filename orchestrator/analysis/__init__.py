@@ -25,6 +25,11 @@ compare    two revisions (``--against``): counts, score, sites removed/added
 cache      documents by content digest, for the ``analyze`` metric source
 render     text (a rich table on a terminal, plain lines in a pipe), Markdown,
            the worklist and the comparison
+endpoints  each socket site's port, host or agent, followed through the file
+manifests  the system's service manifests; the program's order by units
+variants   near copies of one agent's file
+graph      ``--graph``: nodes, declared and seen edges, drift, order
+graph_render  the graph as text, Markdown, DOT and Mermaid
 ========== ================================================================
 """
 
