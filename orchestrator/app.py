@@ -140,7 +140,8 @@ class App:
         notifications = Notifications(project.notify, project.name, log=self.say)
         self._resources.callback(notifications.close, 5.0)
         hooks = EventHooks(log=self.say)
-        hooks.subscribe(NotificationHook(notifications))
+        hooks.subscribe(NotificationHook(notifications,
+                                         {n: p.name for n, p in project.phases.items()}))
         for hook in self.hooks:
             hooks.subscribe(hook)
         playbooks = AnsiblePlaybookRunner(forks=project.forks, ssh=project.ssh)

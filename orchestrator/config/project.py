@@ -27,6 +27,7 @@ from orchestrator.config.schema import (
 )
 from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yaml
 from orchestrator.core.durations import parse_duration
+from orchestrator.core.events import NOTIFIABLE
 from orchestrator.core.model import (
     AnalysisSpec,
     Condition,
@@ -48,8 +49,7 @@ MIGRATION_FILE = "migration.yaml"
 PHASE_FILE = re.compile(r"^(\d+)-([A-Za-z0-9][A-Za-z0-9_.-]*)\.ya?ml$")
 _CONDITIONS = {c.value for c in Condition}
 _ACTIONS = {a.value for a in StepAction}
-NOTIFY_EVENTS = {"trigger_fired", "rollback_started", "rollback_completed", "rollback_failed",
-                 "phase_completed", "metric_nodata", "run_started", "run_interrupted"}
+NOTIFY_EVENTS = {kind.value for kind in NOTIFIABLE}
 _STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # --- the keys of each mapping (config/schema.py checks them; docs/reference.md lists them) --
@@ -547,7 +547,7 @@ def _load_notify(c: _Checker, top: YDict) -> list[Notifier]:
             continue
         c.keys(d, NOTIFY_KEYS, "notify entry")
         url = c.string(d, "url", "notify entry", required=True)
-        events = d.get("events", sorted(NOTIFY_EVENTS))
+        events = d.get("events", [kind.value for kind in NOTIFIABLE])  # none named: all
         if not isinstance(events, list):
             c.add(d.line_of("events"), "notify events must be a list")
             continue

@@ -29,6 +29,7 @@ class EventKind(enum.Enum):
     ROLLBACK_COMPLETED = "rollback_completed"
     ROLLBACK_FAILED = "rollback_failed"
     RUN_INTERRUPTED = "run_interrupted"
+    PHASE_REFUSED = "phase_refused"  # exit 4 before anything ran (never journaled: no run)
     # step transitions (see core.states.StepTransition)
     STEP_STARTED = "step_started"
     STEP_SUCCEEDED = "step_succeeded"
@@ -60,6 +61,16 @@ class EventKind(enum.Enum):
     WATCH_ROLE = "watch_role"
     OBSERVATION_CHECKPOINT = "observation_checkpoint"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
+
+
+#: the events a `notify:` entry may name (SPEC section 2); without `events:`, all of them
+NOTIFIABLE = (
+    EventKind.RUN_STARTED, EventKind.PHASE_COMPLETED, EventKind.TRIGGER_FIRED,
+    EventKind.ROLLBACK_STARTED, EventKind.ROLLBACK_COMPLETED, EventKind.ROLLBACK_FAILED,
+    EventKind.RUN_INTERRUPTED, EventKind.PHASE_REFUSED, EventKind.METRIC_NODATA,
+    EventKind.BUDGET_EXHAUSTED, EventKind.WAVE_STARTED, EventKind.WAVE_COMPLETED,
+    EventKind.ANALYSIS_COMPLETED, EventKind.JOURNAL_UNAVAILABLE,
+)
 
 
 @dataclass(frozen=True)

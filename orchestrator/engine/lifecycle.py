@@ -128,11 +128,13 @@ class RunLifecycle:
             refuse_failing_preconditions(self.parts.checker, phase, hosts)
 
         tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-")) if dry_run else None
+        entered = False
         try:
             with self.run(hosts, run_id, command, "phase", phase.number, cancel,
                           record=not dry_run, before=refuse,
                           checksums=None if dry_run else file_checksums(self.project, phase)
                           ) as handle:
+                entered = True
                 recorder: Recorder = (DryRunRecorder(self.journal, self.parts.hooks) if dry_run
                                       else JournalRecorder(self.journal, self.parts.hooks))
                 ctx = self._context(phase, run_id, cancel, dry_run, tmp)
@@ -141,6 +143,10 @@ class RunLifecycle:
                     recorder.finish(run_id, report.outcome.value)
                 handle.outcome = report.outcome
                 return report
+        except RefusedError as exc:  # the host is held, `requires` unmet, ...: exit 4
+            if not entered:
+                self._announce_refusal(phase, hosts, exc)
+            raise
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -296,6 +302,14 @@ class RunLifecycle:
                  tmp: Path | None = None) -> StepContext:
         return StepContext(self.project, self.inventory, phase, run_id, self.parts, cancel,
                            dry_run, tmp, self.parts.clock.monotonic())
+
+    def _announce_refusal(self, phase: Phase, hosts: list[Host], exc: RefusedError) -> None:
+        """A phase that may not start is told to the hooks (a pager must hear of the
+        migration that never started); nothing is journaled, as no run was recorded."""
+        self.parts.hooks.emit(RunEvent(
+            EventKind.PHASE_REFUSED, None, hosts[0].name if len(hosts) == 1 else None,
+            phase.number, None, str(exc),
+            {"reason": str(exc), "hosts": [h.name for h in hosts]}))
 
     def _announce_reaped(self) -> None:
         """Runs the journal found dead were journaled `run_interrupted`; now tell the hooks."""

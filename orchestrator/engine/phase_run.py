@@ -294,7 +294,8 @@ class PhaseRun:
                     elif last:
                         final.results[h.name] = r
                         rec.move_step(StepTransition.FAIL, ctx.run_id, h.name, ctx.phase.number,
-                                      step.id, idx, r.detail, failure=failure)
+                                      step.id, idx, r.detail, failure=failure,
+                                      log=r.log or None)
                         ctx.say(f"  {'STOPPED' if r.cancelled else 'FAILED'} {h.name}: "
                                 f"{step.id}: {r.detail}")
                     else:
@@ -373,7 +374,8 @@ class PhaseRun:
         detail = result.detail()  # SPEC's JSON; the payload adds the report's box plots
         self.recorder.event(EventKind.ANALYSIS_COMPLETED, ctx.run_id, None, ctx.phase.number,
                             None, json.dumps(detail), **detail, distributions=boxes,
-                            canary_hosts=[h.name for h in canary])
+                            canary_hosts=[h.name for h in canary],
+                            failing=[m.name for m in result.metrics if m.failed or m.nodata])
         where = f"wave {number}" if count > 1 else f"phase {ctx.phase.number}"
         failed = ", ".join(f"{m.name} {m.cls}" for m in result.metrics
                            if m.failed or m.nodata) or "none"

@@ -205,7 +205,8 @@ class Rollback:
                     rec.move_step(StepTransition.UNDO_FAILED, ctx.step_run_id, host.name,
                                   ctx.phase.number, step.id, idx, result.detail,
                                   owner=ctx.owner,
-                                  failure=result.failure.value if result.failure else None)
+                                  failure=result.failure.value if result.failure else None,
+                                  log=result.log or None)
                     ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.describe()}")
                     failed[host.name] = (f"{host.name}: step {step.id} ({step.undo.describe()}: "
                                          f"{result.describe()})")
