@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from orchestrator.canary.spec import AnalysisMetric, AnalysisSpec
 
 from orchestrator.canary.judge import analyse
-from orchestrator.canary.spec import AnalysisMetric, AnalysisSpec
 from orchestrator.config.project import load_project
 from orchestrator.core.events import NOTIFIABLE, EventKind, RunEvent
 from orchestrator.notify.hook import _COMPOSE, NotificationHook
