@@ -44,6 +44,7 @@ from orchestrator.config.schema import (  # noqa: F401 - re-exported for the sou
     label_name,
     mapping,
     one_of,
+    source_schemas,
     text,
 )
 from orchestrator.core.model import Metric
@@ -189,9 +190,12 @@ def _guarded(source: Source, metric: Metric, ctx: ReadContext) -> Reading:
 
 
 def reader_of(metric: Metric) -> Source:
-    from orchestrator.metrics.sources import SOURCES
-
-    return SOURCES[metric.source].reader
+    """The reader of the metric's source, from the registry its package fills when it is
+    imported (as importing this module imports it first), not by importing the package
+    back: the sources package imports this module, never the reverse."""
+    spec = source_schemas()[metric.source]
+    assert isinstance(spec, SourceSpec), f"source {metric.source!r} has no reader"
+    return spec.reader
 
 
 def read_metric(metric: Metric, ctx: ReadContext) -> Reading:
