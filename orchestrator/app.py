@@ -37,6 +37,19 @@ if TYPE_CHECKING:  # the engine is imported where a command runs something, not 
 Say = Callable[[str], None]
 
 
+class _OnFirstUse:
+    """A command runner that builds the real one when first asked to run a command."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._runner: Any = None
+
+    def run_command(self, request: Any, cancel: CancelToken) -> Any:
+        if self._runner is None:
+            self._runner = self._build()
+        return self._runner.run_command(request, cancel)
+
+
 @dataclass
 class App:
     root: Path
@@ -192,7 +205,11 @@ class App:
 
     def _probe_runner(self) -> Any:
         """A command runner for a command that reads metrics without running a phase (plan,
-        baseline capture); its SSH connections close with the app."""
+        baseline capture); its SSH connections close with the app. Built on first use:
+        `plan` reaches a host only for an NVML metric, and need not import SSH otherwise."""
+        return _OnFirstUse(self._ssh_runner)
+
+    def _ssh_runner(self) -> Any:
         from orchestrator.runners.ssh import HostCommandRunner
 
         runner = HostCommandRunner(self.load()[0].ssh)

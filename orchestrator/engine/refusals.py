@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from orchestrator._exceptions import RefusedError
 from orchestrator.config.inventory import Host
@@ -16,8 +17,10 @@ from orchestrator.core.durations import format_duration
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.states import STARTABLE, PhaseState
 from orchestrator.core.timestamps import parse_time
-from orchestrator.engine.context import Checker
 from orchestrator.state.journal import Journal
+
+if TYPE_CHECKING:  # a type only: `plan` reads requirements without the engine's parts
+    from orchestrator.engine.context import Checker
 
 
 def observation_left(journal: Journal, host: str, phase: int, needed: float,
