@@ -646,7 +646,7 @@ def init(opts: Options, directory: Path, name: str | None, hosts: tuple[str, ...
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "dot", "mermaid"]),
               default="text", show_default=True,
               help="Text (a table for a directory) or Markdown; with --graph also dot "
@@ -664,16 +664,19 @@ def init(opts: Options, directory: Path, name: str | None, hosts: tuple[str, ...
 @click.option("--services", "services", metavar="[NAME=]FILE", multiple=True,
               help="With --graph: a service manifest (one machine); repeatable.")
 @click.pass_obj
-def analyze(opts: Options, path: Path, fmt: str, excludes: tuple[str, ...], all_files: bool,
-            worklist: bool, against: Path | None, graph: bool,
+def analyze(opts: Options, path: Path | None, fmt: str, excludes: tuple[str, ...],
+            all_files: bool, worklist: bool, against: Path | None, graph: bool,
             services: tuple[str, ...]) -> int:
-    """Migration-risk analysis of an agent's source (a .py file or a directory)."""
+    """Migration-risk analysis of an agent's source (a .py file or a directory; default:
+    the project's `agent:`)."""
     from orchestrator.analysis import analyze_path, render_markdown, render_text
     from orchestrator.analysis.compare import compare_paths
     from orchestrator.analysis.render import worklist_of
 
     if services and not graph:
         raise ConfigError("--services goes with --graph")
+    if path is None:
+        path = _project_agent(opts)
     if fmt in ("dot", "mermaid") and not graph:
         raise ConfigError(f"--format {fmt} goes with --graph")
     if graph:
@@ -697,6 +700,21 @@ def analyze(opts: Options, path: Path, fmt: str, excludes: tuple[str, ...], all_
     opts.emit(result, render_markdown(result) if fmt == "md"
               else render_text(result, plain=plain))
     return OK
+
+
+def _project_agent(opts: Options) -> Path:
+    """The project's `agent:` (taken from the project directory), for `analyze` without
+    a PATH."""
+    from orchestrator.config.project import MIGRATION_FILE, load_project, resolve_project_dir
+
+    root = resolve_project_dir(opts.project)
+    if not (root / MIGRATION_FILE).is_file():
+        raise ConfigError(f"analyze needs a PATH (no {MIGRATION_FILE} in {root} to read "
+                          "`agent:` from)")
+    project, _ = load_project(root)
+    if project.agent is None:
+        raise ConfigError(f"analyze needs a PATH: {root / MIGRATION_FILE} has no `agent:`")
+    return project.agent
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,7 +56,8 @@ _STEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MIGRATION_KEYS = Schema({
     "name": Key(doc="the migration's name; the journal records everything under it"),
     "description": Key(doc="free text"),
-    "agent": Key(text, doc="the agent's source (a file or directory), read by `migrate analyze`"),
+    "agent": Key(text, doc="the agent's source (a file or directory, relative to the project), "
+                 "read by `migrate analyze` without a PATH"),
     "inventory": Key(doc="the Ansible inventory (default inventory/hosts.yml)"),
     "poll_interval": Key(doc="how often triggers are evaluated (default 5s)"),
     "prometheus": Key(doc="{url: ...}: the Prometheus that `prometheus` metrics query"),
@@ -271,6 +272,9 @@ def _load_migration(root: Path, problems: list[Problem]) -> tuple[Project, _Defi
     inv = c.string(top, "inventory", MIGRATION_FILE)
     if inv:
         project.inventory_path = (root / inv).resolve()
+    agent = c.string(top, "agent", MIGRATION_FILE)
+    if agent:  # every relative path of a project file is the project's (SPEC section 2)
+        project.agent = (root / Path(agent).expanduser()).resolve()
     poll = c.duration(top, "poll_interval", 5.0)
     if poll is not None and poll <= 0:
         c.add(top.line_of("poll_interval"), "poll_interval must be more than 0s")

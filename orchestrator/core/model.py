@@ -330,6 +330,9 @@ class Project:
     forks: int = 50  # `forks:`: Ansible's fan-out in one step, and ours
     #: `state:` (url, timeout): where the journal lives; a `state.open.StateSettings`
     state: Any = None
+    #: `agent:`: the agent's source, taken from the project directory; `migrate analyze`
+    #: without a PATH reads it
+    agent: Path | None = None
 
     @property
     def state_dir(self) -> Path:

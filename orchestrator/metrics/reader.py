@@ -40,7 +40,7 @@ class MetricReader:
                            run_id=self.run_id, elapsed=self.clock.monotonic() - self.t0,
                            timeout=max(0.1, limit), prometheus_url=self.project.prometheus_url,
                            commands=self.commands, hosts=self.inventory.hosts, memo=memo,
-                           groups=self.inventory.groups)
+                           groups=self.inventory.groups, root=self.project.root)
 
     @cached_property
     def hostvars(self) -> dict[str, dict[str, Any]]:

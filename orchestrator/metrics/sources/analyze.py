@@ -8,7 +8,8 @@
       threads_left: {source: analyze, path: '{{ vars.agent_dir }}', field: threads.count}
 
 ``path`` (a template): a ``.py`` file or a directory. On this machine (a relative
-path is taken from the current directory), or on the host ``from:`` names, read
+path is taken from the project directory, wherever `migrate` was started), or on the
+host ``from:`` names (a relative path is the host's: its login directory), read
 over SSH through the command runner (its connection pool and keepalives). Then
 exactly one of:
 
@@ -238,12 +239,17 @@ def read_remote(ctx: ReadContext, host: Any, path: str, exclude: tuple[str, ...]
     return result
 
 
-def read_local(path: str, exclude: tuple[str, ...]) -> dict[str, Any]:
+def read_local(path: str, exclude: tuple[str, ...], root: Path | None = None
+               ) -> dict[str, Any]:
+    """The document of `path` on this machine; a relative path is taken from `root` (the
+    project directory) when given."""
     from orchestrator.analysis.cache import shared_cache
     from orchestrator.analysis.directory import Exclusions
 
     cache = shared_cache()
-    target = Path(path)
+    target = Path(path).expanduser()
+    if root is not None and not target.is_absolute():
+        target = root / target
     if target.is_dir():
         return cache.tree(target, Exclusions(exclude))
     return cache.file(target)
@@ -263,7 +269,7 @@ class AnalyzeSource:
             return Reading(None, f"from: unknown host {origin_name!r}")
         try:
             if origin is None or origin.is_local:
-                doc = read_local(path, exclude)
+                doc = read_local(path, exclude, ctx.root)
             elif ctx.commands is None:
                 return Reading(None, "no command runner to read the source on the host")
             else:

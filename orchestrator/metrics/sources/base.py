@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from orchestrator.config.inventory import Host
@@ -122,6 +123,9 @@ class ReadContext:
     hosts: dict[str, Host] = field(default_factory=dict)  # by name, for `from:`
     memo: CycleMemo | None = None  # shared by the reads of one poll cycle, if any
     groups: dict[str, list[str]] = field(default_factory=dict)  # inventory groups
+    #: the project directory: a relative path on this machine is taken from it, wherever
+    #: `migrate` was started (SPEC section 2); None reads from the current directory
+    root: Path | None = None
 
     def origin(self, name: object) -> Host | None:
         """The host a `from:` probe runs on. A host name is that host. A group (a fleet
