@@ -375,10 +375,11 @@ class PhaseRun:
         self.recorder.event(EventKind.ANALYSIS_COMPLETED, ctx.run_id, None, ctx.phase.number,
                             None, json.dumps(detail), **detail, distributions=boxes,
                             canary_hosts=[h.name for h in canary],
-                            failing=[m.name for m in result.metrics if m.failed or m.nodata])
+                            failing=[m.name for m in result.metrics
+                                     if m.counted and (m.failed or m.nodata)])
         where = f"wave {number}" if count > 1 else f"phase {ctx.phase.number}"
-        failed = ", ".join(f"{m.name} {m.cls}" for m in result.metrics
-                           if m.failed or m.nodata) or "none"
+        failed = ", ".join(f"{m.name} {m.cls}" + ("" if m.counted else " (dry run)")
+                           for m in result.metrics if m.failed or m.nodata) or "none"
         summary = (f"canary analysis of {where}: score {result.score:g} ({result.result}; "
                    f"pass {spec.pass_score:g}, marginal {spec.marginal:g}; failed: {failed})")
         ctx.say(summary + (" -- dry run: not acting" if spec.dry_run else ""))

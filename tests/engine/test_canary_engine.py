@@ -334,6 +334,8 @@ def test_analysis_completed_carries_dry_run_and_spread(tmp_path: Path) -> None:
     assert vram["dry_run"] is False and vram["class"] == "pass"
     assert set(vram["spread"]) == {"ratio", "p_value", "result"}
     assert vram["spread"]["result"] == "pass" and 0.8 < vram["spread"]["ratio"] < 1.25
+    wave2_event = [e for e in seen if e.kind is EventKind.ANALYSIS_COMPLETED][1]
+    assert wave2_event.payload["failing"] == []  # what notifications name: counted ones only
     _, text = write_report(journal, report.run_id, tmp_path / "rep" / "report", "md")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
             if line.startswith(("| latency_ms", "| vram_used_mib"))}

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orchestrator.canary.spec import AnalysisMetric, AnalysisSpec
 
-from orchestrator.canary.judge import analyse
+from orchestrator.canary.verdict import analyse
 from orchestrator.config.project import load_project
 from orchestrator.core.events import NOTIFIABLE, EventKind, RunEvent
+from orchestrator.core.model import AnalysisMetric, AnalysisSpec
 from orchestrator.notify.hook import _COMPOSE, NotificationHook
 from orchestrator.notify.sender import Notifications
 from tests.support.projects import Proj, make_project
