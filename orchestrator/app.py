@@ -157,7 +157,12 @@ class App:
                                          {n: p.name for n, p in project.phases.items()}))
         for hook in self.hooks:
             hooks.subscribe(hook)
-        playbooks = AnsiblePlaybookRunner(forks=project.forks, ssh=project.ssh)
+        from orchestrator.runners.routing import playbook_runner
+
+        # hosts with a `migrate_execution_node` run their playbooks on that node
+        playbooks = playbook_runner(project, inventory,
+                                    AnsiblePlaybookRunner(forks=project.forks, ssh=project.ssh))
+        self._resources.callback(playbooks.close)  # the nodes' SSH connections
         parts = EngineParts(journal=self.journal, playbooks=playbooks,
                             commands=commands, clock=self.clock,
                             prompter=prompter or NoTty(), say=self.say, hooks=hooks,
@@ -315,6 +320,10 @@ class App:
         lifecycle = self.lifecycle(prompter)
         raise_missing_baselines(project, phase, hosts, self.journal, lifecycle.parts.commands)
         raise_unusable_alert_sources(project, phase)
+        from orchestrator.runners.routing import RoutedPlaybookRunner
+
+        if isinstance(lifecycle.parts.playbooks, RoutedPlaybookRunner):  # exit 4 naming a node
+            lifecycle.parts.playbooks.refuse_unready(hosts)
         plan = FleetPlan(waves if waves else phase.waves,
                          max_failed if max_failed is not None else phase.max_failed,
                          phase.on_fire)

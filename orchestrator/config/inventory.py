@@ -37,6 +37,9 @@ class Inventory:
     path: Path
     hosts: dict[str, Host] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
+    #: host -> variable -> the line of the definition that wins (for FILE:LINE problems
+    #: about a variable's value, e.g. a `migrate_execution_node` that names no node)
+    var_lines: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def resolve(self, names: list[str] | tuple[str, ...]) -> list[Host]:
         """Host or group names -> hosts, in first-mentioned order, without repeats."""
@@ -90,6 +93,14 @@ def _resolved(host: Host, path: Path | None) -> dict[str, Any]:
     return values
 
 
+#: one level of variables for a host: (precedence, variables, the line of each)
+_Layer = tuple[int, dict[str, Any], dict[str, int]]
+
+
+def _lines(values: Any) -> dict[str, int]:
+    return {k: values.line_of(k) for k in values} if isinstance(values, YDict) else {}
+
+
 def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, list[Problem]]:
     """Parse the inventory; return it with every problem found (empty list when sound)."""
     name = display or str(path)
@@ -102,9 +113,9 @@ def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, l
     if not isinstance(data, YDict):
         return inv, [Problem(name, 1, "inventory must be a mapping of groups (e.g. all:)")]
 
-    host_layers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    host_layers: dict[str, list[_Layer]] = {}
 
-    def walk(group: str, body: Any, depth: int, inherited: list[tuple[int, dict[str, Any]]],
+    def walk(group: str, body: Any, depth: int, inherited: list[_Layer],
              line: int) -> list[str]:
         if body is None:
             body = YDict()
@@ -121,7 +132,7 @@ def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, l
         if not isinstance(gvars, dict):
             problems.append(Problem(name, body.line_of("vars"), "vars must be a mapping"))
             gvars = {}
-        layers = inherited + [(depth, dict(gvars))]
+        layers = inherited + [(depth, dict(gvars), _lines(gvars))]
         members: list[str] = []
         hosts = body.get("hosts") or {}
         if not isinstance(hosts, dict):
@@ -133,7 +144,7 @@ def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, l
                                         else body.line, f"host {host!r} vars must be a mapping"))
                 hvars = {}
             host_layers.setdefault(host, []).extend(layers)
-            host_layers[host].append((10_000, dict(hvars or {})))
+            host_layers[host].append((10_000, dict(hvars or {}), _lines(hvars)))
             members.append(host)
         children = body.get("children") or {}
         if not isinstance(children, dict):
@@ -153,9 +164,12 @@ def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, l
 
     for host, layers in host_layers.items():
         merged: dict[str, Any] = {}
-        for _, layer in sorted(layers, key=lambda item: item[0]):
+        lines: dict[str, int] = {}
+        for _, layer, layer_lines in sorted(layers, key=lambda item: item[0]):
             merged.update(layer)
+            lines.update(layer_lines)
         inv.hosts[host] = Host(name=host, vars=merged)
+        inv.var_lines[host] = lines
     inv.groups.setdefault("all", list(inv.hosts))
     if not inv.hosts and not problems:
         problems.append(Problem(name, data.line, "inventory defines no hosts"))

@@ -29,8 +29,10 @@ from orchestrator.config.yamlsource import YamlLoadError, YDict, YList, load_yam
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.events import NOTIFIABLE
 from orchestrator.core.model import (
+    EXECUTION_NODE_VAR,
     AnalysisSpec,
     Condition,
+    ExecutionNode,
     Metric,
     MetricKind,
     Notifier,
@@ -69,6 +71,17 @@ MIGRATION_KEYS = Schema({
     "forks": Key(doc="Ansible's fan-out in one step (default 50)"),
     "alertmanager": Key(doc="{listen, token_env, url}: where `alert:` triggers come from"),
     "state": Key(doc="{url, timeout}: the journal (default .migrate/state.db)"),
+    "execution": Key(doc="{nodes: {NAME: {host, runner}}}: execution nodes that run playbook "
+                         "steps for the hosts whose `migrate_execution_node` names them"),
+})
+EXECUTION_KEYS = Schema({
+    "nodes": Key(required=True, doc="NAME: {host, runner}: the execution nodes"),
+})
+NODE_KEYS = Schema({
+    "host": Key(text, required=True, doc="the node: an inventory host, reached over SSH"),
+    "runner": Key(text, doc="ansible-runner's path on the node (default: `ansible-runner` "
+                            "on its PATH); its directory goes first on the node's PATH, so "
+                            "the Ansible installed beside it runs the playbook"),
 })
 PROMETHEUS_KEYS = Schema({"url": Key(doc="Prometheus' base URL")})
 METRIC_KEYS = Schema({
@@ -193,6 +206,7 @@ def load_project(root: Path, inventory_override: Path | None = None) -> tuple[Pr
     names = _InventoryNames(inventory, _rel(root, inv_path)) if not inv_problems else None
     if names is not None:
         _check_metric_hosts(project, names, problems)
+        _check_execution_nodes(project, defined.nodes, names, problems)
     _load_phases(project, defined, problems, names)
     if problems:
         raise ConfigError(problems)
@@ -248,6 +262,9 @@ class _Defined:
     #: its line, and the names the phase files use, reported there once
     no_triggers_line: int | None = None
     orphan_triggers: list[str] = field(default_factory=list)
+    #: the execution nodes `execution.nodes` names, loaded or not; None when `execution:`
+    #: is there but its `nodes` could not be read (the hosts that name one are not checked)
+    nodes: set[str] | None = field(default_factory=set)
 
 
 def _load_migration(root: Path, problems: list[Problem]) -> tuple[Project, _Defined]:
@@ -319,6 +336,7 @@ def _load_migration(root: Path, problems: list[Problem]) -> tuple[Project, _Defi
     project.notify = tuple(_load_notify(c, top))
     _load_ssh_and_defaults(c, top, project)
     _load_alertmanager(c, top, project)
+    _load_execution(c, top, project, defined)
     return project, defined
 
 
@@ -535,6 +553,63 @@ def _load_alertmanager(c: _Checker, top: YDict, project: Project) -> None:
             if t.alert is not None:
                 c.add(t.line, f"trigger {t.name!r}: an alert trigger needs alertmanager "
                       "(listen or url) or prometheus.url to read alerts from")
+
+
+def _load_execution(c: _Checker, top: YDict, project: Project, defined: _Defined) -> None:
+    """`execution: {nodes: {NAME: {host, runner}}}`; the hosts are checked against the
+    inventory once it is loaded (`_check_execution_nodes`)."""
+    if "execution" not in top:
+        return
+    defined.nodes = None
+    d = c.mapping(top["execution"], top.line_of("execution"), "execution")
+    if d is None or not c.keys(d, EXECUTION_KEYS, "execution") or "nodes" not in d:
+        return
+    nodes = c.mapping(d["nodes"], d.line_of("nodes"), "execution.nodes")
+    if nodes is None:
+        return
+    defined.nodes = {str(name) for name in nodes}
+    if not nodes:
+        c.add(d.line_of("nodes"), "execution.nodes names no node (remove `execution:` to run "
+                                  "every playbook here)")
+    for name, body in nodes.items():
+        what = f"execution node {name!r}"
+        if not isinstance(name, str) or not _STEP_ID.match(name):
+            c.add(nodes.line_of(name), f"{what}: a node's name is letters, digits, '-', '_', '.'")
+            continue
+        node = c.mapping(body, nodes.line_of(name), what)
+        if node is None or not c.keys(node, NODE_KEYS, what):
+            continue
+        project.execution_nodes[name] = ExecutionNode(
+            name=name, host=str(node["host"]).strip(),
+            runner=str(node.get("runner") or "ansible-runner").strip(),
+            line=node.line_of("host"))
+
+
+def _check_execution_nodes(project: Project, defined: set[str] | None,
+                           names: _InventoryNames, problems: list[Problem]) -> None:
+    """Every node is an inventory host, and every `migrate_execution_node` in the
+    inventory names a node: a step sent to a node that is not there would fail only
+    mid-run, after other hosts changed."""
+    nodes = project.execution_nodes
+    for node in nodes.values():
+        why = names.unknown(node.host, f"execution node {node.name!r}: host", groups=False)
+        if why is not None:
+            problems.append(Problem(MIGRATION_FILE, node.line, why))
+    if defined is None:
+        return  # `execution:` itself is broken: reported there, once
+    inventory = names.inventory
+    for host in inventory.hosts.values():
+        if EXECUTION_NODE_VAR not in host.vars:
+            continue
+        value = host.vars[EXECUTION_NODE_VAR]
+        line = inventory.var_lines.get(host.name, {}).get(EXECUTION_NODE_VAR, 0)
+        if value in (None, "") or (isinstance(value, str) and value in defined):
+            continue  # empty: this host runs here although its group has a node
+        known = ", ".join(sorted(defined)) or f"none: {MIGRATION_FILE} has no execution.nodes"
+        problems.append(Problem(names.display, line,
+                                f"host {host.name!r}: {EXECUTION_NODE_VAR} {value!r} is no "
+                                f"execution node (nodes: {known})"
+                                + _did_you_mean(value, defined)))
 
 
 def _load_notify(c: _Checker, top: YDict) -> list[Notifier]:

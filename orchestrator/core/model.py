@@ -311,6 +311,27 @@ class SshSettings:
         return self.keepalive * self.keepalive_count
 
 
+@dataclass(frozen=True)
+class ExecutionNode:
+    """`execution: {nodes: {NAME: {host, runner}}}` in migration.yaml: a machine that runs
+    the playbook steps of the managed hosts whose `migrate_execution_node` names it, with
+    ansible-runner's remote job protocol (runners/nodes.py)."""
+
+    name: str
+    host: str  # the inventory host reached over SSH
+    runner: str = "ansible-runner"  # its path on the node; its directory goes first on PATH
+    line: int = 0  # where migration.yaml defines it
+
+    @property
+    def runner_dir(self) -> str | None:
+        """The directory put first on the node's PATH, None for a bare command name."""
+        return self.runner.rsplit("/", 1)[0] or "/" if "/" in self.runner else None
+
+
+#: the inventory variable that sends a managed host's playbook steps to a node
+EXECUTION_NODE_VAR = "migrate_execution_node"
+
+
 @dataclass
 class Project:
     root: Path
@@ -328,6 +349,8 @@ class Project:
     defaults: RunDefaults = field(default_factory=RunDefaults)  # `defaults:`
     ssh: SshSettings = field(default_factory=SshSettings)  # `ssh:`
     forks: int = 50  # `forks:`: Ansible's fan-out in one step, and ours
+    #: `execution: {nodes: ...}`: where playbook steps run instead of here, by node name
+    execution_nodes: dict[str, ExecutionNode] = field(default_factory=dict)
     #: `state:` (url, timeout): where the journal lives; a `state.open.StateSettings`
     state: Any = None
     #: `agent:`: the agent's source, taken from the project directory; `migrate analyze`

@@ -43,8 +43,24 @@ def plan_document(project: Project, phase: Phase, hosts: list[Host],
                          "baseline": t.baseline, "describe": t.describe()})
     return {"phase": phase.number, "name": phase.name, "file": str(phase.path.name),
             "hosts": [h.name for h in hosts], "requires": list(phase.requires),
+            "execution": execution_counts(project, hosts),
             "bake_s": phase.bake, "serial": phase.serial,
             "preconditions": list(phase.preconditions), "steps": steps, "triggers": triggers}
+
+
+def execution_counts(project: Project, hosts: list[Host]) -> dict[str, Any]:
+    """How many hosts each execution node runs ("here": this machine), with the node's
+    inventory host; empty without `execution.nodes`."""
+    if not project.execution_nodes:
+        return {}
+    from orchestrator.runners.routing import HERE, split_by_node
+
+    out: dict[str, Any] = {}
+    for node, part in split_by_node(hosts).items():
+        spec = project.execution_nodes.get(node)
+        out["here" if node == HERE else node] = {
+            "hosts": len(part), "node_host": spec.host if spec else None}
+    return out
 
 
 def plan_text(doc: dict[str, Any]) -> str:
@@ -55,6 +71,11 @@ def plan_text(doc: dict[str, Any]) -> str:
              + ("   serial: one host at a time" if doc["serial"] else "")]
     if doc["preconditions"]:
         lines.append(f"preconditions: {', '.join(doc['preconditions'])}")
+    if doc.get("execution"):
+        parts = [f"{name} {e['hosts']} host{'s' if e['hosts'] != 1 else ''}"
+                 + (f" (on {e['node_host']})" if e["node_host"] else " (this machine)")
+                 for name, e in doc["execution"].items()]
+        lines.append(f"playbooks run on: {', '.join(parts)}")
     if doc.get("requirements"):
         lines.append("requirements (now):")
         for r in doc["requirements"]:
