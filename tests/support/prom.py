@@ -70,6 +70,51 @@ def prometheus(tmp: Path, target: str, first_series: str) -> Iterator[str]:
             proc.kill()
 
 
+@contextmanager
+def prometheus_with(tmp: Path, scrape_configs: str, first_series: str,
+                    lookback: str = "3s") -> Iterator[str]:
+    """Start Prometheus with these `scrape_configs:` (YAML, indented as a list under the
+    key); yield its URL once `first_series` answers (a federating Prometheus, say).
+    `lookback` must exceed the slowest scrape interval, or series go stale between
+    scrapes."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and Debian's prometheus is not installed")
+        pytest.skip("prometheus is not installed")
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                   f"scrape_configs:\n{scrape_configs}")
+    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'db'}",
+                             f"--web.listen-address=127.0.0.1:{port}",
+                             f"--query.lookback-delta={lookback}"],
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "prometheus.log", "wb"))  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                log = (tmp / "prometheus.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"prometheus exited: {log}")
+            try:
+                if query(url, first_series):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"{url} never answered {first_series}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def nonzero(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The label sets of an instant query's series whose value is not 0."""
     return [r["metric"] for r in results if float(r["value"][1]) != 0]  # type: ignore[index]
