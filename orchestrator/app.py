@@ -138,6 +138,7 @@ class App:
                 self._parts.monitor = monitor
             return self._parts
         from orchestrator.core.events import EventHooks
+        from orchestrator.core.http import HttpClient
         from orchestrator.engine.context import EngineParts, NoTty
         from orchestrator.monitor.checker import MetricChecker
         from orchestrator.monitor.trigger_monitor import TriggerMonitor
@@ -150,6 +151,8 @@ class App:
         metrics = self.serve_metrics()
         commands = HostCommandRunner(project.ssh)
         self._resources.callback(commands.close)  # the SSH connection pool
+        http = HttpClient()  # the http/exporter reads' keep-alive connections
+        self._resources.callback(http.close)
         notifications = Notifications(project.notify, project.name, log=self.say)
         self._resources.callback(notifications.close, 5.0)
         hooks = EventHooks(log=self.say)
@@ -166,7 +169,7 @@ class App:
         parts = EngineParts(journal=self.journal, playbooks=playbooks,
                             commands=commands, clock=self.clock,
                             prompter=prompter or NoTty(), say=self.say, hooks=hooks,
-                            verbose=self.verbose, forks=project.forks)
+                            verbose=self.verbose, forks=project.forks, http=http)
         defaults = project.defaults
         parts.step_timeout = defaults.step_timeout
         parts.undo_attempts = defaults.undo_retries + 1
@@ -174,13 +177,14 @@ class App:
         parts.undo_deadline = defaults.undo_deadline
         if monitor is None:
             live = TriggerMonitor(project, inventory, self.journal, self.clock, commands,
-                                  self.say)
+                                  self.say, http)
             live.view_every = self.trigger_view_every
             if metrics is not None:
                 live.on_cycle = lambda m: metrics.observe(m.snapshot(), project.triggers)
             monitor = live
         parts.monitor = monitor
-        parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands)
+        parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands,
+                                      http)
         self._parts = parts
         return parts
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import CancelToken, Clock, SystemClock
 from orchestrator.core.events import EventHooks, FireSink
+from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Phase, Project
 from orchestrator.runners.base import CommandRunner, PlaybookRunner, Result
 from orchestrator.state.journal import Journal
@@ -108,6 +109,8 @@ class EngineParts:
     step_timeout: float | None = 1800.0  # default for playbook/command steps and undos
     forks: int = 50
     verbose: bool = False
+    #: the pooled client of `http`/`exporter` reads, shared by every monitor of the app
+    http: HttpClient | None = None
 
 
 def private_dirs(top: Path, path: Path) -> None:

@@ -7,12 +7,13 @@ the host's variables, the run and phase for templates, the time since phase star
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import Clock
+from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Metric, Project
 from orchestrator.metrics.sources.base import CycleMemo, ReadContext, Reading, read_metric
 from orchestrator.runners.base import CommandRunner
@@ -29,6 +30,8 @@ class MetricReader:
     t0: float = 0.0
     run_id: str | None = None
     phase: int | None = None
+    #: the pooled client of the `http` and `exporter` reads (the app's, shared; else its own)
+    http: HttpClient = field(default_factory=HttpClient)
 
     def read(self, metric: Metric, host: Host, timeout: float | None = None) -> Reading:
         return read_metric(metric, self.context(metric, host, timeout))
@@ -40,7 +43,8 @@ class MetricReader:
                            run_id=self.run_id, elapsed=self.clock.monotonic() - self.t0,
                            timeout=max(0.1, limit), prometheus_url=self.project.prometheus_url,
                            commands=self.commands, hosts=self.inventory.hosts, memo=memo,
-                           groups=self.inventory.groups, root=self.project.root)
+                           groups=self.inventory.groups, root=self.project.root,
+                           http=self.http)
 
     @cached_property
     def hostvars(self) -> dict[str, dict[str, Any]]:

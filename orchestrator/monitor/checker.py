@@ -7,6 +7,7 @@ import statistics
 
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import CancelToken, Clock
+from orchestrator.core.http import HttpClient
 from orchestrator.core.model import PASS_CUTOFF, Metric, MetricKind, Project
 from orchestrator.metrics.reader import MetricReader
 from orchestrator.metrics.sources.base import Reading
@@ -18,11 +19,12 @@ class MetricChecker:
     """`check` steps, `baseline` steps, preconditions and post-rollback checks."""
 
     def __init__(self, project: Project, inventory: Inventory, journal: Journal, clock: Clock,
-                 commands: CommandRunner | None) -> None:
+                 commands: CommandRunner | None, http: HttpClient | None = None) -> None:
         self.project = project
         self.journal = journal
         self.clock = clock
-        self.reader = MetricReader(project, inventory, commands, clock)
+        self.reader = MetricReader(project, inventory, commands, clock,
+                                   http=http or HttpClient())
 
     def check(self, metric: str, host: Host, phase: int, run_id: str, timeout: float,
               cancel: CancelToken, t0: float | None = None) -> Result:
@@ -31,7 +33,7 @@ class MetricChecker:
         m = self.project.metrics[metric]
         reader = MetricReader(self.project, self.reader.inventory, self.reader.commands,
                               self.clock, self.clock.monotonic() if t0 is None else t0,
-                              run_id, phase)
+                              run_id, phase, http=self.reader.http)
         deadline = self.clock.monotonic() + timeout
         interval = min(self.project.poll_interval, 1.0)
         last = Reading(None, "not read")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.core.clock import Clock
 from orchestrator.core.events import EventKind, FireSink, Firing
+from orchestrator.core.http import HttpClient
 from orchestrator.core.model import (
     Metric,
     Phase,
@@ -90,13 +91,15 @@ class _Folded:
 
 class TriggerMonitor:
     def __init__(self, project: Project, inventory: Inventory, journal: Journal, clock: Clock,
-                 commands: CommandRunner | None, say: Any = lambda line: None) -> None:
+                 commands: CommandRunner | None, say: Any = lambda line: None,
+                 http: HttpClient | None = None) -> None:
         self.project = project
         self.inventory = inventory
         self.journal = journal
         self.clock = clock
         self.say = say
-        self.reader = MetricReader(project, inventory, commands, clock)
+        self.reader = MetricReader(project, inventory, commands, clock,
+                                   http=http or HttpClient())
         self._firing: Firing | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -17,13 +17,12 @@ scheme and host only.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Notifier
 
 Post = Callable[[str, dict[str, Any]], None]
@@ -56,22 +55,34 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(secret, "…") if len(secret) > 3 else text
 
 
-def http_post(url: str, payload: dict[str, Any]) -> None:
-    data = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - operator-set URL
-        if resp.status >= 300:
-            raise OSError(f"webhook answered {resp.status}")
+class PooledPost:
+    """The webhook transport: POST the JSON through a pooled client, so a burst of
+    notifications (a rollback on a fleet) reuses one kept-alive connection per webhook
+    host. A non-2xx answer or no answer raises, for the worker's retries."""
+
+    def __init__(self, client: HttpClient | None = None, timeout: float = 5.0) -> None:
+        self.client = client if client is not None else HttpClient(per_host=2, hosts=8)
+        self.timeout = timeout
+
+    def __call__(self, url: str, payload: dict[str, Any]) -> None:
+        answer = self.client.post_json(url, payload, self.timeout)  # HttpUnavailable
+        if not answer.ok:
+            raise OSError(f"webhook answered {answer.status}")
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Notifications:
     def __init__(self, notifiers: tuple[Notifier, ...], project: str,
-                 post: Post = http_post, attempts: int = 5, max_wait: float = 8.0,
+                 post: Post | None = None, attempts: int = 5, max_wait: float = 8.0,
                  log: Callable[[str], None] = lambda line: None) -> None:
         self.notifiers = notifiers
         self.project = project
-        self.post = post
+        self._transport: PooledPost | None = None  # our own transport: closed with us
+        if post is None:
+            post = self._transport = PooledPost()
+        self.post: Post = post
         self.attempts = attempts
         self.max_wait = max_wait
         self.log = log
@@ -126,9 +137,15 @@ class Notifications:
         with self._lock:
             thread = self._thread
             if thread is None:
+                self._close_transport()
                 return
             self._queue.put(None)
         thread.join(timeout)
         with self._lock:
             if self._thread is thread and not thread.is_alive():
                 self._thread = None
+                self._close_transport()
+
+    def _close_transport(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

@@ -10,19 +10,19 @@ rollback (migrate restarted, Alertmanager's webhook retries gave up, a network b
 
 Each puller returns the full list for its source or raises `PullError`; `AlertPuller`
 writes the answer into the book (or records the error, keeping the last view).
-A timeout per request and no retries: the next poll is the retry.
+A timeout per request and no retries: the next poll is the retry. Alertmanager is read
+through the puller's pooled client (`core.http`: one keep-alive connection reused from
+one poll to the next).
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from orchestrator.core.http import HttpClient, HttpUnavailable
 from orchestrator.metrics.alerts.book import (
     ALERTMANAGER,
     PROMETHEUS,
@@ -42,32 +42,35 @@ class PullError(Exception):
     """A pull that gave no answer (refused, timeout, non-2xx, not the expected JSON)."""
 
 
-def _get_json(url: str, timeout: float) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
-            body = resp.read(16 * 1024 * 1024)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode("utf-8", "replace").strip()
-        raise PullError(f"GET {url}: HTTP {exc.code} {detail}".strip()) from exc
-    except (OSError, ValueError) as exc:  # refused, timeout, DNS, bad URL
-        raise PullError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise PullError(f"GET {url}: not JSON: {exc}") from exc
-
-
 def _labels(raw: Any, where: str) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise PullError(f"{where}: labels are not an object")
     return {str(k): str(v) for k, v in raw.items()}
 
 
-def fetch_alertmanager(base_url: str, timeout: float) -> list[FiringAlert]:
+def _get_alertmanager_json(client: HttpClient, url: str, timeout: float) -> Any:
+    try:
+        answer = client.get(url, timeout, headers={"Accept": "application/json"})
+    except HttpUnavailable as exc:  # refused, timeout, DNS, bad URL, too big
+        raise PullError(str(exc)) from exc
+    if not answer.ok:
+        detail = answer.body[:300].decode("utf-8", "replace").strip()
+        raise PullError(f"GET {url}: HTTP {answer.status} {detail}".strip())
+    try:
+        return answer.json()
+    except ValueError as exc:
+        raise PullError(f"GET {url}: not JSON: {exc}") from exc
+
+
+def fetch_alertmanager(base_url: str, timeout: float,
+                       client: HttpClient | None = None) -> list[FiringAlert]:
     """Active, unsilenced, uninhibited alerts from Alertmanager's API v2."""
     url = base_url.rstrip("/") + AM_ALERTS + "?" + urllib.parse.urlencode(AM_QUERY)
-    doc = _get_json(url, timeout)
+    if client is None:
+        with HttpClient(per_host=1) as own:
+            doc = _get_alertmanager_json(own, url, timeout)
+    else:
+        doc = _get_alertmanager_json(client, url, timeout)
     if not isinstance(doc, list):
         raise PullError(f"GET {url}: expected a list of alerts")
     out = []
@@ -126,7 +129,7 @@ class AlertPuller:
 
     def __init__(self, book: AlertBook, names: Iterable[str], *,
                  alertmanager_url: str | None = None, prometheus_url: str | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, http: HttpClient | None = None) -> None:
         if not alertmanager_url and not prometheus_url:
             raise ValueError("AlertPuller needs an Alertmanager or a Prometheus URL")
         self.book = book
@@ -135,6 +138,8 @@ class AlertPuller:
         self.prometheus_url = prometheus_url
         self.timeout = timeout
         self._promql = PromQL(pool_size=1)  # kept across polls: one connection reused
+        #: Alertmanager's reads: one kept-alive connection, reused every poll
+        self.http = http if http is not None else HttpClient(per_host=2, hosts=4)
         self.pulls = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -155,7 +160,7 @@ class AlertPuller:
         self.pulls += 1
         try:
             if self.alertmanager_url:
-                alerts = fetch_alertmanager(self.alertmanager_url, limit)
+                alerts = fetch_alertmanager(self.alertmanager_url, limit, self.http)
             else:
                 assert self.prometheus_url is not None
                 alerts = fetch_prometheus(self.prometheus_url, self.names, limit, self._promql)
@@ -170,3 +175,8 @@ class AlertPuller:
         self.book.replace_view(self.source, alerts, requested_at=started,
                                scope=self.names or None)
         return None
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self.http.close()
+        self._promql.close()

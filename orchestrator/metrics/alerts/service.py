@@ -88,6 +88,8 @@ class AlertService:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=(self.puller.timeout if self.puller else 0) + 5)
         self._thread = None
+        if self.puller is not None:
+            self.puller.close()
         if self.receiver is not None:
             self.receiver.close()
 

@@ -48,6 +48,7 @@ from orchestrator.config.schema import (  # noqa: F401 - re-exported for the sou
     source_schemas,
     text,
 )
+from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Metric
 from orchestrator.runners.base import CommandRunner
 
@@ -126,6 +127,9 @@ class ReadContext:
     #: the project directory: a relative path on this machine is taken from it, wherever
     #: `migrate` was started (SPEC section 2); None reads from the current directory
     root: Path | None = None
+    #: `http` and `exporter` reads: the reader's pooled client, so a poll reuses the
+    #: connections the previous one opened (a context built alone gets its own)
+    http: HttpClient = field(default_factory=HttpClient)
 
     def origin(self, name: object) -> Host | None:
         """The host a `from:` probe runs on. A host name is that host. A group (a fleet

@@ -21,6 +21,7 @@ from typing import Any
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.config.yamlsource import YDict
+from orchestrator.core.http import HttpClient, HttpUnavailable
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import (
     CycleMemo,
@@ -32,10 +33,10 @@ from orchestrator.metrics.sources.base import (
     kind_is,
     text,
 )
-from orchestrator.metrics.sources.http import fetch
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+EXPOSITION = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
 #: At most this many different exporter URLs are scraped at once by one `read_many`.
 PARALLEL_SCRAPES = 32
 
@@ -86,16 +87,16 @@ class Exposition:
         return index.get(tuple(want[k] for k in keys), (0.0, 0))
 
 
-def scrape(url: str, timeout: float) -> Exposition | str:
-    """The parsed exposition at `url`, or why there is none."""
+def scrape(client: HttpClient, url: str, timeout: float) -> Exposition | str:
+    """The parsed exposition at `url` (through the pooled client), or why there is none."""
     try:
-        status, body = fetch(url, timeout)
-    except (OSError, ValueError) as exc:
-        return f"GET {url}: {getattr(exc, 'reason', exc)}"
-    if not 200 <= status < 300:
-        return f"GET {url}: HTTP {status}"
+        answer = client.get(url, timeout, headers=EXPOSITION)
+    except HttpUnavailable as exc:
+        return str(exc)
+    if not answer.ok:
+        return f"GET {url}: HTTP {answer.status}"
     try:
-        return Exposition(body.decode("utf-8", "replace"))
+        return Exposition(answer.body.decode("utf-8", "replace"))
     except ValueError as exc:
         return f"{url}: unreadable exposition: {exc}"
 
@@ -108,7 +109,7 @@ class ExporterSource:
             name, want = parse_series(render(str(metric.config["series"]), ctx_vars))
         except ValueError as exc:
             return Reading(None, str(exc))
-        got = ctx.shared(("scrape", url), lambda: scrape(url, ctx.timeout))
+        got = ctx.shared(("scrape", url), lambda: scrape(ctx.http, url, ctx.timeout))
         if isinstance(got, str):
             return Reading(None, got)
         total, found = got.total(name, want)
@@ -135,7 +136,7 @@ class ExporterSource:
         assert memo is not None
 
         def one(url: str) -> None:
-            memo.get(("scrape", url), lambda: scrape(url, ctx.timeout))
+            memo.get(("scrape", url), lambda: scrape(ctx.http, url, ctx.timeout))
 
         if len(distinct) > 1:
             from concurrent.futures import ThreadPoolExecutor

@@ -4,6 +4,8 @@ health check is what that host sees.
 
 Within one poll cycle a URL is fetched once, however many metrics read it (the
 default project reads `agent_health` and `model_load_failures` from one `/health`).
+Reads go through the reader's pooled client (`core.http`, `ctx.http`): keep-alive
+connections reused from one poll to the next, a bounded number per host.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.config.templating import render
+from orchestrator.core.http import HttpAnswer, HttpClient, HttpUnavailable
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import (
     Key,
@@ -37,17 +40,13 @@ def dotted(doc: Any, path: str) -> Any:
     return doc
 
 
-def fetch(url: str, timeout: float) -> tuple[int, bytes]:
-    """GET; return (status, body). Non-2xx answers are returned, not raised."""
-    import urllib.error
-    import urllib.request
+ACCEPT = {"Accept": "application/json, text/plain"}
 
-    req = urllib.request.Request(url, headers={"Accept": "application/json, text/plain"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read() if exc.fp else b""
+
+def fetch(client: HttpClient, url: str, timeout: float) -> HttpAnswer:
+    """GET through the pooled client; non-2xx answers are returned, HttpUnavailable
+    raised when there is no answer."""
+    return client.get(url, timeout, headers=ACCEPT)
 
 
 #: a GET run on a `from:` host: prints the status, a newline, then the body
@@ -62,7 +61,7 @@ PROBE = ("import sys,urllib.request,urllib.error\n"
          "sys.stdout.write(str(c)+'\\n'+b.decode('utf-8','replace'))\n")
 
 
-def fetch_from(origin: Any, url: str, ctx: ReadContext) -> tuple[int, bytes]:
+def fetch_from(origin: Any, url: str, ctx: ReadContext) -> HttpAnswer:
     """GET on the `from:` host through the command runner; OSError when it cannot."""
     import shlex
 
@@ -80,7 +79,7 @@ def fetch_from(origin: Any, url: str, ctx: ReadContext) -> tuple[int, bytes]:
     status, _, body = (result.stdout or "").partition("\n")
     if not result.ok or not status.strip().isdigit():
         raise OSError(f"from {origin.name}: {(result.stdout or result.detail).strip()[-200:]}")
-    return int(status), body.encode()
+    return HttpAnswer(int(status), body.encode())
 
 
 class HttpSource:
@@ -94,13 +93,17 @@ class HttpSource:
             return Reading.passed(False, why) if passfail else Reading(None, why)
         remote = origin.name if origin is not None and not origin.is_local else None
         try:
-            status, body = ctx.shared(("GET", url, remote),
-                                      lambda: fetch_from(origin, url, ctx) if remote
-                                      else fetch(url, ctx.timeout))
-        except (OSError, ValueError) as exc:  # refused, timeout, DNS, bad URL
-            why = f"GET {url}: {getattr(exc, 'reason', exc)}"
+            answer = ctx.shared(("GET", url, remote),
+                                lambda: fetch_from(origin, url, ctx) if remote
+                                else fetch(ctx.http, url, ctx.timeout))
+        except HttpUnavailable as exc:  # refused, timeout, DNS, bad URL
+            why = str(exc)
             return Reading.passed(False, why) if passfail else Reading(None, why)
-        if not 200 <= status < 300:
+        except OSError as exc:  # the `from:` host's probe could not run
+            why = f"GET {url}: {exc}"
+            return Reading.passed(False, why) if passfail else Reading(None, why)
+        status, body = answer.status, answer.body
+        if not answer.ok:
             why = f"GET {url}: HTTP {status}"
             return Reading.passed(False, why) if passfail else Reading(None, why)
         try:
