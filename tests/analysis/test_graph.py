@@ -103,8 +103,11 @@ def test_drift_unresolved_and_unknown(system: dict[str, Any]) -> None:
     assert system["unresolved"] == [{
         "file": "agents/planner_agent.py", "line": 25, "endpoint": "SUB addr",
         "agent": "Planner", "why": "cannot be followed"}]
-    assert system["unknown"] == [{"name": "Oracle", "from": "Planner", "file": str(MAIN),
-                                  "line": 20, "how": "declared in a manifest"}]
+    assert system["unknown"] == [
+        {"name": "Oracle", "from": "Planner", "file": str(MAIN), "line": 20,
+         "how": "declared in a manifest"},
+        {"name": "Archivist", "from": "Hub", "file": "agents/hub_agent.py", "line": 22,
+         "how": "discover_service('Archivist')"}]
 
 
 def test_order_from_the_declared_edges(system: dict[str, Any]) -> None:
@@ -169,7 +172,7 @@ def test_mermaid_text_and_markdown() -> None:
     assert "  n6 ==> n1" in mermaid  # Broken -> Twin, declared, cross-machine
     text = migrate("analyze", *args).stdout.splitlines()
     assert text[0].startswith("7 agents on main, pc2, from the manifests: 11 declared edges, "
-                              "11 seen in code, 1 undeclared, 1 unseen; 1 unresolved")
+                              "11 seen in code, 1 undeclared, 1 unseen; 1 unresolved endpoints, 2 unknown names")
     rows = [line.split()[:2] for line in text[2:10]]
     assert rows == [["STEP", "AGENT"], ["1", "Hub"], ["2", "Twin"], ["2", "Speaker"],
                     ["2", "Listener"], ["3", "Planner"], ["3", "Status"], ["3", "Broken"]]
@@ -177,6 +180,26 @@ def test_mermaid_text_and_markdown() -> None:
     assert "  agents/planner_agent.py:25  Planner: SUB addr  (cannot be followed)" in text
     md = migrate("analyze", *args, "--format", "md").stdout
     assert "| 2 | Speaker | pc2 | 7200 |" in md
+
+
+def test_compose_services_are_nodes(tmp_path: Path) -> None:
+    compose = tmp_path / "edge" / "docker-compose.yml"
+    compose.parent.mkdir()
+    compose.write_text(
+        "services:\n"
+        "  twin:\n    command: python agents/twin_agent.py\n    ports: ['7100:7100']\n"
+        "  planner:\n    command: [python, agents/planner_agent.py]\n"
+        "    depends_on: {twin: {condition: service_started}}\n")
+    graph = graph_json(str(CODE), "--services", str(compose))
+    assert [(n["name"], n["machines"], n["file"], n["port"]) for n in graph["nodes"]] == [
+        ("twin", ["edge"], "agents/twin_agent.py", 7100),
+        ("planner", ["edge"], "agents/planner_agent.py", None)]
+    [edge] = graph["edges"]
+    assert (edge["from"], edge["to"], edge["declared"], edge["cross_machine"]) == \
+        ("planner", "twin", True, False)
+    assert [s["line"] for s in edge["seen"]] == [12]
+    assert graph["order"][0]["agents"] == ["twin"]
+    assert {u["name"] for u in graph["unknown"]} == {"Speaker"}  # looked up, not declared
 
 
 def test_without_manifests_the_agents_are_the_classes() -> None:
