@@ -326,7 +326,7 @@ def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes
     budget = parse_spec(max_failed) if max_failed is not None else None
     view = opts.live_view("migrate phase")
     app = opts.app(metrics_port)
-    view.attach(lambda: app.journal)
+    view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
     try:  # every step and host in the grid from the start; errors come from run_phase
         view.expect(number, [s.id for s in app.phase(number).steps],
                     [h.name for h in app.hosts(hosts)], app.phase(number).bake)
@@ -351,7 +351,7 @@ def resume(opts: Options, hosts: tuple[str, ...], accept_changes: bool, yes: boo
     """Continue an interrupted run from the step that was in flight."""
     view = opts.live_view("migrate resume")
     app = opts.app()
-    view.attach(lambda: app.journal)
+    view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
     cancel = CancelToken()
     command = " ".join(["migrate", *sys.argv[1:]])
     with view, SignalGuard(cancel, opts.log):
@@ -375,7 +375,7 @@ def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: boo
         if not click.confirm(f"Roll back {what} on {', '.join(hosts)}?", err=True):
             return OK
     command = " ".join(["migrate", *sys.argv[1:]])
-    view.attach(lambda: app.journal)
+    view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
     cancel = CancelToken()
     with view, SignalGuard(cancel, opts.log, undo_only=True):
         report = app.rollback(hosts, number, command, cancel)
@@ -489,7 +489,8 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     view = opts.live_view("migrate watch")
     app = opts.app(metrics_port)
     watcher = app.watcher(hosts, act=not no_rollback)
-    view.attach(lambda: app.journal, sorted(app.load()[0].phases))
+    view.attach(lambda: app.journal, sorted(app.load()[0].phases),
+                kinds=lambda: _trigger_kinds(app))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -700,6 +701,13 @@ def analyze(opts: Options, path: Path | None, fmt: str, excludes: tuple[str, ...
     opts.emit(result, render_markdown(result) if fmt == "md"
               else render_text(result, plain=plain))
     return OK
+
+
+def _trigger_kinds(app: Any) -> dict[str, str]:
+    """How each trigger's value reads in the live view (an alert's 1 is `firing`)."""
+    from orchestrator.reporting import trigger_kinds
+
+    return trigger_kinds(app.load()[0])
 
 
 def _project_agent(opts: Options) -> Path:

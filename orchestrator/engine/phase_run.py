@@ -397,6 +397,10 @@ class PhaseRun:
             if answer:
                 return
             text = f"analysis: {summary}; {said}"
+        failing = [h.name for h in canary if h.name not in self.out]
+        if self.fleet and len(set(self.budget.failed) | set(failing)) > self.budget.allowed:
+            for name in failing[1:]:  # failed together: the budget line counts them all
+                self.budget.absorbs(name)
         for host in canary:
             if self.stop is not None:
                 return

@@ -184,7 +184,8 @@ class Rehearsal:
             app.hooks.append(injector)  # before the first run builds the engine's hooks
             if self.view is not None:
                 app.hooks.append(self.view)
-                self.view.attach(lambda: app.journal)
+                self.view.attach(lambda: app.journal,
+                                 kinds=lambda: _trigger_kinds(project))
                 for number, phase in project.phases.items():
                     self.view.expect(number, [s.id for s in phase.steps],
                                      [h.name for h in hosts], phase.bake)
@@ -341,3 +342,10 @@ class Rehearsal:
         out.write_text("\n".join(lines) + "\n", encoding="utf-8")
         (state_dir / "rehearsal.json").write_text(json.dumps(drill.as_json(), indent=2))
         return out
+
+
+def _trigger_kinds(project: Any) -> dict[str, str]:
+    """How each trigger's value reads in the live view (an alert's 1 is `firing`)."""
+    from orchestrator.reporting import trigger_kinds
+
+    return trigger_kinds(project)

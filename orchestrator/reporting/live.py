@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -363,6 +363,8 @@ class LiveView:
         self._refresh = refresh_per_second
         self._trigger_every = trigger_every
         self._journal: Callable[[], Journal | None] | None = None
+        self._kinds_of: Callable[[], Mapping[str, str]] | None = None
+        self._kinds: dict[str, str] | None = None
         self._poller: threading.Thread | None = None
         self._halt = threading.Event()
         self._live: Live | None = None
@@ -372,12 +374,25 @@ class LiveView:
         self._machine = socket.gethostname()
 
     # --- wiring ------------------------------------------------------------------------------
-    def attach(self, journal: Callable[[], Journal | None], phases: Sequence[int] = ()) -> None:
+    def attach(self, journal: Callable[[], Journal | None], phases: Sequence[int] = (),
+               kinds: Callable[[], Mapping[str, str]] | None = None) -> None:
         """Where the monitor's per-poll trigger values are read (called lazily: the run
         has opened the journal by the time an event arrives). `phases`: those `watch`
-        evaluates (a phase run's own comes with its events)."""
+        evaluates (a phase run's own comes with its events). `kinds`: trigger name -> how
+        its value reads (`reporting.trigger_kinds`), so an `alert:` trigger reads
+        `firing`/`not firing` rather than its stored 1/0."""
         self._journal = journal
+        self._kinds_of = kinds
         self.model.watch_phases = tuple(phases)
+
+    def kind(self, trigger: object) -> str | None:
+        """How `trigger`'s value reads, None when not known (the project did not load)."""
+        if self._kinds is None:
+            try:
+                self._kinds = dict(self._kinds_of()) if self._kinds_of is not None else {}
+            except Exception:  # a project that does not load has its own error
+                self._kinds = {}
+        return self._kinds.get(str(trigger))
 
     def __enter__(self) -> LiveView:
         """The region is drawn from the first event on (`start`), so a command refused
@@ -448,7 +463,7 @@ class LiveView:
         if self.live and self._live is None:
             self.start()
         if not self.live:
-            line = plain_line(event)
+            line = plain_line(event, self.kind(event.payload.get("trigger")))
             if line is not None:
                 self._plain(line)
 
@@ -685,12 +700,12 @@ class LiveView:
                          for name, c in sorted(rest.items()))
         return Group(table, Text(f"  + {len(rows) - TRIGGER_ROWS} more ({more})", style="dim"))
 
-    @staticmethod
-    def _value(t: TriggerRow) -> str:
-        """The value as read: `pass`/`fail` for a pass/fail trigger, never 1/0."""
+    def _value(self, t: TriggerRow) -> str:
+        """The value as read: `pass`/`fail` for a pass/fail trigger, `firing`/`not firing`
+        for an alert trigger, never 1/0."""
         if t.value is None:
             return "no data" if (t.nodata or t.status != "ok") else _num(t.value)
-        return show_value(t.value, None, t.threshold)
+        return show_value(t.value, self.kind(t.trigger), t.threshold)
 
     @staticmethod
     def _breaching(t: TriggerRow, now: float) -> str:
@@ -720,7 +735,7 @@ def _line(text: Any) -> Any:
     return text
 
 
-def plain_line(e: RunEvent) -> str | None:
+def plain_line(e: RunEvent, kind: str | None = None) -> str | None:
     """The line a transition gets without a terminal, or None when the engine already says
     it (steps, waves starting, bake, fires, rollbacks: see the engine's `say`)."""
     p = e.payload
@@ -728,7 +743,7 @@ def plain_line(e: RunEvent) -> str | None:
                   EventKind.TRIGGER_RESET):
         word = {EventKind.TRIGGER_PENDING: "pending", EventKind.TRIGGER_RESOLVED: "resolved",
                 EventKind.TRIGGER_RESET: "back to ok"}[e.kind]
-        facts = show_value(p.get("value"), None, p.get("threshold"))
+        facts = show_value(p.get("value"), kind, p.get("threshold"))
         if p.get("threshold") is not None:
             facts += f" vs limit {_num(p.get('threshold'))}"
         if p.get("baseline") is not None:

@@ -60,6 +60,10 @@ class Page:
     charts: Sequence[Chart] = ()
     tables: Sequence[Table] = ()
     notes: Sequence[str] = field(default_factory=tuple)  # paragraphs under the summary
+    #: what decided the outcome when it is not a chart of its own (a canary judgement that
+    #: rolled the run back): its tables and charts open the page, before `charts`
+    lead_tables: Sequence[Table] = ()
+    lead_charts: Sequence[Chart] = ()
 
 
 @dataclass(frozen=True)
@@ -99,14 +103,20 @@ def render_html(page: Page) -> str:
 
     Rendered from the package's `templates/page.html.j2` with autoescape on: every text of
     the page is escaped; the charts are base64 `data:` URIs."""
-    charts = [{"title": c.title, "caption": c.caption, "filename": c.filename,
-               "colour": VERDICTS.get(c.verdict, VERDICTS["info"]),
-               "data": base64.b64encode(c.png).decode("ascii")} for c in page.charts]
-    tables = [{"title": t.title, "note": t.note, "headers": [str(h) for h in t.headers],
-               "rows": [[_cell(v) for v in row] for row in t.rows]} for t in page.tables]
+    def charts_of(charts: Sequence[Chart]) -> list[dict[str, str]]:
+        return [{"title": c.title, "caption": c.caption, "filename": c.filename,
+                 "colour": VERDICTS.get(c.verdict, VERDICTS["info"]),
+                 "data": base64.b64encode(c.png).decode("ascii")} for c in charts]
+
+    def tables_of(tables: Sequence[Table]) -> list[dict[str, Any]]:
+        return [{"title": t.title, "note": t.note, "headers": [str(h) for h in t.headers],
+                 "rows": [[_cell(v) for v in row] for row in t.rows]} for t in tables]
+
     return str(_environment().get_template("page.html.j2").render(
-        page=page, colour=VERDICTS.get(page.verdict, VERDICTS["info"]), charts=charts,
-        tables=tables, verdict_bad=VERDICTS["bad"]))
+        page=page, colour=VERDICTS.get(page.verdict, VERDICTS["info"]),
+        charts=charts_of(page.charts), tables=tables_of(page.tables),
+        lead_charts=charts_of(page.lead_charts), lead_tables=tables_of(page.lead_tables),
+        verdict_bad=VERDICTS["bad"]))
 
 
 def render_markdown(page: Page, charts_dir: str = "") -> str:
@@ -119,22 +129,33 @@ def render_markdown(page: Page, charts_dir: str = "") -> str:
         lines.append("")
     for n in page.notes:
         lines += [n, ""]
+
+    def chart_lines(c: Chart, level: str) -> list[str]:
+        out = [f"{level} {c.title}", ""]
+        if c.caption:
+            out += [c.caption, ""]
+        link = f"{charts_dir.rstrip('/')}/{c.filename}" if charts_dir else c.filename
+        return [*out, f"![{c.title}]({link})", ""]
+
+    def table_lines(t: Table) -> list[str]:
+        out = [f"## {t.title}", ""]
+        if t.note:
+            out += [t.note, ""]
+        out.append("| " + " | ".join(_md(h) for h in t.headers) + " |")
+        out.append("|" + "---|" * len(t.headers))
+        out += ["| " + " | ".join(_md(_cell(v)) for v in row) + " |" for row in t.rows]
+        return [*out, ""]
+
+    for t in page.lead_tables:
+        lines += table_lines(t)
+    for c in page.lead_charts:
+        lines += chart_lines(c, "##")
     if page.charts:
         lines += ["## Charts", ""]
         for c in page.charts:
-            lines += [f"### {c.title}", ""]
-            if c.caption:
-                lines += [c.caption, ""]
-            link = f"{charts_dir.rstrip('/')}/{c.filename}" if charts_dir else c.filename
-            lines += [f"![{c.title}]({link})", ""]
+            lines += chart_lines(c, "###")
     for t in page.tables:
-        lines += [f"## {t.title}", ""]
-        if t.note:
-            lines += [t.note, ""]
-        lines.append("| " + " | ".join(_md(h) for h in t.headers) + " |")
-        lines.append("|" + "---|" * len(t.headers))
-        lines += ["| " + " | ".join(_md(_cell(v)) for v in row) + " |" for row in t.rows]
-        lines.append("")
+        lines += table_lines(t)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -142,7 +163,7 @@ def write_page(page: Page, out_dir: Path, stem: str = "report",
                formats: Sequence[str] = ("md", "html")) -> dict[str, Path]:
     """Write the page in each format (and the chart PNGs the markdown links to)."""
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for c in page.charts:
+    for c in [*page.lead_charts, *page.charts]:
         (out_dir / c.filename).write_bytes(c.png)
     written = {}
     for fmt in formats:
@@ -158,14 +179,16 @@ def trigger_chart(title: str, points: Sequence[tuple[float | datetime, float | N
                   fired_at: Sequence[float | datetime] = (),
                   xlabel: str = "seconds since phase start", marks: Sequence[Mark] = (),
                   dots: Sequence[Dot] = (), passfail: bool = False,
-                  until: float | datetime | None = None) -> bytes:
+                  until: float | datetime | None = None,
+                  levels: tuple[str, str] = ("fail", "pass")) -> bytes:
     """A metric over time with its limit, baseline, fires and marks, as PNG bytes.
 
     x is seconds (floats) or UTC `datetime`s; with datetimes the axis is a date axis in
     UTC (HH:MM:SS), the same clock as the run's timeline. `marks` are vertical lines
     (a fire, a rollback's start and end) and `dots` single points (a re-check); the axis
     reaches `until` (the end of the rollback) even where no sample was read. `passfail`
-    labels the y axis `pass`/`fail` instead of 1/0.
+    labels the y axis with `levels` (0, 1) instead of 1/0: `fail`/`pass`, or `not firing`/
+    `firing` for an alert trigger.
 
     No data is a gap in the line (NaN) with grey crosses, never a straight line drawn
     across it, so a chart never suggests values that were not read.
@@ -214,7 +237,7 @@ def trigger_chart(title: str, points: Sequence[tuple[float | datetime, float | N
             pad = (right - left) * 0.03
             ax.set_xlim(left - pad, right + pad)
     if passfail:
-        ax.set_yticks([0, 1], ["fail", "pass"])
+        ax.set_yticks([0, 1], list(levels))
         ax.set_ylim(-0.2, 1.2)
     if xs and isinstance(xs[0], datetime):
         import matplotlib.dates as mdates

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import ConfigError
 from orchestrator.core.timestamps import parse_time_or_none as parse_stamp
-from orchestrator.reporting import PASSFAIL, show_value
+from orchestrator.reporting import ALERT, ALERT_METRIC, PASSFAIL, show_value
 from orchestrator.state.journal import Journal
 
 if TYPE_CHECKING:
@@ -121,6 +121,8 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
     if started is not None:
         rollback = {"started_at": started["at"], "ended_at": ended["at"] if ended else None,
                     "reason": started["detail"],
+                    # what asked for it: a trigger's name, `analysis` for the canary judge
+                    "trigger": (started.get("payload") or {}).get("trigger"),
                     "hosts": sorted({e["host"] for e in events
                                      if e["kind"] in rollback_kinds and e["host"]}),
                     # where something was undone (a host that ran no step has nothing to undo)
@@ -139,7 +141,8 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
                                if r["threshold"] is not None), None)
         last_baseline = next((r["baseline"] for r in reversed(rows)
                               if r["baseline"] is not None), None)
-        passfail = _passfail(rows)
+        alert = str(rows[0]["metric"] or "").startswith(ALERT_METRIC)  # 1 = firing
+        passfail = alert or _passfail(rows)
         rechecks = [e for e in events if e["kind"] in recheck_kinds and e["host"] == host
                     and (e.get("payload") or {}).get("metric") == rows[0]["metric"]]
         chart: Path | None = None
@@ -182,9 +185,10 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
                 f"{trigger} on {host}", points, ylabel=rows[0]["metric"],
                 threshold=last_threshold, baseline=last_baseline, marks=marks,
                 dots=dots if passfail else [], passfail=passfail, until=until,
-                xlabel=f"time (UTC) on {day}"))
+                xlabel=f"time (UTC) on {day}",
+                levels=("not firing", "firing") if alert else ("fail", "pass")))
         triggers.append({"trigger": trigger, "host": host, "metric": rows[0]["metric"],
-                         "kind": PASSFAIL if passfail else "number",
+                         "kind": ALERT if alert else PASSFAIL if passfail else "number",
                          "samples": len(rows), "fired": fire is not None,
                          "fired_at": fire["at"] if fire else None,
                          "fired_at_s": fire_t, "threshold": last_threshold,
@@ -289,8 +293,9 @@ def run_page(doc: dict[str, Any]) -> Page:
                          "pairs: those that fired or went pending first; every pair is in the "
                          "table.")
     trig_rows = [(t["trigger"], t["host"], t["metric"], t["samples"],
-                  "failing" if t["kind"] == PASSFAIL else t["threshold"],
-                  "" if t["kind"] == PASSFAIL else t["baseline"],
+                  "failing" if t["kind"] == PASSFAIL else "firing" if t["kind"] == ALERT
+                  else t["threshold"],
+                  "" if t["kind"] in (PASSFAIL, ALERT) else t["baseline"],
                   show_value(t["last_value"], t["kind"]),
                   f"FIRED at {t['fired_at']}" if t["fired"] else "ok")
                  for t in doc["triggers"]]
@@ -298,14 +303,21 @@ def run_page(doc: dict[str, Any]) -> Page:
                  (e["detail"] or "").replace("\n", " ")[:600]) for e in doc["timeline"]]
     tables = [Table("Triggers", ("trigger", "host", "metric", "samples", "limit", "baseline",
                                  "last value", "result"), trig_rows)] if trig_rows else []
+    # a run the canary judgement rolled back opens with that judgement: its table and box
+    # plots come before any chart of a trigger (none of them fired, or it was not first)
+    by_analysis = bool(rb) and rb.get("trigger") == "analysis"
+    lead_charts: list[Chart] = []
+    lead_tables: list[Table] = []
     for a in doc.get("analyses", []):
         where = f"wave {a['wave']}" if a["wave"] is not None else f"phase {a['phase']}"
         verdict = {"pass": "ok", "marginal": "warn"}.get(str(a["result"]), "bad")
-        charts.append(Chart(f"Canary analysis, {where}", Path(a["chart"]).read_bytes(),
-                            Path(a["chart"]).name, f"score {a['score']:g}: "
-                            f"{str(a['result']).upper()} (canary: "
-                            f"{', '.join(a['canary_hosts']) or '?'})", verdict))
-        tables.append(Table(f"Canary analysis, {where}: score {a['score']:g} ({a['result']})",
+        leads = by_analysis and a["result"] != "pass"
+        (lead_charts if leads else charts).append(Chart(
+            f"Canary analysis, {where}", Path(a["chart"]).read_bytes(),
+            Path(a["chart"]).name, f"score {a['score']:g}: {str(a['result']).upper()} "
+            f"(canary: {', '.join(a['canary_hosts']) or '?'})", verdict))
+        (lead_tables if leads else tables).append(
+                      Table(f"Canary analysis, {where}: score {a['score']:g} ({a['result']})",
                             ("metric", "class", "canary mean", "control mean", "effect",
                              "p value", "spread", "canary samples", "control samples"),
                             [(m["name"], _class(m), _g(m["canary_mean"]), _g(m["control_mean"]),
@@ -314,7 +326,7 @@ def run_page(doc: dict[str, Any]) -> Page:
                              for m in a["metrics"]]))
     tables.append(Table("Timeline (UTC)", ("at", "host", "step", "event", "detail"), timeline))
     return Page(f"Run {run['id']}: {what} on {on}", outcome, _verdict(doc["outcome"]),
-                summary, charts, tables, tuple(notes))
+                summary, charts, tables, tuple(notes), lead_tables, lead_charts)
 
 
 def _class(metric: dict[str, Any]) -> str:

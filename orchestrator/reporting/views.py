@@ -141,10 +141,10 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
 
 
 def _kind(project: Project, trigger: str) -> str | None:
-    """The kind of a trigger's metric (`pass/fail`, `number`), None if it is not known."""
-    t = project.triggers.get(trigger)
-    metric = project.metrics.get(t.metric) if t is not None and t.metric else None
-    return metric.kind.value if metric is not None else None
+    """How a trigger's value reads (`alert`, `pass/fail`, `number`), None if not known."""
+    from orchestrator.reporting import trigger_kinds
+
+    return trigger_kinds(project).get(trigger)
 
 
 def _trigger_line(t: dict[str, Any]) -> str:

@@ -219,6 +219,20 @@ def test_fail_rolls_back_the_canary_wave_only(tmp_path: Path) -> None:
     assert "Canary analysis, wave 2" in page
 
 
+def test_an_exhausted_budget_counts_every_host_the_judgement_failed(tmp_path: Path) -> None:
+    """The judgement fails a wave's hosts together: the budget line counts all three, not
+    the first one (issue 30: "1 of 6 hosts failed" when both hosts of wave 2 failed)."""
+    lc, journal, seen, _, _ = setup(tmp_path, WAVES + "max_failed: 1\n",
+                                    regressed={"h02", "h03", "h04"})
+    assert run(lc).outcome is RunOutcome.ROLLED_BACK
+    (budget,) = [e for e in seen if e.kind is EventKind.BUDGET_EXHAUSTED]
+    assert sorted(budget.payload["failed"]) == ["h02", "h03", "h04"]
+    assert (budget.detail or "").startswith("failure budget exhausted: 3 of 10 hosts failed, "
+                                            "1 allowed"), budget.detail
+    s = states(journal)
+    assert [s[h] for h in ("h02", "h03", "h04")] == ["rolled_back"] * 3
+
+
 def test_fail_with_on_fire_run_rolls_back_every_wave(tmp_path: Path) -> None:
     lc, journal, _, _, _ = setup(tmp_path, WAVES + "on_fire: run\n",
                                  regressed={"h02", "h03", "h04"})
