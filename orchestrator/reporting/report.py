@@ -305,7 +305,7 @@ def run_page(doc: dict[str, Any]) -> Page:
                                  "last value", "result"), trig_rows)] if trig_rows else []
     # a run the canary judgement rolled back opens with that judgement: its table and box
     # plots come before any chart of a trigger (none of them fired, or it was not first)
-    by_analysis = bool(rb) and rb.get("trigger") == "analysis"
+    by_analysis = rb is not None and rb.get("trigger") == "analysis"
     lead_charts: list[Chart] = []
     lead_tables: list[Table] = []
     for a in doc.get("analyses", []):
