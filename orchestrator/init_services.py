@@ -236,19 +236,24 @@ def real_ports(plan: AgentPlan, machines: list[str]) -> dict[str, list[tuple[str
             ("test_instance_port", spare, "spare port (no manifest uses it) for phase 1's "
                                           "test instance")]
     for dep in plan.dependents:
-        out[dep.machine].append((f"{dep.trigger}_port", dep.port or 0,
-                                 f"{dep.name}'s health_check_port ({dep.health})"))
+        out[dep.machine].append(
+            (f"{dep.trigger}_port", dep.port, f"{dep.name}'s health_check_port ({dep.health})")
+            if dep.port is not None else
+            (f"{dep.trigger}_port", "null", f"{dep.name}: the manifests give no "
+                                            "health_check_port; put its port here"))
     return out
 
 
 # --- ANALYSIS.md's part on the program ----------------------------------------------------------
-def program_markdown(plan: AgentPlan, services: list[str] | tuple[str, ...]) -> list[str]:
+def program_markdown(plan: AgentPlan, services: list[str] | tuple[str, ...],
+                     source: Path) -> list[str]:
+    """The agent's place in the program, for ANALYSIS.md (Markdown lines)."""
     spec = plan.spec
     where = ", ".join(str(d) for d in spec.declared_at)
     lines = ["## In the program", "",
              f"{spec.name} runs on {', '.join(spec.machines)} (port {spec.port}, health check "
              f"{spec.health_check_port}; declared at {where}). It is in step {plan.step} of "
-             f"{plan.steps} of the program's order (`migrate analyze SOURCE --graph "
+             f"{plan.steps} of the program's order (`migrate analyze {source} --graph "
              f"{' '.join('--services ' + s for s in services)}`).", ""]
     if len(plan.unit) > 1:
         lines += [f"**Migrate together:** {', '.join(plan.unit)} need each other (one unit "
@@ -293,9 +298,10 @@ def init_agent_project(directory: Path, agent: str, services: list[str] | tuple[
     spec = find_agent(system, agent)
     slug = name or kebab(spec.name)
     check_arguments(directory, slug, list(spec.machines))
-    plan = plan_agent(system, spec.name, (source or Path.cwd()).resolve())
+    root = (source or Path.cwd()).resolve()
+    plan = plan_agent(system, spec.name, root)
     variables = services_vars(plan, slug, port_base)
-    analysis = analysis_markdown(plan.script, slug, program_markdown(plan, services))
+    analysis = analysis_markdown(plan.script, slug, program_markdown(plan, services, root))
     result = write_project(directory, variables, analysis)
     first = plan.machines[0]
     result.next_commands = [

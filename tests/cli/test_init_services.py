@@ -218,12 +218,90 @@ def test_a_non_empty_directory_or_a_bad_manifest_exits_2_and_writes_nothing(
     assert not (tmp_path / "p").exists()
 
 
-def test_init_of_an_agent_takes_well_under_a_second(tmp_path: Path) -> None:
-    from orchestrator.init_services import init_agent_project
+def test_the_dependents_stand_ins_answer_only_while_the_agent_serves_them(
+        tmp_path: Path) -> None:
+    """The rendered sandbox/dependents_standin.py, against an agent's greeting on its port:
+    a greeting that refuses a dependent closes that one's tcp health port (or makes its
+    http check 503) at once, and opens it again when the agent serves it again."""
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
 
-    started = time.perf_counter()
-    init_agent_project(tmp_path / "p", "SpeechAgent", SMALL[1:4:2], FIXTURE / "src")
-    assert time.perf_counter() - started < 1.0
+    project = tmp_path / "speech"
+    assert migrate("init", str(project), "--agent", "SpeechAgent", *SMALL).returncode == 0
+    refuses: list[str] = []
+    agent = socket.socket()
+    agent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    agent.bind(("127.0.0.1", 0))
+    agent.listen(16)
+
+    def greet() -> None:
+        while True:
+            try:
+                conn, _ = agent.accept()
+            except OSError:
+                return
+            conn.sendall((json.dumps({"agent": "SpeechAgent", "revision": "r",
+                                      "refuses": list(refuses)}) + "\n").encode())
+            conn.close()
+
+    threading.Thread(target=greet, daemon=True).start()
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "needs": [f"127.0.0.1:{agent.getsockname()[1]}"], "state_dir": str(tmp_path / "run"),
+        "dependents": [{"name": "Dashboard", "port": str(ports[0]), "check": "tcp"},
+                       {"name": "TutorAgent", "port": ports[1], "check": "http",
+                        "path": "/health"}]}))
+    proc = subprocess.Popen([sys.executable, str(project / "sandbox/dependents_standin.py"),
+                             "serve", "--config", str(config)], stdout=subprocess.PIPE,
+                            text=True)
+
+    def tcp_up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", ports[0]), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def http_code() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/health", timeout=1) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
+
+    def until(what: object, want: object) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if what() == want:  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{what} never became {want}")
+
+    try:
+        until(tcp_up, True)
+        until(http_code, 200)
+        refuses.append("Dashboard")
+        until(tcp_up, False)
+        assert http_code() == 200  # TutorAgent is still served
+        refuses[:] = ["TutorAgent"]
+        until(tcp_up, True)
+        until(http_code, 503)
+        refuses.clear()
+        until(http_code, 200)
+    finally:
+        config.unlink()  # the stand-in stops once its config is gone
+        agent.close()
+        out, _ = proc.communicate(timeout=10)
+    assert "Dashboard: unhealthy: SpeechAgent at revision r no longer serves Dashboard" in out
 
 
 def test_an_http_health_check_is_made_on_the_from_host() -> None:
