@@ -50,10 +50,15 @@ def _headline(graph: dict[str, Any]) -> str:
     machines = ", ".join(graph["machines"]) or "no machine named"
     origin = "from the manifests" if graph["source"] == "manifests" \
         else "from the code alone (no --services)"
-    return (f"{t['nodes']} agents on {machines}, {origin}: {t['declared']} declared "
-            f"edges, {t['seen']} seen in code, {t['undeclared']} undeclared, "
-            f"{t['unseen']} unseen; {t['unresolved']} unresolved endpoints, "
-            f"{t['unknown']} unknown names; {t['steps']} steps")
+    return (f"{_count(t['nodes'], 'agent')} on {machines}, {origin}: "
+            f"{_count(t['declared'], 'declared edge')}, {t['seen']} seen in code, "
+            f"{t['undeclared']} undeclared, {t['unseen']} unseen; "
+            f"{_count(t['unresolved'], 'unresolved endpoint')}, "
+            f"{_count(t['unknown'], 'unknown name')}; {_count(t['steps'], 'step')}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def render_graph_text(graph: dict[str, Any]) -> str:

@@ -172,7 +172,7 @@ def test_mermaid_text_and_markdown() -> None:
     assert "  n6 ==> n1" in mermaid  # Broken -> Twin, declared, cross-machine
     text = migrate("analyze", *args).stdout.splitlines()
     assert text[0].startswith("7 agents on main, pc2, from the manifests: 11 declared edges, "
-                              "11 seen in code, 1 undeclared, 1 unseen; 1 unresolved endpoints, 2 unknown names")
+                              "11 seen in code, 1 undeclared, 1 unseen; 1 unresolved endpoint, 2 unknown names; 3 steps")
     rows = [line.split()[:2] for line in text[2:10]]
     assert rows == [["STEP", "AGENT"], ["1", "Hub"], ["2", "Twin"], ["2", "Speaker"],
                     ["2", "Listener"], ["3", "Planner"], ["3", "Status"], ["3", "Broken"]]
