@@ -561,6 +561,7 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
              keep: bool, metrics_port: int | None) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
     from orchestrator.config.project import resolve_project_dir
+    from orchestrator.rehearsal.checks import summary_lines
     from orchestrator.rehearsal.rehearse import (
         Rehearsal,
         default_scenario,
@@ -587,7 +588,7 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
                     f" in {drill.seconds:.0f}s")
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "
              f"{'PASSED' if drill.passed else 'FAILED'} in {drill.seconds:.0f}s"]
-    lines += [f"  [{'ok' if c.ok else 'NO'}] {c.what}: {c.seen}" for c in drill.checks]
+    lines += summary_lines(drill.checks)
     lines.append(f"report: {drill.report_path}")
     opts.emit(drill.as_json(), "\n".join(lines))
     return OK if drill.passed else FIRED_AND_ROLLED_BACK

@@ -306,9 +306,8 @@ class PhaseRun:
                         retry.append(h)
             if len(ok_hosts) > 3:  # a fleet: one line, failures still one per host
                 ctx.say(f"  ok     {step.id} on {len(ok_hosts)} hosts")
-            else:
-                for name in ok_hosts:
-                    ctx.say(f"  ok     {name}: {step.id}")
+            elif ok_hosts:  # one line a step, so a drill fits a screen
+                ctx.say(f"  ok     {', '.join(ok_hosts)}: {step.id}")
             pending = retry
             return retry
 

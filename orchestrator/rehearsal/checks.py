@@ -23,6 +23,30 @@ class Check:
     what: str
     ok: bool
     seen: str
+    #: checks of one expectation on several hosts share it ("phase 1 completed"), so the
+    #: drill's summary prints them as one line while they all pass
+    group: str | None = None
+    host: str | None = None
+
+
+def summary_lines(checks: list[Check]) -> list[str]:
+    """`[ok]`/`[NO]` lines of a drill's checks for a screen: the passing checks of one
+    expectation on several hosts are one line (`phase 1 completed on main, pc2`), every
+    failing check keeps its own line with what was seen."""
+    lines: list[str] = []
+    i = 0
+    while i < len(checks):
+        c = checks[i]
+        run = [c]
+        while c.group is not None and i + len(run) < len(checks) \
+                and checks[i + len(run)].group == c.group:
+            run.append(checks[i + len(run)])
+        if len(run) > 1 and all(r.ok for r in run) and len({r.seen for r in run}) == 1:
+            lines.append(f"  [ok] {c.group} on {', '.join(str(r.host) for r in run)}: {c.seen}")
+        else:
+            lines += [f"  [{'ok' if r.ok else 'NO'}] {r.what}: {r.seen}" for r in run]
+        i += len(run)
+    return lines
 
 
 def verify(scenario: Scenario, exit_code: int, reports: list[RunReport], journal: Journal,
@@ -40,7 +64,7 @@ def verify(scenario: Scenario, exit_code: int, reports: list[RunReport], journal
                 for host in hosts(n):
                     seen = journal.phase_record(host.name, phase).state.value
                     checks.append(Check(f"phase {phase} {state} on {host.name}", seen == state,
-                                        seen))
+                                        seen, f"phase {phase} {state}", host.name))
     events = journal.events()
     for expect in e.events:
         checks.append(_event_check(expect, events, inventory))

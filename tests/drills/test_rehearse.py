@@ -80,6 +80,24 @@ def rehearse(project: Path, scenario: str, keep: bool = True) -> tuple[int, dict
     return res.returncode, json.loads(res.stdout)
 
 
+def rehearse_in_a_pipe(project: Path) -> tuple[int, dict[str, object], list[str]]:
+    """The default rehearsal as an operator runs it in a pipe (text, no terminal): its exit
+    code, its document (the drill's rehearsal.json) and every non-blank line it printed,
+    stdout and stderr together."""
+    args = [sys.executable, "-m", "orchestrator", "--project", str(project), "rehearse",
+            "--keep"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                         stdin=subprocess.DEVNULL)
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("report: "), res.stdout[-3000:]
+    report = Path(last.removeprefix("report: "))
+    doc = json.loads((report.parent / "rehearsal.json").read_text())
+    doc["report"] = str(report)
+    lines = [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
+    return res.returncode, doc, lines
+
+
 def teardown(project: Path, inventory: str = "inventory/sandbox.yml") -> None:
     subprocess.run(["ansible-playbook", "-i", str(project / inventory),
                     str(project / "playbooks/sandbox/teardown.yml")], capture_output=True)
@@ -125,9 +143,19 @@ def test_list_reads_the_scenario_files(project: Path) -> None:
 
 
 def test_vram_leak_rolls_phase_3_back_to_the_phase_2_revision(project: Path) -> None:
+    """The default drill (vram-leak), run in a pipe: it fits a screen of 60 non-blank lines
+    (stdout and stderr together) with what the operator needs on it."""
     try:
-        code, doc = rehearse(project, "vram-leak")
+        code, doc, lines = rehearse_in_a_pipe(project)
+        assert doc["scenario"] == "vram-leak"
         assert code == 0, failed_checks(doc)
+        assert len(lines) <= 60, "\n".join(lines)
+        text = "\n".join(lines)
+        for needed in ("rehearsal ", "scenario vram-leak PASSED", "phase 1 completed on main, pc2",
+                       "phase 2 completed on main, pc2", "trigger vram_degradation: ",
+                       "phase 3 rolled back on main", "[ok] the agent on main runs revision "
+                       "phase2", "report: "):
+            assert needed in text, (needed, text)
         sandbox = project / ".migrate" / "sandbox" / "main"
         assert agent_revision(host(project, "main")) == "phase2"  # asked of the running process
         assert (sandbox / "agent" / "REVISION").read_text().strip() == "phase2"
