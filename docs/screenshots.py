@@ -25,7 +25,16 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
-from tests.test_live_view_pty import live_project  # noqa: E402
+from tests.reporting.conftest import MIGRATION, PHASE  # noqa: E402
+from tests.support.projects import Proj, make_project  # noqa: E402
+
+
+def live_project(tmp: Path) -> Proj:
+    """The tests' live-view project (tests/reporting/conftest.py): two local hosts, a real
+    playbook, a scripted VRAM metric that breaches its limit 6 s in."""
+    proj = make_project(tmp, MIGRATION)
+    proj.phase(1, "live", PHASE)
+    return proj
 
 
 def tmux(*args: str) -> str:
@@ -82,8 +91,10 @@ def main() -> None:
 
         history = proj.migrate("--output", "json", "history")
         run_id = json.loads(history.stdout)["events"][-1]["run_id"]
-        proj.migrate("report", run_id, "--format", "html")
-        report = proj.root / ".migrate" / "runs" / run_id / "report" / "report.html"
+        written = proj.migrate("report", run_id, "--format", "html")
+        report = Path(written.stdout.strip().splitlines()[-1])  # the page's path
+        if not report.is_file():
+            raise SystemExit(f"no report page: {written.stdout[-300:]} {written.stderr[-300:]}")
         chromium(f"--screenshot={DOCS / 'report.png'}", "--window-size=1200,1500",
                  report.as_uri())
     print("wrote", *(DOCS / n for n in ("live-view.txt", "live-view.png", "report.png")))
