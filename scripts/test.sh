@@ -2,9 +2,26 @@
 # Lint, type-check and run the whole test suite (unit and integration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tests start `python -m orchestrator` hundreds of times: let Python keep the bytecode
+# it compiles (some environments set PYTHONDONTWRITEBYTECODE), or every one of those
+# processes, and every pytest worker, compiles every module again.
+unset PYTHONDONTWRITEBYTECODE
 ruff check orchestrator tests
 mypy
-ansible-lint --offline --nocolor -q playbooks rollback
-# two workers (the machine has 2 cores); tests that share a fixed resource (the network
-# namespaces) are pinned to one worker with xdist_group
-python3 -m pytest -q -n 2 --dist loadgroup "$@"
+# ansible-lint needs half a minute of CPU and nothing the tests make: it runs beside them,
+# and its failure fails the script all the same (its output is shown after the tests').
+lint_log=$(mktemp)
+trap 'rm -f "$lint_log"' EXIT
+ansible-lint --offline --nocolor -q playbooks rollback >"$lint_log" 2>&1 &
+lint=$!
+# Most tests wait on subprocesses, sockets and time-scaled windows rather than compute, so
+# four workers keep two cores busy; tests that share a fixed resource (the network
+# namespaces) or one expensive fixture are pinned to one worker with xdist_group.
+status=0
+python3 -m pytest -q -n "${MIGRATE_TEST_WORKERS:-4}" --dist loadgroup "$@" || status=$?
+if ! wait "$lint"; then
+  echo "ansible-lint failed:" >&2
+  cat "$lint_log" >&2
+  status=1
+fi
+exit "$status"
