@@ -560,6 +560,7 @@ def report(opts: Options, run_id: str, fmt: str, out: Path | None) -> int:
 def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | None,
              keep: bool, metrics_port: int | None) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
+    from orchestrator.app import App
     from orchestrator.config.project import resolve_project_dir
     from orchestrator.rehearsal.checks import summary_lines
     from orchestrator.rehearsal.rehearse import (
@@ -583,7 +584,7 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
     view = opts.live_view("migrate rehearse")
     with view:
         drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep,
-                          view=view, metrics_port=metrics_port).run(scenario)
+                          view=view, metrics_port=metrics_port, open_app=App).run(scenario)
         view.finish(f"rehearsal {drill.scenario.name} {'PASSED' if drill.passed else 'FAILED'}"
                     f" in {drill.seconds:.0f}s")
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "

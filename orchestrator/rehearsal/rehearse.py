@@ -112,11 +112,15 @@ DRILL_TOKEN_ENV = "MIGRATE_REHEARSAL_ALERT_TOKEN"
 
 class Rehearsal:
     """Runs one scenario of a project. `inventory` (the CLI's --inventory) overrides the
-    scenario's own; `time_scale` overrides the scenario's (tests)."""
+    scenario's own; `time_scale` overrides the scenario's (tests). `open_app` is the
+    composition root's `App` (keyword arguments as App's), handed in by the caller
+    because the app is a floor above the rehearsal; without it, `run` cannot run."""
 
     def __init__(self, root: Path, inventory: Path | None, say: Callable[[str], None],
                  keep: bool = False, time_scale: float | None = None,
-                 view: Any = None, metrics_port: int | None = None) -> None:
+                 view: Any = None, metrics_port: int | None = None,
+                 open_app: Callable[..., Any] | None = None) -> None:
+        self.open_app = open_app
         self.root = root
         self.inventory_override = inventory.resolve() if inventory else None
         self.say = say
@@ -138,8 +142,10 @@ class Rehearsal:
         return scenarios[name]
 
     def run(self, name: str | None = None) -> Drill:
-        from orchestrator.app import App
         from orchestrator.exit_codes import exit_code_for
+
+        if self.open_app is None:
+            raise TypeError("Rehearsal.run needs open_app, the App to run the drill in")
 
         scenario = self.scenario(name)
         missing = scenario.missing_services()
@@ -159,10 +165,10 @@ class Rehearsal:
             self.say(f"this machine is busy (load {drill.load[0]:.1f} on {cores} cores): "
                      "slow steps may outlast the time-scaled `for:` windows, so a failed "
                      "check may be the machine's rather than the migration's")
-        with App(root=self.root, inventory_override=inventory_path, say=self.say,
-                 state_dir=state_dir, time_scale=scale,
-                 trigger_view_every=0.0 if self.view is not None else 2.0,
-                 metrics_port=self.metrics_port) as app:
+        with self.open_app(root=self.root, inventory_override=inventory_path, say=self.say,
+                           state_dir=state_dir, time_scale=scale,
+                           trigger_view_every=0.0 if self.view is not None else 2.0,
+                           metrics_port=self.metrics_port) as app:
             project, inventory = app.load()
             alert_lab = self._alert_receiver(project, inventory, scenario, state_dir, scale)
             if alert_lab is not None:
