@@ -112,7 +112,8 @@ ALERT_TRIGGER_KEYS = Schema({
     "description": Key(doc="free text"),
 })
 NOTIFY_KEYS = Schema({"url": Key(doc="the webhook"),
-                      "events": Key(doc="the events sent (default: all)")})
+                      "events": Key(doc="the events sent (default: every one, phase_refused "
+                                         "and run_interrupted included)")})
 SSH_KEYS = Schema({
     "keepalive": Key(doc="seconds between SSH keepalives"),
     "keepalive_count": Key(doc="keepalives missed before a host counts as lost"),
