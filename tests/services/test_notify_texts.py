@@ -163,7 +163,7 @@ def test_a_fired_trigger_says_its_value_against_its_limit(tmp_path: Path,
     assert readable(done)[1] == "trigger level_high: 500 > 100"
 
 
-def test_an_interrupted_run_is_sent_with_what_finishes_it(tmp_path: Path,
+def test_a_held_host_and_an_interrupted_run_are_sent(tmp_path: Path,
                                                           sink: WebhookSink) -> None:
     proj = notified(tmp_path, sink)
     proj.phase(1, "slow", """
@@ -179,6 +179,14 @@ def test_an_interrupted_run_is_sent_with_what_finishes_it(tmp_path: Path,
     while not (proj.markers / "started").exists():
         assert time.monotonic() < deadline and child.poll() is None, child.communicate()
         time.sleep(0.05)
+    held = proj.migrate("phase", "1", "--host", "main")  # the running phase holds main
+    assert held.returncode == 4, held.stderr
+    wait_for(sink, "phase_refused")
+    (refusal,) = by_event(sink, "phase_refused")
+    lines = readable(refusal)
+    assert lines[0] == "[migrate texts] phase 1 (Slow) on main: refused, nothing was run"
+    assert lines[1].startswith("host main is held by another run of migration texts: pid "), \
+        lines
     for _ in range(2):  # twice: stop at once, leave the run interrupted
         child.send_signal(signal.SIGTERM)
         time.sleep(0.5)
