@@ -222,6 +222,9 @@ def render(variables: TemplateVars, only: tuple[str, ...] | None = None) -> dict
             continue
         if rel in ONLY_WITH and not context.get(ONLY_WITH[rel]):
             continue
+        if not any(mark in text for mark in ("[[", "[%", "[#")):
+            out[_target(rel, variables)] = text  # nothing to render: no template to compile
+            continue
         out[_target(rel, variables)] = env.from_string(text).render(context)
     return out
 
