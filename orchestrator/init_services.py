@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from orchestrator.analysis.manifests import ServiceSpec, SystemManifest
     from orchestrator.init import InitResult, TemplateVars
 
+#: the template's own metric and trigger names, which a dependent's must not take
+TEMPLATE_NAMES = ("vram_used_mib", "gpu_xid_errors", "agent_health", "model_load_failures",
+                  "migration_risk", "gpu_operation_failure", "model_load_failure",
+                  "vram_degradation", "health_failure", "vram_vs_pre_migration")
 #: the real inventory's ports that the manifests do not give
 DCGM_EXPORTER_PORT = 9400
 TEST_INSTANCE_PORT = 7320
@@ -141,11 +145,16 @@ def plan_agent(system: SystemManifest, name: str, source: Path) -> AgentPlan:
                           f"nothing written")
     order = order_of(system)
     unit = order.unit_of(name)
-    dependents = []
+    dependents: list[Dependent] = []
+    taken = set(TEMPLATE_NAMES)
     for other in system.dependents_of(name):
         d = system.agents[other]
-        dependents.append(Dependent(other, d.machines[0], snake(other) + "_health",
-                                    d.health.value, d.health_path, d.health_check_port))
+        trigger = snake(other) + "_health"
+        if trigger in taken:  # `Agent` would be the template's agent_health; two spellings
+            trigger = f"dependent_{snake(other)}_{len(dependents) + 1}_health"
+        taken.add(trigger)
+        dependents.append(Dependent(other, d.machines[0], trigger, d.health.value,
+                                    d.health_path, d.health_check_port))
     dependencies = []
     for other in system.dependencies_of(name):
         d = system.agents[other]

@@ -187,6 +187,25 @@ def test_the_fixture_system_probes_each_dependent_from_its_own_machine(
     assert "**Migrate together:** SpeechAgent, Phonemes" in (project / "ANALYSIS.md").read_text()
 
 
+def test_a_dependent_whose_trigger_name_is_taken_gets_another(tmp_path: Path) -> None:
+    """An agent named `Agent` would make `agent_health`, the template's own metric."""
+    manifest = tmp_path / "startup_config.main.yaml"
+    manifest.write_text("agent_groups:\n  g:\n"
+                        "    Core: {script_path: core.py, port: 7000, dependencies: []}\n"
+                        "    Agent: {script_path: a.py, port: 7001, health_check_port: 8001,"
+                        " dependencies: [Core]}\n")
+    (tmp_path / "core.py").write_text(MIGRATED)
+    project = tmp_path / "core"
+    res = migrate("init", str(project), "--agent", "Core", "--services", str(manifest),
+                  "--source", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    doc = load(project, "migration.yaml")
+    assert doc["triggers"]["dependent_agent_1_health"] == {  # type: ignore[index]
+        "metric": "dependent_agent_1_health", "failing": True, "for": "1m"}
+    assert doc["metrics"]["agent_health"]["source"] == "http"  # type: ignore[index]
+    assert migrate("--project", str(project), "validate").returncode == 0
+
+
 def test_an_unknown_agent_exits_2_with_the_closest_names(tmp_path: Path) -> None:
     project = tmp_path / "p"
     res = migrate("init", str(project), "--agent", "StreamingTTSAgnet", *SHARED)
