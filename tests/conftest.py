@@ -10,6 +10,10 @@ import pytest
 
 from tests.support.servers import AgentServer, serving
 
+#: tests/fixtures holds data the tests read (agents, manifests), some of it named like a
+#: test module (`*_test.py`): never collected
+collect_ignore = ["fixtures"]
+
 
 @pytest.fixture
 def agent() -> Iterator[AgentServer]:
@@ -17,3 +21,30 @@ def agent() -> Iterator[AgentServer]:
     fresh for each test, since tests change what it answers."""
     with serving(AgentServer()) as server:
         yield server
+
+
+#: floors whose tests are logic on values and files: milliseconds each
+_QUICK_FLOORS = ("core", "analysis", "config")
+
+
+def _module_weight(items: list[pytest.Item]) -> int:
+    """0 for the drills (a minute or more each), 1 for a module with an integration test
+    (real services: seconds each), 3 for a module of a quick floor, 2 for the rest (most
+    start `migrate` as a process)."""
+    floor = items[0].path.parent.name
+    integration = any(i.get_closest_marker("integration") for i in items)
+    if integration:
+        return 0 if floor == "drills" else 1
+    return 3 if floor in _QUICK_FLOORS else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first, the quick ones last: the workers then end together rather
+    than one of them finishing a drill long after the others ran out of tests. Each
+    module's tests stay together and in their order, so module-scoped fixtures are built
+    once."""
+    modules: dict[object, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.path, []).append(item)
+    ordered = sorted(modules.values(), key=_module_weight)  # stable: collection order kept
+    items[:] = [item for module in ordered for item in module]
