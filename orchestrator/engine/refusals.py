@@ -110,15 +110,18 @@ def refuse_if_not_ready(project: Project, phase: Phase, hosts: list[Host], journ
                 continue
             problems.append(f"host {req['for_host']}: phase {phase.number} requires "
                             f"{req['text']}")
+    # every phase state of every host in one query, not hosts x phases round trips
+    records = journal.phase_records([h.name for h in hosts])
     for host in hosts:
         for number in sorted(project.phases):
-            rec = journal.phase_record(host.name, number)
-            if rec.state is PhaseState.INTERRUPTED:
+            rec = records.get((host.name, number))
+            if rec is not None and rec.state is PhaseState.INTERRUPTED:
                 problems.append(
                     f"host {host.name}: phase {number} was interrupted (run {rec.run_id}); "
                     f"run `migrate resume --host {host.name}` or "
                     f"`migrate rollback --host {host.name} --phase {number}` first")
-        state = journal.phase_record(host.name, phase.number).state
+        now = records.get((host.name, phase.number))
+        state = now.state if now is not None else PhaseState.PENDING
         if state not in STARTABLE:
             hint = {PhaseState.COMPLETED: "already completed; roll it back to run it again",
                     PhaseState.ROLLBACK_FAILED: "its rollback failed: a human must look, "
