@@ -272,7 +272,7 @@ class NodePlaybookRunner:
             return GroupResult({n: _noted(r, f" ({where})") for n, r in results.items()})
         drain.join(2)
         final = str(status.get("status") or "")
-        if final in ("successful", "failed") and events.stats:
+        if final in ("successful", "failed"):  # the worker ended the job (a recap or not)
             chan.close()
             results = events.results(names, final, _rc(private, ident), "", request.timeout,
                                      log)
