@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 unset PYTHONDONTWRITEBYTECODE
 ruff check orchestrator tests
 mypy
+python3 .ci/floors.py  # imports only downward, no circle (README "Layout")
 # ansible-lint needs half a minute of CPU and nothing the tests make: it runs beside them,
 # and its failure fails the script all the same (its output is shown after the tests').
 lint_log=$(mktemp)
