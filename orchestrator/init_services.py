@@ -54,13 +54,6 @@ def snake(name: str) -> str:
     return kebab(name).replace("-", "_")
 
 
-def migrated_document(doc: dict[str, Any]) -> bool:
-    """An agent is migrated when its file creates no socket and starts no thread of its
-    own (the checks of phases 2 and 3): the rule of the program graph's `migrated`."""
-    return int(doc.get("sockets", {}).get("count", 0)) == 0 \
-        and int(doc.get("threads", {}).get("count", 0)) == 0
-
-
 @dataclass(frozen=True)
 class Dependency:
     """An agent this one needs, and what phase 1 requires of its migration."""
@@ -132,6 +125,7 @@ def plan_agent(system: SystemManifest, name: str, source: Path) -> AgentPlan:
     """The agent's machines, dependents and dependencies; ConfigError (exit 2) when the
     manifests do not name it or its script is not under `source`."""
     from orchestrator.analysis import analyze_path
+    from orchestrator.analysis.graph import migrated_document
     from orchestrator.analysis.manifests import order_of
 
     spec = find_agent(system, name)

@@ -235,9 +235,14 @@ def _base_agent_sites(docs: Mapping[str, dict[str, Any]],
     return "", []
 
 
-def _migrated(node: _Node) -> bool:
-    doc = node.doc
+def migrated_document(doc: Mapping[str, Any] | None) -> bool:
+    """A file is migrated when it creates no socket and starts no thread of its own (the
+    checks of phases 2 and 3); no file is not. `migrate init --services` uses it too."""
     return doc is not None and doc["sockets"]["count"] == 0 and doc["threads"]["count"] == 0
+
+
+def _migrated(node: _Node) -> bool:
+    return migrated_document(node.doc)
 
 
 # --- edges ------------------------------------------------------------------------------
