@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the engine is imported where a command runs something, not 
     from orchestrator.engine.context import EngineParts, Monitor, Prompter
     from orchestrator.engine.lifecycle import RunLifecycle
     from orchestrator.telemetry.metrics import MigrateMetrics
+    from orchestrator.telemetry.web_config import MetricsListen
 
 Say = Callable[[str], None]
 
@@ -61,7 +62,8 @@ class App:
     trigger_view_every: float = 0.0  # > 0: print live trigger values this often
     verbose: bool = False  # stream Ansible's task lines to the operator
     hooks: list[Hook] = field(default_factory=list)  # extra event listeners (live view)
-    metrics_port: int | None = None  # --metrics-port: serve SPEC section 7's /metrics
+    #: --metrics-listen/--metrics-port/--web-config: serve SPEC section 7's /metrics there
+    metrics_at: MetricsListen | None = None
     _metrics: MigrateMetrics | None = None
     _loaded: tuple[Project, Inventory] | None = None
     _journal: Journal | None = None
@@ -189,10 +191,12 @@ class App:
         return parts
 
     def serve_metrics(self) -> MigrateMetrics | None:
-        """With `--metrics-port`: start serving SPEC section 7's series (once), every host
-        and phase declared at its journaled state, fed by the run's event hooks; the
-        server closes with the app. None without a port."""
-        if self.metrics_port is None or self._metrics is not None:
+        """With `--metrics-port`/`--metrics-listen`: start serving SPEC section 7's series
+        (once; TLS and basic auth with `--web-config`), every host and phase declared at
+        its journaled state, fed by the run's event hooks; the server closes with the app.
+        None without a port."""
+        at = self.metrics_at
+        if at is None or self._metrics is not None:
             return self._metrics
         from orchestrator.telemetry.metrics import MigrateMetrics
 
@@ -202,14 +206,15 @@ class App:
         metrics.declare(hosts, {n: list(p.triggers) for n, p in project.phases.items()},
                         {(h, n): self.journal.phase_record(h, n).state.value
                          for h in hosts for n in project.phases})
-        port = metrics.serve(self.metrics_port)
+        port = metrics.serve(at.port, at.addr, at.web)
         self._resources.callback(metrics.close)
         self._metrics = metrics
         if self._parts is not None:
             self._parts.hooks.subscribe(metrics.on_event)
         else:
             self.hooks.append(metrics.on_event)
-        self.say(f"serving /metrics on http://127.0.0.1:{port}/metrics")
+        auth = " (basic auth)" if at.web is not None and at.web.needs_auth else ""
+        self.say(f"serving /metrics on {at.url(port)}{auth}")
         return metrics
 
     def _probe_runner(self) -> Any:
@@ -445,13 +450,10 @@ class App:
         finally:
             journal.close()
 
-    def watcher(self, host_names: tuple[str, ...], act: bool,
-                metrics_port: int | None = None) -> Any:
+    def watcher(self, host_names: tuple[str, ...], act: bool) -> Any:
         from orchestrator.services.watch import Watcher
 
         hosts = self.hosts(host_names)
-        if metrics_port is not None:
-            self.metrics_port = metrics_port
         lifecycle = self.lifecycle()  # builds the parts: serves /metrics with a port
         return Watcher(lifecycle, hosts, act=act, metrics=self._metrics)
 

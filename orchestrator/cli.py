@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -38,7 +39,7 @@ class Options:
     verbose: int
     view: Any = None  # the LiveView of a command that runs something (reporting.live)
 
-    def app(self, metrics_port: int | None = None) -> Any:
+    def app(self, metrics_at: Any = None) -> Any:
         from orchestrator.app import App
         from orchestrator.config.project import resolve_project_dir
 
@@ -49,7 +50,7 @@ class Options:
         return click.get_current_context().with_resource(
             App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0,
                 hooks=[self.view] if self.view is not None else [],
-                metrics_port=metrics_port))
+                metrics_at=metrics_at))
 
     def log(self, line: str) -> None:
         if self.view is not None and self.view.active:
@@ -71,6 +72,35 @@ class Options:
             click.echo(json.dumps(doc, indent=2, default=str))
         else:
             click.echo(text)
+
+
+def metrics_options(when: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--metrics-port, --metrics-listen and --web-config (SPEC section 7) of a command."""
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed((
+                click.option("--metrics-port", type=int, default=None, metavar="P",
+                             help=f"Serve Prometheus /metrics on this port {when} "
+                                  "(on 127.0.0.1 unless --metrics-listen says otherwise)."),
+                click.option("--metrics-listen", default=None, metavar="ADDR:PORT",
+                             help="Where /metrics listens, e.g. 0.0.0.0:9464 for a "
+                                  "Prometheus on another machine."),
+                click.option("--web-config", type=click.Path(path_type=Path), default=None,
+                             metavar="FILE",
+                             help="The exporters' web configuration file: TLS "
+                                  "(tls_server_config) and basic_auth_users."))):
+            command = option(command)
+        return command
+    return add
+
+
+def metrics_at(listen: str | None, port: int | None, web_config: Path | None) -> Any:
+    """Where /metrics is served (telemetry.web_config.MetricsListen), or None; the web
+    configuration file is read and checked now, before anything runs (exit 2)."""
+    if listen is None and port is None and web_config is None:
+        return None
+    from orchestrator.telemetry.web_config import metrics_listen
+
+    return metrics_listen(listen, port, web_config)
 
 
 class TtyPrompter:
@@ -314,18 +344,19 @@ def plan(opts: Options, number: int, hosts: tuple[str, ...]) -> int:
               help="Cumulative shares of the hosts per wave, e.g. 1,10%,50%,100%.")
 @click.option("--max-failed", default=None, metavar="N|P%",
               help="Failure budget: hosts that may fail (each rolled back alone).")
-@click.option("--metrics-port", type=int, default=None, metavar="P",
-              help="Serve Prometheus /metrics on this port while the phase runs.")
+@metrics_options("while the phase runs")
 @click.pass_obj
 def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes: bool,
-          waves: str | None, max_failed: str | None, metrics_port: int | None) -> int:
+          waves: str | None, max_failed: str | None, metrics_port: int | None,
+          metrics_listen: str | None, web_config: Path | None) -> int:
     """Run phase N on the hosts; roll back on a trigger or a failed step."""
     from orchestrator.engine.waves import parse_spec
 
     wave_specs = tuple(parse_spec(w) for w in waves.split(",") if w.strip()) if waves else None
     budget = parse_spec(max_failed) if max_failed is not None else None
+    at = metrics_at(metrics_listen, metrics_port, web_config)
     view = opts.live_view("migrate phase")
-    app = opts.app(metrics_port)
+    app = opts.app(at)
     view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
     try:  # every step and host in the grid from the start; errors come from run_phase
         view.expect(number, [s.id for s in app.phase(number).steps],
@@ -470,13 +501,13 @@ def history(opts: Options, host: str | None, run_id: str | None, all_: bool) -> 
 @click.option("--for", "for_", default=None, metavar="DURATION", help="Stop after this long.")
 @click.option("--once", is_flag=True, help="Evaluate one cycle and exit (cron, tests).")
 @click.option("--no-rollback", is_flag=True, help="Only notify and record.")
-@click.option("--metrics-port", type=int, default=None, metavar="P",
-              help="Serve Prometheus /metrics on this port while watching.")
+@metrics_options("while watching")
 @click.option("--checkpoint", default=None, metavar="DURATION",
               help="Write an observation report this often and at the end (md and html).")
 @click.pass_obj
 def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
-          no_rollback: bool, metrics_port: int | None, checkpoint: str | None) -> int:
+          no_rollback: bool, metrics_port: int | None, metrics_listen: str | None,
+          web_config: Path | None, checkpoint: str | None) -> int:
     """On-call: watch completed phases; on a fire, roll back the latest one and exit 1."""
     from orchestrator.core.durations import parse_duration
     from orchestrator.services.watch import watch_exit_outcome
@@ -486,8 +517,9 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
         every = parse_duration(checkpoint) if checkpoint else None
     except ValueError as exc:
         raise ConfigError(f"--for/--checkpoint: {exc}") from exc
+    at = metrics_at(metrics_listen, metrics_port, web_config)
     view = opts.live_view("migrate watch")
-    app = opts.app(metrics_port)
+    app = opts.app(at)
     watcher = app.watcher(hosts, act=not no_rollback)
     view.attach(lambda: app.journal, sorted(app.load()[0].phases),
                 kinds=lambda: _trigger_kinds(app))
@@ -554,11 +586,11 @@ def report(opts: Options, run_id: str, fmt: str, out: Path | None) -> int:
 @click.option("--inventory", "inventory", default=None, metavar="FILE",
               help="Sandbox inventory (default: the scenario's, else inventory/sandbox.yml).")
 @click.option("--keep", is_flag=True, help="Leave the sandbox agents running afterwards.")
-@click.option("--metrics-port", type=int, default=None, metavar="P",
-              help="Serve Prometheus /metrics on this port while the drill runs.")
+@metrics_options("while the drill runs")
 @click.pass_obj
 def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | None,
-             keep: bool, metrics_port: int | None) -> int:
+             keep: bool, metrics_port: int | None, metrics_listen: str | None,
+             web_config: Path | None) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
     from orchestrator.app import App
     from orchestrator.config.project import resolve_project_dir
@@ -581,10 +613,11 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
                                  for n, f in doc.items()))
         return OK
     inv = inventory or opts.inventory
+    at = metrics_at(metrics_listen, metrics_port, web_config)
     view = opts.live_view("migrate rehearse")
     with view:
         drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep,
-                          view=view, metrics_port=metrics_port, open_app=App).run(scenario)
+                          view=view, metrics_at=at, open_app=App).run(scenario)
         view.finish(f"rehearsal {drill.scenario.name} {'PASSED' if drill.passed else 'FAILED'}"
                     f" in {drill.seconds:.0f}s")
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "

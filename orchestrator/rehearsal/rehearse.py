@@ -118,7 +118,7 @@ class Rehearsal:
 
     def __init__(self, root: Path, inventory: Path | None, say: Callable[[str], None],
                  keep: bool = False, time_scale: float | None = None,
-                 view: Any = None, metrics_port: int | None = None,
+                 view: Any = None, metrics_at: Any = None,
                  open_app: Callable[..., Any] | None = None) -> None:
         self.open_app = open_app
         self.root = root
@@ -127,7 +127,8 @@ class Rehearsal:
         self.keep = keep
         self.time_scale = time_scale
         self.view = view  # reporting.live.LiveView: the operator's screen
-        self.metrics_port = metrics_port  # --metrics-port: /metrics while the drill runs
+        #: --metrics-listen/-port (telemetry.web_config.MetricsListen): /metrics meanwhile
+        self.metrics_at = metrics_at
 
     def scenario(self, name: str | None) -> Scenario:
         scenarios = load_scenarios(self.root)
@@ -168,7 +169,7 @@ class Rehearsal:
         with self.open_app(root=self.root, inventory_override=inventory_path, say=self.say,
                            state_dir=state_dir, time_scale=scale,
                            trigger_view_every=0.0 if self.view is not None else 2.0,
-                           metrics_port=self.metrics_port) as app:
+                           metrics_at=self.metrics_at) as app:
             project, inventory = app.load()
             alert_lab = self._alert_receiver(project, inventory, scenario, state_dir, scale)
             if alert_lab is not None:

@@ -55,6 +55,12 @@ from orchestrator.core.states import PhaseTransition
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from orchestrator.telemetry.web_config import WebConfig
+
+#: a connection that has not finished its TLS handshake or sent its request by then is
+#: dropped (a silent client must not hold a server thread)
+CONNECTION_TIMEOUT = 10.0
+
 PHASE_STATE = "migrate_phase_state"
 TRIGGER_VALUE = "migrate_trigger_value"
 TRIGGER_THRESHOLD = "migrate_trigger_threshold"
@@ -308,14 +314,17 @@ class MigrateMetrics:
 
         return generate_latest(self.registry)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve /metrics on a daemon thread; returns the port (0 picks a free one)."""
-        from prometheus_client import start_http_server
+    def serve(self, port: int, addr: str = "127.0.0.1", web: WebConfig | None = None) -> int:
+        """Serve /metrics on a daemon thread; returns the port (0 picks a free one).
 
+        `web` (the `--web-config` file, telemetry.web_config): TLS with its certificate,
+        and a 401 for a request without one of its `basic_auth_users`."""
         if self._server is not None:
             return int(self._server.server_port)
-        self._server, self._thread = start_http_server(port, addr=addr,
-                                                       registry=self.registry)
+        self._server = _metrics_server(self.registry, addr, port, web)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="metrics-http", daemon=True)
+        self._thread.start()
         return int(self._server.server_port)
 
     @property
@@ -336,3 +345,78 @@ class MigrateMetrics:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- the server ------------------------------------------------------------------------------
+def _metrics_server(registry: Any, addr: str, port: int, web: WebConfig | None) -> Any:
+    """prometheus-client's WSGI app on a threading server of ours: TLS is negotiated per
+    connection on its own thread (a client that connects and says nothing, or speaks plain
+    HTTP, costs that thread up to CONNECTION_TIMEOUT and gets no answer, and never stalls
+    the accepting thread), and basic auth guards the app."""
+    import socket
+    import ssl
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    app = make_wsgi_app(registry)
+    if web is not None and web.needs_auth:
+        app = _basic_auth(app, web)
+    context = web.ssl_context if web is not None else None
+    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+        def finish_request(self, request: Any, client_address: Any) -> None:
+            if context is None:
+                super().finish_request(request, client_address)
+                return
+            request.settimeout(CONNECTION_TIMEOUT)
+            try:
+                tls = context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):  # plain HTTP, a scanner, a wrong client cert
+                return
+            try:
+                super().finish_request(tls, client_address)
+            finally:
+                tls.close()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            return None  # a client that went away mid-answer is not ours to report
+
+    class Handler(WSGIRequestHandler):
+        timeout = CONNECTION_TIMEOUT
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    return make_server(addr, port, app, Server, handler_class=Handler)
+
+
+def _basic_auth(app: Any, web: WebConfig) -> Any:
+    """The WSGI app behind HTTP basic auth: 401 without one of the configured users."""
+    import base64
+    import binascii
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        header = str(environ.get("HTTP_AUTHORIZATION", ""))
+        scheme, _, encoded = header.partition(" ")
+        user = password = None
+        if scheme.lower() == "basic":
+            try:
+                user, sep, password = base64.b64decode(encoded.strip(), validate=True) \
+                    .decode("utf-8").partition(":")
+                if not sep:
+                    user = None
+            except (binascii.Error, UnicodeDecodeError):
+                user = None
+        if user is None or password is None or not web.authorized(user, password):
+            start_response("401 Unauthorized", [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("WWW-Authenticate", 'Basic realm="migrate"')])
+            return [b"Unauthorized\n"]
+        return app(environ, start_response)
+
+    return guarded

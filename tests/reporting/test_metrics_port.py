@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from orchestrator.app import App
 from orchestrator.cli import cli
+from orchestrator.telemetry.web_config import MetricsListen
 from tests.support.projects import make_project
 
 PHASE = ("phase: 1\nsteps:\n  - id: one\n    command: 'true'\n"
@@ -26,7 +27,7 @@ def scrape(port: int) -> str:
 def test_app_serves_while_open_and_closes_the_server(tmp_path: Path) -> None:
     proj = make_project(tmp_path)
     proj.phase(1, "one", PHASE)
-    app = App(root=proj.root, metrics_port=0)
+    app = App(root=proj.root, metrics_at=MetricsListen("127.0.0.1", 0))
     assert app.serve_metrics is not None and app._metrics is None  # nothing at construction
     with app:
         app.parts()
