@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
+from orchestrator.core.hostport import split_host_port
 
 DEFAULT_ADDR = "127.0.0.1"
 _TOP_KEYS = ("tls_server_config", "basic_auth_users", "http_server_config")
@@ -256,17 +257,16 @@ class MetricsListen:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """`ADDR:PORT` (`[v6]:PORT` for IPv6); ValueError saying what is wrong."""
-    addr, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not ADDR:PORT (e.g. 0.0.0.0:9464)")
-    if addr.startswith("[") and addr.endswith("]"):
-        addr = addr[1:-1]
+    try:
+        addr, port = split_host_port(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (e.g. 0.0.0.0:9464)") from None
     try:
         ipaddress.ip_address(addr)
     except ValueError:
         if not addr or any(c in addr for c in "[]/ "):
             raise ValueError(f"{text!r}: {addr!r} is not an address or host name") from None
-    return addr, int(port)
+    return addr, port
 
 
 def metrics_listen(listen: str | None, port: int | None,
