@@ -27,6 +27,7 @@ the first query is sent.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from typing import Any
 
@@ -83,9 +84,10 @@ def _root_cause(exc: BaseException) -> BaseException:
         exc = nxt
 
 
+@functools.cache
 def _session_class() -> type:
     """A requests.Session that POSTs the query in the body and turns a refused query
-    into `Rejected`, built on first use (requests is imported lazily)."""
+    into `Rejected`, built once on first use (requests is imported lazily)."""
     import requests
 
     class _Session(requests.Session):
