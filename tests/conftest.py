@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.pg import PgServer, running_server
 from tests.support.servers import AgentServer, serving
 
 #: tests/fixtures holds data the tests read (agents, manifests), some of it named like a
@@ -20,6 +21,15 @@ def agent() -> Iterator[AgentServer]:
     """A stand-in agent's HTTP endpoint (/health, /metrics) whose answers the test sets;
     fresh for each test, since tests change what it answers."""
     with serving(AgentServer()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server per worker for every test that needs a database and leaves
+    the server itself alone: each takes a database of its own (`create_database()`). A test
+    that stops, crashes or restarts a server starts its own with `running_server()`."""
+    with running_server() as server:
         yield server
 
 

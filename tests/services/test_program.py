@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pg import running_server
 from tests.support.projects import Proj, make_project
 
 pytestmark = pytest.mark.integration
@@ -58,8 +57,7 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         (tmp_path / "shared-state").mkdir()
         yield "sqlite:///../../shared-state/migrate.db"  # relative to each project
         return
-    with running_server() as server:
-        yield server.create_database()
+    yield request.getfixturevalue("pg_server").create_database()
 
 
 def projects(tmp_path: Path, url: str, observed: str = "8s",

@@ -6,7 +6,7 @@ PostgreSQL, and it writes exactly what the one-row methods would have.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,11 @@ from orchestrator.state.open import StateSettings, open_state
 from tests.support.projects import make_project
 
 
-@pytest.fixture(scope="session")
-def pg_url_factory() -> Iterator[Callable[[], str]]:
-    from tests.support.pg import running_server
-
-    with running_server() as server:
-        yield server.create_database
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
     url = None
     if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url_factory")()
+        url = request.getfixturevalue("pg_server").create_database()
     j = open_state(tmp_path / ".migrate", StateSettings(url=url))
     yield j
     j.close()

@@ -31,16 +31,10 @@ from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.journal import Journal
 from orchestrator.state.leader import Leadership, watch_key
 from orchestrator.state.open import StateSettings, open_state
-from tests.support.pg import PgServer, running_server, spawn_holder, wait_until
+from tests.support.pg import PgServer, spawn_holder, wait_until
 
 P = PhaseState
 S = StepState
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    with running_server() as server:
-        yield server
 
 
 @dataclass

@@ -3,7 +3,7 @@ stop -m immediate), restarted, a lock session killed, a COMMIT whose answer is l
 plus `state copy` of an embedded journal, and the `state:` settings.
 
 Tests that crash or restart the server start their own (`running_server()`); the
-others share one per module and take a fresh database each.
+others share the worker's one and take a fresh database each.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ P = PhaseState
 S = StepState
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PgServer]:
-    with running_server() as s:
-        yield s
+@pytest.fixture
+def server(pg_server: PgServer) -> PgServer:
+    """The worker's shared server (tests/conftest.py): these tests leave it running."""
+    return pg_server
 
 
 @pytest.fixture
