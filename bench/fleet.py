@@ -233,6 +233,7 @@ def bench_b(tmp: Path, url: str, n: int, runs: int) -> float:
 def cycle_span(root: Path, cycles: int) -> tuple[float, float, Any]:
     """(first cycle, median of the next ones) of TriggerMonitor.cycle, with the journal."""
     from orchestrator.config.project import load_project
+    from orchestrator.core.bus import RunBus
     from orchestrator.core.clock import SystemClock
     from orchestrator.monitor.trigger_monitor import TriggerMonitor
     from orchestrator.state.journal import Journal
@@ -240,7 +241,7 @@ def cycle_span(root: Path, cycles: int) -> tuple[float, float, Any]:
     project, inventory = load_project(root)
     journal = Journal(root / "state.db")
     monitor = TriggerMonitor(project, inventory, journal, SystemClock(), None)
-    monitor.prepare("bench", project.phases[1], list(inventory.hosts.values()), None, False)
+    monitor.prepare(RunBus("bench"), project.phases[1], list(inventory.hosts.values()), False)
     spans = []
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
         for _ in range(cycles + 1):

@@ -207,6 +207,7 @@ def head_series(prom: str) -> int:
 
 def bench_c(tmp: Path, url: str, n: int, cycles: int, label: str) -> dict[str, Any]:
     from orchestrator.config.project import load_project
+    from orchestrator.core.bus import RunBus
     from orchestrator.core.clock import SystemClock
     from orchestrator.monitor.trigger_monitor import TriggerMonitor
     from orchestrator.state.open import StateSettings, open_state
@@ -233,7 +234,7 @@ def bench_c(tmp: Path, url: str, n: int, cycles: int, label: str) -> dict[str, A
             journal.create_run(f"poll-{label}", 1, [h.name for h in hosts], "bench", "phase",
                                False, {})
             monitor = TriggerMonitor(project, inventory, journal, SystemClock(), None)
-            monitor.prepare(f"poll-{label}", project.phases[1], hosts, None, False)
+            monitor.prepare(RunBus(f"poll-{label}"), project.phases[1], hosts, False)
             series = head_series(prom)
             before = answered(prom)
             spans = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Any
 from orchestrator._exceptions import ConfigError, RefusedError
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.config.project import checked_project
+from orchestrator.core.bus import Cycle, Subscribers
 from orchestrator.core.clock import CancelToken, Clock, SystemClock
+from orchestrator.core.events import Hook
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunReport
 from orchestrator.core.states import PhaseState
+from orchestrator.core.supervision import Supervisor
 from orchestrator.state.journal import Journal
 
 if TYPE_CHECKING:  # the engine is imported where a command runs something, not for status
-    from orchestrator.core.events import Hook
-    from orchestrator.engine.context import EngineParts, Monitor, Prompter
+    from orchestrator.engine.context import EngineParts, Prompter
     from orchestrator.engine.lifecycle import RunLifecycle
     from orchestrator.telemetry.metrics import MigrateMetrics
     from orchestrator.telemetry.web_config import MetricsListen
@@ -62,6 +64,7 @@ class App:
     trigger_view_every: float = 0.0  # > 0: print live trigger values this often
     verbose: bool = False  # stream Ansible's task lines to the operator
     hooks: list[Hook] = field(default_factory=list)  # extra event listeners (live view)
+    cycle_hooks: list[Callable[[Cycle], None]] = field(default_factory=list)  # cycle listeners
     #: --metrics-listen/--metrics-port/--web-config: serve SPEC section 7's /metrics there
     metrics_at: MetricsListen | None = None
     _metrics: MigrateMetrics | None = None
@@ -69,6 +72,25 @@ class App:
     _journal: Journal | None = None
     _parts: EngineParts | None = None
     _resources: ExitStack = field(default_factory=ExitStack)
+    #: who hears every run of this app (each run's bus delivers to them), and the
+    #: registry of its running runs (deaths of unspawned threads, the journal's loss)
+    subscribers: Subscribers = field(init=False)
+    supervisor: Supervisor = field(init=False, default_factory=Supervisor)
+
+    def __post_init__(self) -> None:
+        self.subscribers = Subscribers(log=self.say)
+        for hook in self.hooks:
+            self.subscribers.subscribe(hook)
+        for listener in self.cycle_hooks:
+            self.subscribers.subscribe_cycles(listener)
+        if self.trigger_view_every > 0:
+            from orchestrator.monitor.text import TriggerLines
+
+            self.subscribers.subscribe_cycles(TriggerLines(self.say, self.trigger_view_every))
+
+    def subscribe(self, hook: Hook) -> None:
+        """Have every later event of this app's runs reach `hook` too (a drill's injector)."""
+        self.subscribers.subscribe(hook)
 
     # --- lifetime ---------------------------------------------------------------------------
     def __enter__(self) -> App:
@@ -111,7 +133,8 @@ class App:
             settings = project.state or StateSettings()
             if project.state_dir_override is not None:  # a rehearsal keeps its own, embedded
                 settings = StateSettings(timeout=settings.timeout)
-            journal = open_state(project.state_dir, settings)
+            journal = open_state(project.state_dir, settings,
+                                 on_unavailable=self.supervisor.journal_lost)
             self._resources.callback(journal.close)
             journal.use_migration(project.name)
             self._journal = journal
@@ -130,16 +153,10 @@ class App:
             raise ConfigError("--host is required (an inventory host or group)")
         return inventory.resolve(list(names))
 
-    def parts(self, prompter: Prompter | None = None,
-              monitor: Monitor | None = None) -> EngineParts:
+    def parts(self) -> EngineParts:
         """The engine's collaborators, built once per app and closed with it."""
         if self._parts is not None:
-            if prompter is not None:
-                self._parts.prompter = prompter
-            if monitor is not None:
-                self._parts.monitor = monitor
             return self._parts
-        from orchestrator.core.events import EventHooks
         from orchestrator.core.http import HttpClient
         from orchestrator.engine.context import EngineParts, NoTty
         from orchestrator.monitor.checker import MetricChecker
@@ -147,48 +164,36 @@ class App:
         from orchestrator.notify.hook import NotificationHook
         from orchestrator.notify.sender import Notifications
         from orchestrator.runners.ansible import AnsiblePlaybookRunner
+        from orchestrator.runners.routing import playbook_runner
         from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
-        metrics = self.serve_metrics()
+        self.serve_metrics()
         commands = HostCommandRunner(project.ssh)
         self._resources.callback(commands.close)  # the SSH connection pool
         http = HttpClient()  # the http/exporter reads' keep-alive connections
         self._resources.callback(http.close)
         notifications = Notifications(project.notify, project.name, log=self.say)
         self._resources.callback(notifications.close, 5.0)
-        hooks = EventHooks(log=self.say)
-        hooks.subscribe(NotificationHook(notifications,
-                                         {n: p.name for n, p in project.phases.items()}))
-        for hook in self.hooks:
-            hooks.subscribe(hook)
-        from orchestrator.runners.routing import playbook_runner
-
+        self.subscribers.subscribe(NotificationHook(
+            notifications, {n: p.name for n, p in project.phases.items()}))
+        self.supervisor.install()  # an unspawned thread's death reaches the running run
         # hosts with a `migrate_execution_node` run their playbooks on that node
         playbooks = playbook_runner(project, inventory,
                                     AnsiblePlaybookRunner(forks=project.forks, ssh=project.ssh))
         self._resources.callback(playbooks.close)  # the nodes' SSH connections
-        parts = EngineParts(journal=self.journal, playbooks=playbooks,
-                            commands=commands, clock=self.clock,
-                            prompter=prompter or NoTty(), say=self.say, hooks=hooks,
-                            verbose=self.verbose, forks=project.forks, http=http)
         defaults = project.defaults
-        parts.step_timeout = defaults.step_timeout
-        parts.undo_attempts = defaults.undo_retries + 1
-        parts.undo_retry_delay = defaults.undo_retry_delay
-        parts.undo_deadline = defaults.undo_deadline
-        if monitor is None:
-            live = TriggerMonitor(project, inventory, self.journal, self.clock, commands,
-                                  self.say, http)
-            live.view_every = self.trigger_view_every
-            if metrics is not None:
-                live.on_cycle = lambda m: metrics.observe(m.snapshot(), project.triggers)
-            monitor = live
-        parts.monitor = monitor
-        parts.checker = MetricChecker(project, inventory, self.journal, self.clock, commands,
-                                      http)
-        self._parts = parts
-        return parts
+        self._parts = EngineParts(
+            journal=self.journal, playbooks=playbooks, commands=commands, clock=self.clock,
+            prompter=NoTty(), say=self.say,
+            monitor=TriggerMonitor(project, inventory, self.journal, self.clock, commands,
+                                   self.say, http),
+            checker=MetricChecker(project, inventory, self.journal, self.clock, commands, http),
+            hooks=self.subscribers, supervisor=self.supervisor, verbose=self.verbose,
+            forks=project.forks, http=http, step_timeout=defaults.step_timeout,
+            undo_attempts=defaults.undo_retries + 1,
+            undo_retry_delay=defaults.undo_retry_delay, undo_deadline=defaults.undo_deadline)
+        return self._parts
 
     def serve_metrics(self) -> MigrateMetrics | None:
         """With `--metrics-port`/`--metrics-listen`: start serving SPEC section 7's series
@@ -209,10 +214,8 @@ class App:
         port = metrics.serve(at.port, at.addr, at.web)
         self._resources.callback(metrics.close)
         self._metrics = metrics
-        if self._parts is not None:
-            self._parts.hooks.subscribe(metrics.on_event)
-        else:
-            self.hooks.append(metrics.on_event)
+        self.subscribers.subscribe(metrics.on_event)
+        self.subscribers.subscribe_cycles(metrics.on_cycle)
         auth = " (basic auth)" if at.web is not None and at.web.needs_auth else ""
         self.say(f"serving /metrics on {at.url(port)}{auth}")
         return metrics
@@ -231,10 +234,13 @@ class App:
         return runner
 
     def lifecycle(self, prompter: Prompter | None = None) -> RunLifecycle:
+        """The lifecycle of this command's runs, asking `prompter` (else nobody)."""
         from orchestrator.engine.lifecycle import RunLifecycle
 
         project, inventory = self.load()
-        return RunLifecycle(project, inventory, self.parts(prompter))
+        parts = self.parts()
+        return RunLifecycle(project, inventory,
+                            parts if prompter is None else replace(parts, prompter=prompter))
 
     # --- verbs ------------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:

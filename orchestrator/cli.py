@@ -50,6 +50,7 @@ class Options:
         return click.get_current_context().with_resource(
             App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0,
                 hooks=[self.view] if self.view is not None else [],
+                cycle_hooks=[self.view.on_cycle] if self.view is not None else [],
                 metrics_at=metrics_at))
 
     def log(self, line: str) -> None:
@@ -357,7 +358,7 @@ def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes
     at = metrics_at(metrics_listen, metrics_port, web_config)
     view = opts.live_view("migrate phase")
     app = opts.app(at)
-    view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
+    view.attach(kinds=lambda: _trigger_kinds(app))
     try:  # every step and host in the grid from the start; errors come from run_phase
         view.expect(number, [s.id for s in app.phase(number).steps],
                     [h.name for h in app.hosts(hosts)], app.phase(number).bake)
@@ -382,7 +383,7 @@ def resume(opts: Options, hosts: tuple[str, ...], accept_changes: bool, yes: boo
     """Continue an interrupted run from the step that was in flight."""
     view = opts.live_view("migrate resume")
     app = opts.app()
-    view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
+    view.attach(kinds=lambda: _trigger_kinds(app))
     cancel = CancelToken()
     command = " ".join(["migrate", *sys.argv[1:]])
     with view, SignalGuard(cancel, opts.log):
@@ -406,7 +407,7 @@ def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: boo
         if not click.confirm(f"Roll back {what} on {', '.join(hosts)}?", err=True):
             return OK
     command = " ".join(["migrate", *sys.argv[1:]])
-    view.attach(lambda: app.journal, kinds=lambda: _trigger_kinds(app))
+    view.attach(kinds=lambda: _trigger_kinds(app))
     cancel = CancelToken()
     with view, SignalGuard(cancel, opts.log, undo_only=True):
         report = app.rollback(hosts, number, command, cancel)
@@ -521,8 +522,7 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     view = opts.live_view("migrate watch")
     app = opts.app(at)
     watcher = app.watcher(hosts, act=not no_rollback)
-    view.attach(lambda: app.journal, sorted(app.load()[0].phases),
-                kinds=lambda: _trigger_kinds(app))
+    view.attach(phases=sorted(app.load()[0].phases), kinds=lambda: _trigger_kinds(app))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name

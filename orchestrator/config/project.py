@@ -123,8 +123,8 @@ DEFAULTS_KEYS = Schema({
     "step_timeout": Key(doc="a step's time limit when it gives none (default 30m)"),
     "undo_retries": Key(doc="attempts after a failed undo"),
     "undo_retry_delay": Key(doc="the pause between undo attempts"),
-    "undo_deadline": Key(doc="undo retries stop here, counted from the first failed undo "
-                             "(default 30s)"),
+    "undo_deadline": Key(doc="counted from the start of the rollback: no attempt on a lost "
+                             "host starts past it (default 30s)"),
 })
 ALERTMANAGER_KEYS = Schema({
     "listen": Key(doc="HOST:PORT of the push receiver"),

@@ -16,7 +16,7 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 class EventKind(enum.Enum):
@@ -85,6 +85,12 @@ class RunEvent:
 
 
 Hook = Callable[[RunEvent], None]
+
+
+class EventSink(Protocol):
+    """Where a recorder sends each event once it is journaled (a run's bus, or hooks)."""
+
+    def emit(self, event: RunEvent) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -290,8 +290,8 @@ class RunDefaults:
     step_timeout: float | None = 1800.0  # playbook and command steps, and undos (30m)
     undo_retries: int = 3  # further attempts of an undo whose host was unreachable
     undo_retry_delay: float = 10.0
-    #: retries stop this long after the first failed undo of a step, and the attempt in
-    #: flight then is cut: a lost host's rollback ends within a minute of the cut
+    #: counted from the start of the rollback: no attempt on a lost host starts past it
+    #: and one in flight then is cut (keepalive x count + this + a few s after the cut)
     undo_deadline: float = 30.0
 
 

@@ -1,13 +1,14 @@
 """A run's canary analysis (SPEC section 2, "Canary analysis"): which waves are judged,
 against which control, on which samples; `PhaseRun` acts on the verdict.
 
-    analysis = RunAnalysis(ctx, spec, run_hosts, waves)
-    analysis.attach(monitor)               # before monitor.start: the monitor samples the
-                                           # judged metrics on the run's and control hosts
+    analysis = RunAnalysis(ctx, spec, run_hosts, waves)   # its buffer hears the run's cycles
+    monitor.start(..., samples=analysis.samples())   # the monitor reads the judged metrics
+                                           # on the run's and control hosts at each cycle
     wait = analysis.before_steps(number)   # `before`: seconds still to sample first
     result = analysis.judge(number, wave_label, canary, started, out)   # end of the bake
 
-Samples are the monitor's own readings (a `SampleBuffer` it appends to at each poll);
+Samples are the monitor's own readings, carried by each `Cycle` on the run's bus to the
+analysis's `SampleBuffer` (a subscriber of that bus);
 `prometheus` metrics are read for the window at once with a range query instead
 (`canary.samples.prometheus_metric_window`), so their window never waits on polling.
 
@@ -26,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.canary.samples import Sample, SampleBuffer
 from orchestrator.config.inventory import Host
+from orchestrator.core.bus import SampleRequest
 from orchestrator.core.model import BEFORE, HOSTS, NOT_MIGRATED, AnalysisSpec, judged_waves
 
 if TYPE_CHECKING:
     from orchestrator.canary.judge import AnalysisResult
+    from orchestrator.core.bus import Cycle
     from orchestrator.engine.context import StepContext
 
 PROMETHEUS = "prometheus"
@@ -56,13 +59,21 @@ class RunAnalysis:
         self.first_step: dict[int, float] = {}  # wave -> monotonic time of its first step
 
     # --- set-up -----------------------------------------------------------------------------
-    def attach(self, monitor: Any) -> None:
-        """Have the monitor read the polled metrics on every host that can be a side."""
-        sample = getattr(monitor, "sample", None)
-        hosts = self.control_list if self.spec.control == HOSTS else self.run_hosts
-        if sample is not None and self.polled and self.judged:
-            sample(self.buffer, self.polled, hosts)
+    def samples(self) -> SampleRequest | None:
+        """What the monitor must read at each cycle for this analysis (the polled metrics
+        on every host that can be a side), None when nothing is polled; from now on the
+        buffer keeps what the run's cycles carry."""
         self.sampling_since = self.ctx.parts.clock.monotonic()
+        if not self.polled or not self.judged:
+            return None
+        self.ctx.bus.subscribe_cycles(self._keep)
+        hosts = self.control_list if self.spec.control == HOSTS else self.run_hosts
+        return SampleRequest(tuple(self.polled), tuple(h.name for h in hosts))
+
+    def _keep(self, cycle: Cycle) -> None:
+        """The canary buffer's subscription: a cycle's readings, at the monitor's clock."""
+        for host, metric, value in cycle.samples:
+            self.buffer.append(host, metric, cycle.at, value)
 
     def before_steps(self, number: int) -> float:
         """Seconds the run must still sample before wave `number`'s first step (control

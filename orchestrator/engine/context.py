@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.config.inventory import Host, Inventory
+from orchestrator.core.bus import RunBus, SampleRequest, Subscribers
 from orchestrator.core.clock import CancelToken, Clock, SystemClock
-from orchestrator.core.events import EventHooks, FireSink
 from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Phase, Project
+from orchestrator.core.supervision import Supervisor
 from orchestrator.runners.base import CommandRunner, PlaybookRunner, Result
 from orchestrator.state.journal import Journal
 
@@ -44,12 +45,13 @@ class NoTty:
 
 
 
-
 class Monitor(Protocol):
-    """Watches a run's triggers while it runs; `monitor.trigger_monitor.TriggerMonitor` is real."""
+    """Watches a run's triggers while it runs; `monitor.trigger_monitor.TriggerMonitor` is real.
 
-    def start(self, run_id: str, phase: Phase, hosts: list[Host], on_fire: FireSink,
-              dry_run: bool, recorder: Any = None) -> None: ...
+    It posts fires to `bus` (`Fire`) and publishes each cycle on it (`Cycle`)."""
+
+    def start(self, bus: RunBus, phase: Phase, hosts: list[Host], dry_run: bool,
+              recorder: Any = None, samples: SampleRequest | None = None) -> None: ...
 
     def watch_more(self, hosts: list[Host]) -> None: ...
 
@@ -75,8 +77,8 @@ class Checker(Protocol):
 
 
 class NullMonitor:
-    def start(self, run_id: str, phase: Phase, hosts: list[Host], on_fire: FireSink,
-              dry_run: bool, recorder: Any = None) -> None:
+    def start(self, bus: RunBus, phase: Phase, hosts: list[Host], dry_run: bool,
+              recorder: Any = None, samples: SampleRequest | None = None) -> None:
         return None
 
     def watch_more(self, hosts: list[Host]) -> None:
@@ -101,11 +103,13 @@ class EngineParts:
     prompter: Prompter = field(default_factory=NoTty)
     monitor: Monitor = field(default_factory=NullMonitor)
     checker: Checker | None = None
-    hooks: EventHooks = field(default_factory=EventHooks)
+    hooks: Subscribers = field(default_factory=Subscribers)
     say: Say = lambda line: None
+    #: the app's registry of its running runs (deaths of unspawned threads, journal loss)
+    supervisor: Supervisor = field(default_factory=Supervisor)
     undo_attempts: int = 4  # the first try and `defaults: {undo_retries: 3}`
     undo_retry_delay: float = 10.0
-    undo_deadline: float = 30.0  # `defaults: {undo_deadline}`: from the first failed undo
+    undo_deadline: float = 30.0  # `defaults: {undo_deadline}`: from the rollback's start
     step_timeout: float | None = 1800.0  # default for playbook/command steps and undos
     forks: int = 50
     verbose: bool = False
@@ -137,17 +141,21 @@ class StepContext:
     run_id: str
     parts: EngineParts
     cancel: CancelToken
+    bus: RunBus
     dry_run: bool = False
     artifacts_root: Path | None = None  # a dry run's temporary directory
     t0: float = 0.0  # the clock's reading at phase start: `elapsed` of scripted timelines
     hostvars: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: the run whose step rows this context acts on, when not `run_id` itself: a rollback
-    #: run owns the phase (and its lock) under its own id and undoes another run's steps
-    steps_run: str | None = None
+    #: the run whose step rows this context acts on (`journal.rollback_targets`): the run
+    #: itself, or for a rollback run, which owns the phase (and its lock) under its own
+    #: id, the run whose steps it undoes
+    origin_run: str = ""
 
     def __post_init__(self) -> None:
         if not self.hostvars:
             self.hostvars = self.inventory.hostvars()
+        if not self.origin_run:
+            self.origin_run = self.run_id
 
     @property
     def say(self) -> Say:
@@ -161,28 +169,28 @@ class StepContext:
         private_dirs(self.project.root if self.artifacts_root is None else base, path)
         return path
 
-    @property
-    def step_run_id(self) -> str:
-        """The run whose steps are run or undone here."""
-        return self.steps_run or self.run_id
-
-    @property
-    def owner(self) -> str | None:
-        """The run journaling another run's step moves (a rollback run), else None."""
-        return self.run_id if self.steps_run and self.steps_run != self.run_id else None
-
-    def undoing(self, cancel: CancelToken, steps_run: str | None = None) -> StepContext:
+    def undoing(self, cancel: CancelToken, origin_run: str | None = None) -> StepContext:
         """The same run for its rollback, with the run's undo token: undo work must not be
         cut short by the cancel that stopped the forward steps, only by the operator."""
         return StepContext(self.project, self.inventory, self.phase, self.run_id, self.parts,
-                           cancel, False, None, self.t0, self.hostvars,
-                           steps_run if steps_run is not None else self.steps_run)
+                           cancel, self.bus, False, None, self.t0, self.hostvars,
+                           origin_run or self.origin_run)
 
     def with_cancel(self, cancel: CancelToken) -> StepContext:
         """The same context under another token (an undo attempt cut at its deadline)."""
         return StepContext(self.project, self.inventory, self.phase, self.run_id, self.parts,
-                           cancel, self.dry_run, self.artifacts_root, self.t0, self.hostvars,
-                           self.steps_run)
+                           cancel, self.bus, self.dry_run, self.artifacts_root, self.t0,
+                           self.hostvars, self.origin_run)
+
+
+def death_text(worker: str, exc: BaseException) -> str:
+    """How a run names a dead worker: a journal that went away is named as such."""
+    from orchestrator.core.supervision import describe
+    from orchestrator.state.base import JournalUnavailableError
+
+    if isinstance(exc, JournalUnavailableError):
+        return f"journal unreachable: {exc}"
+    return f"background worker {worker!r} died: {describe(exc)}"
 
 
 def clock_sleep(ctx: StepContext) -> Callable[[float], None]:

@@ -29,20 +29,21 @@ from pathlib import Path
 
 from orchestrator._exceptions import LockHeldError, RefusedError
 from orchestrator.config.inventory import Host, Inventory
+from orchestrator.core.bus import RunBus
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.events import EventKind, RunEvent
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import ACTIVE, ROLLBACKABLE, PhaseState
 from orchestrator.engine.checksums import changed_files, file_checksums
-from orchestrator.engine.context import EngineParts, StepContext, new_run_id
+from orchestrator.engine.context import EngineParts, StepContext, death_text, new_run_id
 from orchestrator.engine.phase_run import FleetPlan, PhaseRun
 from orchestrator.engine.refusals import (
     refuse_failing_preconditions,
     refuse_if_not_ready,
     refuse_if_not_resumable,
 )
-from orchestrator.engine.rollback import Origin, Reason, Rollback
+from orchestrator.engine.rollback import Reason, Rollback, RollbackCause
 from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import DryRunRecorder, JournalRecorder, Recorder
 
@@ -59,7 +60,8 @@ class RunLifecycle:
     @contextmanager
     def run(self, hosts: list[Host], run_id: str, command: str, kind: str,
             phase: int | None, cancel: CancelToken | None = None, *, record: bool = True,
-            checksums: dict[str, str] | None = None, origins: dict[str, str] | None = None,
+            checksums: dict[str, str] | None = None,
+            origin_runs: dict[str, list[str]] | None = None,
             before: Callable[[], None] | None = None) -> Iterator[RunHandle]:
         """A run's whole life: lock its hosts, record it, and end it on every way out.
 
@@ -71,21 +73,28 @@ class RunLifecycle:
         recorded for a run that may not start). `record=False`: a dry run or a resume,
         whose run record exists already or is not written.
         """
-        self.journal.acquire([h.name for h in hosts], run_id, command)
-        self._announce_reaped()
-        handle = RunHandle(run_id)
-        if cancel is not None:
-            self.journal.on_unavailable = lambda reason: cancel.cancel(
-                f"journal unreachable: {reason}")
+        bus = RunBus(run_id, cancel, self.parts.hooks, log=self.parts.say,
+                     death_text=death_text)
+        handle = RunHandle(run_id, bus)
+        with self.parts.supervisor.running(bus):  # its heartbeat and workers report to it
+            self.journal.acquire([h.name for h in hosts], run_id, command)
+            self._announce_reaped()
+            with self._ending(handle):
+                if before is not None:
+                    before()
+                if record:
+                    self.journal.create_run(run_id, phase, [h.name for h in hosts], command,
+                                            kind, False, checksums or {}, origin_runs)
+                yield handle
+
+    @contextmanager
+    def _ending(self, handle: RunHandle) -> Iterator[None]:
+        """On every way out of a run: record its outcome, interrupt what it had in flight,
+        free its locks (one transaction), and announce the runs found dead meanwhile."""
+        run_id = handle.run_id
         try:
-            if before is not None:
-                before()
-            if record:
-                self.journal.create_run(run_id, phase, [h.name for h in hosts], command, kind,
-                                        False, checksums or {}, origins)
-            yield handle
+            yield
         finally:
-            self.journal.on_unavailable = None
             outcome = handle.outcome.value if handle.outcome is not None else "interrupted"
             try:
                 self.journal.finish_run(run_id, outcome,
@@ -106,14 +115,13 @@ class RunLifecycle:
         database is back, for `resume` or `rollback`."""
         if self.journal.unavailable:
             raise JournalUnavailableError(self.journal.unavailable)
+        started = self.parts.clock.monotonic()  # the undo deadline counts from here
         undo_ctx = ctx.undoing(ctx.cancel.undo())
-        by_origin: dict[str, list[Host]] = {}
-        for host in hosts:  # a rollback run undoes the steps of the run that made them
-            origin = ctx.steps_run or self.journal.steps_run(ctx.run_id, host.name)
-            by_origin.setdefault(origin, []).append(host)
-        reports = [Rollback(undo_ctx.undoing(undo_ctx.cancel, steps_run=origin),
-                            recorder).execute(group, reason)
-                   for origin, group in by_origin.items()]
+        named = {h.name: h for h in hosts}
+        targets = self.journal.rollback_targets(list(named), ctx.run_id)
+        reports = [Rollback(undo_ctx.undoing(undo_ctx.cancel, origin_run=origin), recorder,
+                            started).execute([named[n] for n in group], reason)
+                   for origin, group in targets.items()]
         return _worst(reports, ctx.run_id, hosts) if len(reports) > 1 else reports[0]
 
     # --- a phase -----------------------------------------------------------------------------
@@ -135,9 +143,9 @@ class RunLifecycle:
                           checksums=None if dry_run else file_checksums(self.project, phase)
                           ) as handle:
                 entered = True
-                recorder: Recorder = (DryRunRecorder(self.journal, self.parts.hooks) if dry_run
-                                      else JournalRecorder(self.journal, self.parts.hooks))
-                ctx = self._context(phase, run_id, cancel, dry_run, tmp)
+                recorder: Recorder = (DryRunRecorder(self.journal, handle.bus) if dry_run
+                                      else JournalRecorder(self.journal, handle.bus))
+                ctx = self._context(phase, handle, dry_run, tmp)
                 report = self._drive(ctx, recorder, hosts, plan, command, resume=False)
                 if dry_run:
                     recorder.finish(run_id, report.outcome.value)
@@ -170,22 +178,17 @@ class RunLifecycle:
                                    f"{rec.state.value}; there is nothing to roll back")
         run_id = new_run_id()
         cancel = cancel or CancelToken()
-        origins = {h.name: self.journal.steps_run(
-            self.journal.phase_record(h.name, phase.number).run_id or run_id, h.name)
-            for h in hosts}
+        targets = self.journal.rollback_targets([h.name for h in hosts], run_id, phase.number)
         with self.run(hosts, run_id, command, "rollback", phase.number, cancel,
-                      origins=origins) as handle:
-            recorder = JournalRecorder(self.journal, self.parts.hooks)
-            by_run: dict[str, list[Host]] = {}
-            for host in hosts:
-                by_run.setdefault(origins[host.name], []).append(host)
-            for origin, group in by_run.items():
+                      origin_runs=targets) as handle:
+            recorder = JournalRecorder(self.journal, handle.bus)
+            for origin, group in targets.items():
                 recorder.event(EventKind.ROLLBACK_REQUESTED, run_id, None, phase.number, None,
-                               f"undoing run {origin} on {', '.join(h.name for h in group)}",
-                               origin_run=origin, hosts=[h.name for h in group])
-            ctx = self._context(phase, run_id, cancel)
+                               f"undoing run {origin} on {', '.join(group)}",
+                               origin_run=origin, hosts=group)
+            ctx = self._context(phase, handle)
             report = self.roll_back(ctx, recorder, hosts, Reason(
-                Origin.OPERATOR, f"requested by operator (migrate rollback, run {run_id})"))
+                RollbackCause.OPERATOR, f"requested by operator (migrate rollback, run {run_id})"))
             handle.outcome = report.outcome
             return report
 
@@ -221,15 +224,15 @@ class RunLifecycle:
             raise RefusedError(f"phase {number} changed since run {run_id} began: "
                                f"{', '.join(changed)}; review, then resume with "
                                "--accept-changes (or roll back)")
-        recorder = JournalRecorder(self.journal, self.parts.hooks)
         with self.run(hosts, run_id, command, "resume", number, cancel, record=False,
                       before=lambda: refuse_if_not_resumable(phase, hosts, self.journal,
                                                              run_id)) as handle:
+            recorder = JournalRecorder(self.journal, handle.bus)
             self.journal.reopen_run(run_id)
             if changed:
                 recorder.event(EventKind.CHANGES_ACCEPTED, run_id, None, number, None,
                                ", ".join(changed), files=changed)
-            ctx = self._context(phase, run_id, cancel)
+            ctx = self._context(phase, handle)
             events = self.journal.events(run_id=run_id)
             rolling = next((e for e in events if e.kind == "rollback_started"), None)
             failed = next((e for e in events if e.kind == "step_failed"), None)
@@ -238,7 +241,7 @@ class RunLifecycle:
                     f"step {failed.step} failed on {failed.host}: {failed.detail}" \
                     if failed is not None else f"run {run_id} was interrupted"
                 report = self.roll_back(ctx, recorder, hosts, Reason(
-                    Origin.RESUME, f"{text} (resumed after interruption)"))
+                    RollbackCause.RESUME, f"{text} (resumed after interruption)"))
             else:
                 all_hosts = [self.inventory.hosts[n] for n in info.get("hosts", [])
                              if n in self.inventory.hosts] or hosts
@@ -277,19 +280,18 @@ class RunLifecycle:
                     handle.outcome = RunOutcome.COMPLETED
                     return None
                 phase = chosen[0]
-                origin = self.journal.steps_run(
-                    self.journal.phase_record(host.name, phase.number).run_id or run_id,
-                    host.name)
+                targets = self.journal.rollback_targets([host.name], run_id, phase.number)
+                (origin, _), = targets.items()
                 self.journal.create_run(run_id, phase.number, [host.name],
                                         "migrate watch (rollback)", "rollback", False, {},
-                                        {host.name: origin})
-                recorder = JournalRecorder(self.journal, self.parts.hooks)
+                                        targets)
+                recorder = JournalRecorder(self.journal, handle.bus)
                 recorder.event(EventKind.ROLLBACK_REQUESTED, run_id, None, phase.number, None,
                                f"migrate watch (run {watch_run}) undoing run {origin} on "
                                f"{host.name}", origin_run=origin, hosts=[host.name])
                 self.parts.say(f"{reason.text} on {host.name}: rolling back phase "
                                f"{phase.number}")
-                ctx = self._context(phase, run_id, cancel)
+                ctx = self._context(phase, handle)
                 report = self.roll_back(ctx, recorder, [host], reason)
                 handle.outcome = report.outcome
                 return report
@@ -298,10 +300,11 @@ class RunLifecycle:
             return None
 
     # --- plumbing ----------------------------------------------------------------------------
-    def _context(self, phase: Phase, run_id: str, cancel: CancelToken, dry_run: bool = False,
+    def _context(self, phase: Phase, handle: RunHandle, dry_run: bool = False,
                  tmp: Path | None = None) -> StepContext:
-        return StepContext(self.project, self.inventory, phase, run_id, self.parts, cancel,
-                           dry_run, tmp, self.parts.clock.monotonic())
+        return StepContext(self.project, self.inventory, phase, handle.run_id, self.parts,
+                           handle.bus.cancel, handle.bus, dry_run, tmp,
+                           self.parts.clock.monotonic())
 
     def _announce_refusal(self, phase: Phase, hosts: list[Host], exc: RefusedError) -> None:
         """A phase that may not start is told to the hooks (a pager must hear of the
@@ -321,9 +324,10 @@ class RunLifecycle:
 
 @dataclass
 class RunHandle:
-    """What the body of `RunLifecycle.run` tells its end: how the run came out."""
+    """A run being run: its bus, and what the body tells its end (how it came out)."""
 
     run_id: str
+    bus: RunBus
     outcome: RunOutcome | None = None
 
 

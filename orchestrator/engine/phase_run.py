@@ -15,23 +15,23 @@ This module never starts a rollback itself: it asks `RunLifecycle.roll_back`
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_none
 
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import context_for, render
+from orchestrator.core.bus import Fire, WorkerDied
 from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.model import Step, StepAction
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
-from orchestrator.core.supervision import describe, dying_to
+from orchestrator.core.supervision import describe
 from orchestrator.engine.actions import ACTIONS
 from orchestrator.engine.context import StepContext, clock_sleep
-from orchestrator.engine.rollback import Origin, Reason
+from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.engine.waves import FailureBudget, plan_waves
 from orchestrator.runners.base import FailureKind, GroupResult, Result
 from orchestrator.state.base import JournalUnavailableError
@@ -52,21 +52,6 @@ class FleetPlan:
     on_fire: str = "wave"
 
 
-@dataclass
-class _Fires:
-    """Fires reported by the monitor thread, taken by the run thread at safe points."""
-
-    pending: list[Firing] = field(default_factory=list)
-    pause: str | None = None
-    death: Reason | None = None  # a background worker of the run died
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self) -> list[Firing]:
-        with self.lock:
-            out, self.pending = self.pending, []
-            return out
-
-
 class PhaseRun:
     def __init__(self, ctx: StepContext, hosts: list[Host], recorder: Recorder,
                  roll_back: RollBack, plan: FleetPlan, command: str,
@@ -80,42 +65,24 @@ class PhaseRun:
         self.resume = resume
         self.budget = FailureBudget.of(plan.max_failed, len(hosts))
         self.fleet = bool(plan.waves) or self.budget.allowed > 0
-        self.fires = _Fires()
         self.rolled: list[RunReport] = []  # hosts rolled back on their own, within budget
         self.out: set[str] = set()  # hosts no longer in the run (rolled back)
         self.started: list[Host] = []  # every host that started, in order
         self.stop: Reason | None = None
+        self.pause: str | None = None  # an `action: pause` fire, answered before the next step
+        self.death: Reason | None = None  # a background worker of the run died
         self.analysis: RunAnalysis | None = None  # the phase's `analysis:`, for this run
 
-    # --- the monitor's callback (its own thread) ---------------------------------------------
-    def on_fire(self, firing: Firing) -> None:
-        if firing.action == "pause":
-            with self.fires.lock:
-                self.fires.pause = self.fires.pause or firing.reason
-            return
-        with self.fires.lock:
-            self.fires.pending.append(firing)
-        if not self.budget.would_absorb(firing.host) or not self.fleet:
-            # past the budget: stop now, the step in flight included
-            self.ctx.cancel.cancel(firing.reason)
-
-    # --- a supervised worker died (its own thread) --------------------------------------------
-    def on_worker_died(self, name: str, exc: BaseException) -> None:
-        """The monitor, an alert receiver or poller, an Xid waiter or the lock heartbeat
-        died: the run must not go on unwatched. Stop the step in flight and roll back as
-        for a trigger (or, when the journal cannot record, stop: exit 3)."""
-        text = f"background worker {name!r} died: {describe(exc)}"
-        if isinstance(exc, JournalUnavailableError):
-            text = f"journal unreachable: {exc}"
-        with self.fires.lock:
-            if self.fires.death is None:
-                self.fires.death = Reason(Origin.WORKER, text)
-        self.ctx.say(f"FAILED: {text}; stopping the run")
-        self.ctx.cancel.cancel(text)
+    # --- the bus's screen (the posting thread) -----------------------------------------------
+    def _stops(self, fire: Fire) -> bool:
+        """Does this fire stop the run at once, the step in flight included? Past the
+        failure budget (or without a fleet) it does; within it only that host rolls back,
+        at the next safe point."""
+        return not self.fleet or not self.budget.would_absorb(fire.firing.host)
 
     # --- the run -----------------------------------------------------------------------------
     def drive(self) -> RunReport:
-        with dying_to(self.on_worker_died):
+        with self.ctx.bus.screening(self._stops):
             return self._drive()
 
     def _drive(self) -> RunReport:
@@ -131,8 +98,8 @@ class PhaseRun:
             from orchestrator.engine.analysis import RunAnalysis
 
             self.analysis = RunAnalysis(ctx, phase.analysis, self.hosts, waves)
-            self.analysis.attach(ctx.parts.monitor)  # samples from the monitor's cycles
-        ctx.parts.monitor.start(ctx.run_id, phase, [], self.on_fire, ctx.dry_run, self.recorder)
+        ctx.parts.monitor.start(ctx.bus, phase, [], ctx.dry_run, self.recorder,
+                                self.analysis.samples() if self.analysis is not None else None)
         current: list[Host] = []
         concluded = False  # False: an exception is leaving; the monitor must stop now
         try:
@@ -149,7 +116,7 @@ class PhaseRun:
             raise  # no undo without a record: the run stops, exit 3
         except Exception as exc:  # after the first step: that step failing on its hosts
             if self.stop is None:
-                self.stop = Reason(Origin.STEP_FAILURE, f"unexpected error: {describe(exc)}")
+                self.stop = Reason(RollbackCause.STEP_FAILURE, f"unexpected error: {describe(exc)}")
             ctx.say(f"FAILED: unexpected error: {describe(exc)}")
             ctx.cancel.cancel(self.stop.text)
             concluded = True
@@ -167,10 +134,8 @@ class PhaseRun:
         """A run that stopped keeps its monitor sampling (acting on nothing) through the
         rollback, so the report shows whether the metric recovered; otherwise it stops."""
         monitor = self.ctx.parts.monitor
-        keep = getattr(monitor, "record_only", None)
-        if self.stop is not None and not self.ctx.dry_run and keep is not None \
-                and self.fires.death is None:
-            keep()
+        if self.stop is not None and not self.ctx.dry_run and self.death is None:
+            monitor.record_only()
         else:
             monitor.stop()
 
@@ -248,7 +213,7 @@ class PhaseRun:
                     self.stop = self._cancel_reason(step)
                 return
             for name, r in result.failed.items():
-                self._host_failed(Reason(Origin.STEP_FAILURE,
+                self._host_failed(Reason(RollbackCause.STEP_FAILURE,
                                          f"step {step.id} failed on {name}: {r.detail}",
                                          host=name))
                 if self.stop is not None:
@@ -405,20 +370,29 @@ class PhaseRun:
         for host in canary:
             if self.stop is not None:
                 return
-            self._host_failed(Reason(Origin.TRIGGER, text, trigger="analysis", host=host.name))
+            self._host_failed(Reason(RollbackCause.TRIGGER, text, trigger="analysis",
+                                     host=host.name))
 
     # --- failures ----------------------------------------------------------------------------
     def _absorb(self) -> None:
-        """Act on the fires the monitor reported since the last look (and on a dead
-        worker: the whole run stops)."""
-        with self.fires.lock:
-            death = self.fires.death
-        if death is not None and self.stop is None:
-            self.stop = death
-        for firing in self.fires.take():
+        """A safe point: drain the run's bus and act on what came (a dead worker stops the
+        whole run; a fire fails its host; a pause is asked before the next step). A lost
+        journal or a cancel has already cancelled the run's token: the step in flight
+        stopped, and the next write raises."""
+        fires: list[Firing] = []
+        for msg in self.ctx.bus.drain():
+            if isinstance(msg, WorkerDied) and self.death is None:
+                self.death = Reason(RollbackCause.WORKER, msg.text)
+            elif isinstance(msg, Fire) and msg.firing.action == "pause":
+                self.pause = self.pause or msg.firing.reason
+            elif isinstance(msg, Fire):
+                fires.append(msg.firing)
+        if self.death is not None and self.stop is None:
+            self.stop = self.death
+        for firing in fires:
             if firing.host in self.out or self.stop is not None:
                 continue
-            self._host_failed(Reason(Origin.TRIGGER, firing.reason, trigger=firing.trigger,
+            self._host_failed(Reason(RollbackCause.TRIGGER, firing.reason, trigger=firing.trigger,
                                      host=firing.host))
 
     def _host_failed(self, reason: Reason) -> None:
@@ -447,14 +421,13 @@ class PhaseRun:
     def _cancel_reason(self, step: Step | None) -> Reason:
         cancel = self.ctx.cancel
         if cancel.cancelled:
-            origin = Origin.OPERATOR if cancel.by_operator else Origin.STEP_FAILURE
-            return Reason(origin, cancel.reason)
-        return Reason(Origin.STEP_FAILURE, f"step {step.id if step else '?'} cancelled")
+            cause = RollbackCause.OPERATOR if cancel.by_operator else RollbackCause.STEP_FAILURE
+            return Reason(cause, cancel.reason)
+        return Reason(RollbackCause.STEP_FAILURE, f"step {step.id if step else '?'} cancelled")
 
     def _answer_pause(self) -> bool:
         """A trigger with `action: pause` fired: ask the operator before the next step."""
-        with self.fires.lock:
-            reason, self.fires.pause = self.fires.pause, None
+        reason, self.pause = self.pause, None
         if reason is None:
             return False
         answer = self.ctx.parts.prompter.confirm(f"{reason} (action: pause): continue the phase?")
@@ -465,7 +438,7 @@ class PhaseRun:
                                 answer="continue" if answer else "roll back")
         if answer:
             return False
-        self.stop = Reason(Origin.OPERATOR, f"{reason} (paused; operator chose rollback)")
+        self.stop = Reason(RollbackCause.OPERATOR, f"{reason} (paused; operator chose rollback)")
         return True
 
     # --- the end -----------------------------------------------------------------------------
@@ -485,7 +458,7 @@ class PhaseRun:
                   and self.recorder.phase_state(h.name, ctx.phase.number)
                   in (PhaseState.RUNNING, PhaseState.BAKING, PhaseState.COMPLETED)]
         if self.plan.on_fire == "run" or not self.fleet \
-                or self.stop.origin is Origin.OPERATOR:
+                or self.stop.cause is RollbackCause.OPERATOR:
             targets = in_run
         else:
             wave = {h.name for h in current}

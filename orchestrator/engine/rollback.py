@@ -6,8 +6,11 @@ job: that is the one place a rollback begins.
 
 Undos that failed because the host was unreachable or timed out are retried by a
 tenacity policy (`defaults: {undo_retries, undo_retry_delay, undo_deadline}`) that
-sleeps on the injected clock and stops at the deadline; an undo that failed on its own
-merits (a task failed, exit 1) would fail the same way again and is not retried.
+sleeps on the injected clock. The deadline counts from the start of the rollback (SPEC
+section 2, "Connections"): no attempt on a lost host starts past it, and one in flight
+then is cut, so a run whose host is cut mid-step ends within keepalive x count +
+undo_deadline + a few seconds. An undo that failed on its own merits (a task failed,
+exit 1) would fail the same way again and is not retried.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from orchestrator.state.base import JournalUnavailableError
 from orchestrator.state.recorder import Recorder
 
 
-class Origin(enum.Enum):
-    """Who or what asked for a rollback."""
+class RollbackCause(enum.Enum):
+    """Who or what asked for a rollback (journaled as the events' `origin`)."""
 
     STEP_FAILURE = "step_failure"
     TRIGGER = "trigger"
@@ -48,13 +51,13 @@ class Origin(enum.Enum):
 
 @dataclass(frozen=True)
 class Reason:
-    origin: Origin
+    cause: RollbackCause
     text: str  # the human reason, as `status` shows it
     trigger: str | None = None
     host: str | None = None  # the host that fired or failed, if one did
 
     def payload(self) -> dict[str, str | None]:
-        return {"origin": self.origin.value, "trigger": self.trigger, "culprit": self.host}
+        return {"origin": self.cause.value, "trigger": self.trigger, "culprit": self.host}
 
 
 _UNDO_STARTED = frozenset({StepState.RUNNING, StepState.SUCCEEDED, StepState.FAILED,
@@ -71,13 +74,19 @@ class Rollback:
     the operator cancels it, the undo in flight stops and the phase is left `interrupted`
     (what was undone stays undone; `migrate rollback` run again finishes the rest)."""
 
-    def __init__(self, ctx: StepContext, recorder: Recorder) -> None:
+    def __init__(self, ctx: StepContext, recorder: Recorder, started: float | None = None) -> None:
+        """`started`: when the rollback began (its hosts may be undone in several groups,
+        one per origin run); default now."""
         self.ctx = ctx
         self.recorder = recorder
+        #: when the undo deadline falls: `undo_deadline` after the rollback's start
+        self.deadline = (ctx.parts.clock.monotonic() if started is None else started) \
+            + ctx.parts.undo_deadline
+        self.lost: set[str] = set()  # hosts whose last undo found them unreachable
 
     def started_steps(self, host: Host) -> list[tuple[int, Step]]:
         out = [(idx, step) for idx, step in enumerate(self.ctx.phase.steps)
-               if self.recorder.step_state(self.ctx.step_run_id, host.name, step.id)
+               if self.recorder.step_state(self.ctx.origin_run, host.name, step.id)
                in _UNDO_STARTED]
         return list(reversed(out))
 
@@ -186,10 +195,12 @@ class Rollback:
         """Undo one step on `hosts`; {host: why} for those where the undo failed for good."""
         ctx, rec = self.ctx, self.recorder
         assert step.undo is not None
+        # the origin run's step rows move; the events are this (rollback) run's
+        owner = ctx.run_id if ctx.origin_run != ctx.run_id else None
         with rec.batch():
             for host in hosts:
-                rec.move_step(StepTransition.UNDO, ctx.step_run_id, host.name, ctx.phase.number,
-                              step.id, idx, step.undo.describe(), owner=ctx.owner)
+                rec.move_step(StepTransition.UNDO, ctx.origin_run, host.name, ctx.phase.number,
+                              step.id, idx, step.undo.describe(), owner=owner)
         results = self._undo_with_retries(step, hosts)
         failed: dict[str, str] = {}
         if ctx.cancel.cancelled:  # stopped by the operator: the step stays rolling_back
@@ -198,13 +209,12 @@ class Rollback:
             for host in hosts:
                 result = results[host.name]
                 if result.ok:
-                    rec.move_step(StepTransition.UNDONE, ctx.step_run_id, host.name,
-                                  ctx.phase.number, step.id, idx, result.detail, owner=ctx.owner)
+                    rec.move_step(StepTransition.UNDONE, ctx.origin_run, host.name,
+                                  ctx.phase.number, step.id, idx, result.detail, owner=owner)
                     ctx.say(f"  undone {host.name}: {step.id}")
                 else:
-                    rec.move_step(StepTransition.UNDO_FAILED, ctx.step_run_id, host.name,
-                                  ctx.phase.number, step.id, idx, result.detail,
-                                  owner=ctx.owner,
+                    rec.move_step(StepTransition.UNDO_FAILED, ctx.origin_run, host.name,
+                                  ctx.phase.number, step.id, idx, result.detail, owner=owner,
                                   failure=result.failure.value if result.failure else None,
                                   log=result.log or None)
                     ctx.say(f"  UNDO FAILED {host.name}: {step.id}: {result.describe()}")
@@ -216,11 +226,13 @@ class Rollback:
         """Run the undo on all `hosts`, then again on those that were unreachable or timed
         out, on the policy's schedule; the last answer of each host stands.
 
-        Retries stop at `undo_deadline`, counted from the first failed attempt: one
-        starts only if, after its backoff, it could end before the deadline (judged by
-        the slowest attempt so far), and an attempt still in flight at the deadline
-        is cut (its token is cancelled by a timer). A host that is gone costs the
-        rollback at most the deadline, not retries x connect timeouts.
+        `self.deadline` (the rollback's start + `undo_deadline`) bounds the lost hosts:
+        past it no attempt on a lost host starts (not even this step's first: it is
+        failed as not attempted), a retry starts only if, after its backoff, it could end
+        before the deadline (judged by the slowest attempt so far), and an attempt on a
+        lost host still in flight at the deadline is cut (its token is cancelled by a
+        timer). A host that is gone costs the rollback at most the deadline, not retries
+        x connect timeouts; a reachable host's undo is never cut by it.
         """
         ctx = self.ctx
         assert step.undo is not None
@@ -229,15 +241,20 @@ class Rollback:
         deadline_s = ctx.parts.undo_deadline
         results: dict[str, Result] = {}
         pending = list(hosts)
-        first_failure: list[float] = []  # when the first attempt failed (the deadline's start)
+        if clock.monotonic() >= self.deadline:
+            for h in [h for h in pending if h.name in self.lost]:
+                results[h.name] = Result.failed(
+                    h.name, FailureKind.UNREACHABLE, f"not attempted: the host was lost and "
+                    f"the undo deadline ({deadline_s:g}s from the rollback's start) passed")
+            pending = [h for h in pending if h.name not in self.lost]
         took: list[float] = [0.0]  # how long each attempt took (the slowest: the estimate)
         timers: list[threading.Timer] = []
 
         def attempt_token() -> CancelToken:
             token = ctx.cancel.child()
-            if first_failure:
-                left = first_failure[0] + deadline_s - clock.monotonic()
-                timer = threading.Timer(max(0.0, left), token.cancel,
+            if any(h.name in self.lost for h in pending):
+                timer = threading.Timer(max(0.0, self.deadline - clock.monotonic()),
+                                        token.cancel,
                                         args=(f"undo deadline ({deadline_s:g}s) reached",))
                 timer.daemon = True
                 timer.start()
@@ -246,6 +263,8 @@ class Rollback:
 
         def once() -> list[Host]:
             nonlocal pending
+            if not pending:
+                return []
             token = attempt_token()
             began = clock.monotonic()
             try:
@@ -261,8 +280,10 @@ class Rollback:
                 results[name] = result
             for h in pending:
                 results.setdefault(h.name, Result.failed(h.name, FailureKind.EXIT, "no result"))
-            if not first_failure and any(not results[h.name].ok for h in pending):
-                first_failure.append(clock.monotonic())
+                if _retryable(results[h.name]):
+                    self.lost.add(h.name)
+                elif results[h.name].ok:
+                    self.lost.discard(h.name)
             pending = [h for h in pending if _retryable(results[h.name])]
             if ctx.cancel.cancelled:
                 return []
@@ -276,8 +297,7 @@ class Rollback:
             """Stop when the next attempt could not end before the deadline, judged by
             the slowest attempt so far: one begun just before the deadline would only be
             cut, and the operator would wait for nothing."""
-            return bool(first_failure) and \
-                clock.monotonic() + backoff(state) + max(took) >= first_failure[0] + deadline_s
+            return clock.monotonic() + backoff(state) + max(took) >= self.deadline
 
         def before_retry(state: RetryCallState) -> None:
             for host in pending:

@@ -9,7 +9,8 @@ requires captures it (`scheduled`).
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
+from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
 from orchestrator.config.inventory import Host
@@ -60,3 +61,55 @@ def raise_missing_baselines(project: Project, phase: Phase, hosts: list[Host],
     problems += nvml_problems(project, phase, hosts, commands)
     if problems:
         raise ConfigError(problems)
+
+
+def phase_start_baselines(triggers: list[Trigger], hosts: list[Host],
+                          given: dict[tuple[str, str], float], zero: Container[str],
+                          medians: dict[tuple[str, str], float],
+                          named: Callable[[str, str], dict[str, float]]
+                          ) -> tuple[dict[tuple[str, str], float | None],
+                                     dict[str, dict[str, float]]]:
+    """Each (host, trigger)'s baseline at phase start: handed in (`given`: a watch's,
+    from the phase's own run), 0 for the triggers in `zero` (Xid: counted from the
+    waiter's start), the sampled median (`phase-start`), else the named baseline
+    (`named(host, name)`). Also the phase-start medians per host, for the journal."""
+    out: dict[tuple[str, str], float | None] = {}
+    phase_start: dict[str, dict[str, float]] = {}
+    for host in hosts:
+        for t in triggers:
+            key = (host.name, t.name)
+            if not needs_baseline(t):
+                out[key] = None
+            elif key in given:
+                out[key] = given[key]
+            elif t.name in zero:
+                out[key] = 0.0
+            elif t.baseline == PHASE_START:
+                out[key] = medians.get((host.name, t.metric))
+                if out[key] is not None:
+                    phase_start.setdefault(host.name, {})[t.metric] = medians[(host.name,
+                                                                               t.metric)]
+            else:
+                out[key] = named(host.name, t.baseline).get(t.metric)
+    return out, phase_start
+
+
+def take_phase_start(poller: Any, journal: Journal, triggers: list[Trigger],
+                     metrics: Container[str], hosts: list[Host],
+                     given: dict[tuple[str, str], float], zero: Container[str], run_id: str,
+                     dry_run: bool) -> dict[tuple[str, str], float | None]:
+    """The baselines of every new host of a monitored run, at once: BASELINE_SAMPLES
+    rounds of the cycle's batched reads (`poller.medians`), 0.2 s apart, the phase-start
+    medians saved in one transaction (not in a dry run)."""
+    wanted = sorted({t.metric for t in triggers
+                     if needs_baseline(t) and t.baseline == PHASE_START and t.metric in metrics
+                     and t.name not in zero and any((h.name, t.name) not in given
+                                                    for h in hosts)})
+    medians = poller.medians(wanted, hosts, BASELINE_SAMPLES if wanted else 0, 0.2)
+    values, phase_start = phase_start_baselines(triggers, hosts, given, zero, medians,
+                                                journal.baseline)
+    if not dry_run and phase_start:
+        with journal.batch():
+            for host_name, got in phase_start.items():
+                journal.save_baseline(host_name, f"{PHASE_START}:{run_id}", got, run_id)
+    return values

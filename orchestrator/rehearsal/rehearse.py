@@ -188,11 +188,11 @@ class Rehearsal:
                     for h in inj_hosts:
                         upfront.setdefault(h.name, {}).update(inj.faults)
             injector = FaultInjector(targets, sandbox.faults_of, self.say)
-            app.hooks.append(injector)  # before the first run builds the engine's hooks
+            app.subscribe(injector)
             if self.view is not None:
-                app.hooks.append(self.view)
-                self.view.attach(lambda: app.journal,
-                                 kinds=lambda: _trigger_kinds(project))
+                app.subscribe(self.view)
+                app.subscribers.subscribe_cycles(self.view.on_cycle)
+                self.view.attach(kinds=lambda: _trigger_kinds(project))
                 for number, phase in project.phases.items():
                     self.view.expect(number, [s.id for s in phase.steps],
                                      [h.name for h in hosts], phase.bake)
@@ -302,7 +302,7 @@ class Rehearsal:
             return True
         self.say(f"phase {phase.number} requires {', '.join(gates)} (scaled): watching the "
                  f"completed phases' triggers for {format_duration(left)}")
-        watcher = app.watcher(tuple(h.name for h in hosts), True, None)
+        watcher = app.watcher(tuple(h.name for h in hosts), True)
         result = watcher.run(left + app.load()[0].poll_interval, False)
         drill.observations.append({"phase": phase.number, "gates": gates,
                                    "seconds": round(left, 1), "watch_run_id": watcher.run_id,

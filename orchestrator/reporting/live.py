@@ -1,12 +1,13 @@
 """The operator's screen while a run runs: a rich Live view on a terminal, plain lines elsewhere.
 
-`phase`, `resume`, `rollback`, `watch` and `rehearse` subscribe a `LiveView` to the
-run's event hooks (`App(hooks=[view])`). Every journaled event is folded into a
-`LiveModel`: which host is on which step since when, each host's phase state and
-wave, each trigger's latest value against its limit and baseline, the bake or
-observation countdown, and at the end the outcome in one line. Between events the
-view re-reads the trigger states the monitor journals each poll
-(`Journal.trigger_states`), so values move although no transition happened.
+`phase`, `resume`, `rollback`, `watch` and `rehearse` subscribe a `LiveView` to what
+their runs publish on their bus (`App(hooks=[view], cycle_hooks=[view.on_cycle])`).
+The view is a reducer of those messages into a `LiveModel`: every journaled event
+(which host is on which step since when, each host's phase state and wave, the bake
+or observation countdown, the outcome in one line) and every monitoring cycle (each
+trigger's latest value against its limit and baseline), so values move although no
+transition happened. A view of another process's run has no bus to hear: `attach`
+gives it a poller of the journaled trigger states instead.
 
 On a terminal the view is a rich `Live` region at the bottom of stderr, redrawn a
 few times a second; the operator lines the engine says (`ok main: backup`, the
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
+    from orchestrator.core.bus import Cycle
     from orchestrator.state.journal import Journal
 
 #: more hosts than this and the grid becomes counts per wave and state
@@ -309,6 +311,23 @@ class LiveModel:
         self.outcome = text
         self.ended = self.clock()
 
+    def fold_cycle(self, cycle: Cycle) -> None:
+        """A monitoring cycle of this process's run: every trigger's value now (moving
+        between transitions). Rows of another run are stale and skipped; a row no longer
+        watched keeps its place with its timer stopped."""
+        now = self.clock()
+        with self.lock:
+            if self.run_id is None or cycle.run_id != self.run_id:
+                return
+            for v in cycle.values:
+                t = self._trigger(v.phase, v.trigger, v.host)
+                if t.stopped is not None:
+                    continue
+                t.status, t.value = v.status, v.value
+                t.threshold, t.baseline = v.threshold, v.baseline
+                t.nodata = v.value is None
+                t.breaching_since = None if v.breaching_for is None else now - v.breaching_for
+
     def refresh_triggers(self, journal: Journal) -> None:
         """Overlay the values the monitor journaled at its last poll (moving between
         transitions); rows of other runs are stale and skipped."""
@@ -339,7 +358,11 @@ class LiveModel:
 
 
 class LiveView:
-    """The event hook that draws the live view (terminal) or prints transitions (no terminal).
+    """The subscriber that draws the live view (terminal) or prints transitions (no terminal).
+
+    In-process it is a pure reducer of the run's bus: `__call__` folds each journaled
+    event, `on_cycle` each monitoring cycle. `attach(journal)` is for a view of another
+    process's run (`status`-style): a poller re-reads the journaled trigger values.
 
     Build it with a `Console` so tests can drive it: `LiveView(Console(file=buf,
     force_terminal=True, width=100))`, call it with `RunEvent`s, and read
@@ -374,13 +397,15 @@ class LiveView:
         self._machine = socket.gethostname()
 
     # --- wiring ------------------------------------------------------------------------------
-    def attach(self, journal: Callable[[], Journal | None], phases: Sequence[int] = (),
+    def attach(self, journal: Callable[[], Journal | None] | None = None,
+               phases: Sequence[int] = (),
                kinds: Callable[[], Mapping[str, str]] | None = None) -> None:
-        """Where the monitor's per-poll trigger values are read (called lazily: the run
-        has opened the journal by the time an event arrives). `phases`: those `watch`
-        evaluates (a phase run's own comes with its events). `kinds`: trigger name -> how
-        its value reads (`reporting.trigger_kinds`), so an `alert:` trigger reads
-        `firing`/`not firing` rather than its stored 1/0."""
+        """`journal`: only for a view of another process's run, whose trigger values are
+        re-read from the journal each `trigger_every` (called lazily); a run of this
+        process reaches the view through its bus (`on_cycle`). `phases`: those `watch`
+        evaluates. `kinds`: trigger name -> how its value reads
+        (`reporting.trigger_kinds`), so an `alert:` trigger reads `firing`/`not firing`
+        rather than its stored 1/0."""
         self._journal = journal
         self._kinds_of = kinds
         self.model.watch_phases = tuple(phases)
@@ -466,6 +491,10 @@ class LiveView:
             line = plain_line(event, self.kind(event.payload.get("trigger")))
             if line is not None:
                 self._plain(line)
+
+    def on_cycle(self, cycle: Cycle) -> None:
+        """The cycle subscriber: fold the trigger values of a monitoring cycle."""
+        self.model.fold_cycle(cycle)
 
     def say(self, line: str) -> None:
         """An operator line: above the live region on a terminal, else as it is."""

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.inventory import Host
+from orchestrator.core.bus import Fire, RunBus, WorkerDied
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.durations import format_duration
 from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.http import PER_HOST
-from orchestrator.core.model import Phase, Project, TriggerAction
+from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
-from orchestrator.core.supervision import describe, dying_to
 from orchestrator.engine.context import EngineParts, new_run_id
 from orchestrator.engine.lifecycle import RunLifecycle
-from orchestrator.engine.rollback import Origin, Reason
+from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.monitor.baselines import PHASE_START, needs_baseline
 from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.base import JournalUnavailableError
@@ -50,15 +50,6 @@ class Watched:
     phase: Phase
     hosts: list[Host]
     monitor: TriggerMonitor
-
-    def rollback_fire(self) -> Firing | None:
-        """The first rollback fire on a host this group still watches (none while the
-        watch does not act: the monitor then records fires without a rollback one)."""
-        if self.monitor.firing is None:
-            return None
-        names = {h.name for h in self.monitor.hosts}
-        return next((f for f in self.monitor.fired if f.host in names
-                     and f.action == TriggerAction.ROLLBACK.value), None)
 
     def drop(self, host: str) -> None:
         """Stop watching a host whose fire is handled elsewhere."""
@@ -90,12 +81,17 @@ class Watcher:
         self.leadership: Any = None
         self.metrics = metrics
         self.run_id = new_run_id()
-        self.recorder: Recorder = JournalRecorder(self.parts.journal, self.parts.hooks)
+        #: the watch run's bus: its monitors' fires and cycles, its workers' deaths; a
+        #: fire never cancels anything here (the watch acts on it between cycles)
+        self.bus = RunBus(self.run_id, CancelToken(), self.parts.hooks)
+        self._fires: list[Firing] = []  # rollback fires heard, not yet acted on
+        self.recorder: Recorder = JournalRecorder(self.parts.journal, self.bus)
         #: the token a rollback started by this watch obeys (its undo: Ctrl-C, SIGTERM)
         self.cancel = CancelToken()
         self.died: str | None = None  # "background worker 'x' died: ..." (exit 3)
 
-    def _watched(self) -> list[Watched]:
+    def _completed(self) -> dict[int, list[tuple[Host, str]]]:
+        """phase -> (host, the run that completed it there) for every completed phase."""
         journal = self.parts.journal
         completed: dict[int, list[tuple[Host, str]]] = {}
         for host in self.hosts:
@@ -103,13 +99,17 @@ class Watcher:
                 rec = journal.phase_record(host.name, number)
                 if rec.state is PhaseState.COMPLETED and rec.run_id is not None:
                     completed.setdefault(number, []).append((host, rec.run_id))
+        return completed
+
+    def _watched(self, completed: dict[int, list[tuple[Host, str]]],
+                 alerts: AlertService | None) -> list[Watched]:
+        journal = self.parts.journal
         out = []
         for number, pairs in sorted(completed.items()):
             phase = self.project.phases[number]
             monitor = TriggerMonitor(self.project, self.inventory, journal,
                                      self.parts.clock, self.parts.commands, self.parts.say,
-                                     self.parts.http)
-            monitor.act = self.act
+                                     self.parts.http, act=self.act, alerts=alerts)
             baselines = {}
             for host, run_id in pairs:  # each host against its own run's baseline
                 for name in phase.triggers:
@@ -122,7 +122,7 @@ class Watcher:
                     if value is not None:
                         baselines[(host.name, name)] = value
             hosts = [h for h, _ in pairs]
-            monitor.prepare(self.run_id, phase, hosts, None, False, self.recorder, baselines)
+            monitor.prepare(self.bus, phase, hosts, False, self.recorder, baselines)
             out.append(Watched(phase, hosts, monitor))
         return out
 
@@ -145,15 +145,17 @@ class Watcher:
         clock = self.parts.clock
         began = clock.monotonic()
         try:
-            with dying_to(self._worker_died):
+            with self.parts.supervisor.running(self), \
+                    self.bus.screening(lambda fire: False):
                 for host in self.hosts:
                     self.recorder.event(EventKind.WATCH_STARTED, self.run_id, host.name, None,
                                         None, "migrate watch" + (
                                             f" for {format_duration(duration)}"
                                             if duration else ""),
                                         for_s=duration, checkpoint_s=checkpoint)
-                watched = self._watched()
-                alerts = self._alerts(watched)
+                completed = self._completed()
+                alerts = self._alerts([self.project.phases[n] for n in completed])
+                watched = self._watched(completed, alerts)
                 result.watched = [f"{h.name}/phase {w.phase.number}"
                                   for h in self.hosts for w in watched if h in w.hosts]
                 shown = ", ".join(result.watched[:8]) + (
@@ -200,11 +202,11 @@ class Watcher:
             except JournalUnavailableError:
                 raise
             except Exception as exc:  # the monitor's reads, on this thread: a dead worker
-                self._worker_died("trigger-monitor", exc)
+                self.bus.worker_died("trigger-monitor", exc)
+                self._hear(watched)
                 return
             result.cycles += 1
-            self._export(watched)
-            fire = self._first_rollback_fire(watched)
+            fire = self._hear(watched)
             for w in watched:
                 result.fired.extend(f for f in w.monitor.fired if f not in result.fired)
             if fire is not None:
@@ -233,11 +235,32 @@ class Watcher:
                 if not watched:
                     return
 
-    def _worker_died(self, name: str, exc: BaseException) -> None:
-        """A supervised worker of the watch died: end the watch (exit 3), undo nothing."""
-        if self.died is None:
-            self.died = f"background worker {name!r} died: {describe(exc)}"
-        self.stop()
+    # --- what reaches the watch from outside its thread (the supervisor's channel) ---------
+    def worker_died(self, name: str, exc: BaseException) -> None:
+        self.bus.worker_died(name, exc)
+        self._wake.set()
+
+    def journal_lost(self, reason: str) -> None:
+        """Nothing to do at once: the watch's next write raises (exit 3)."""
+        self.bus.journal_lost(reason)
+
+    def _hear(self, watched: list[Watched]) -> tuple[Watched, Firing] | None:
+        """Drain the watch's bus: a dead worker ends the watch (exit 3, undo nothing); of
+        the rollback fires heard (kept until acted on), the first on a host a group still
+        watches is returned."""
+        for msg in self.bus.drain():
+            if isinstance(msg, WorkerDied) and self.died is None:
+                self.died = msg.text
+                self.stop()
+            elif isinstance(msg, Fire) and msg.firing.action == "rollback":
+                self._fires.append(msg.firing)
+        for firing in self._fires:
+            w = next((w for w in watched if firing.trigger in w.phase.triggers
+                      and any(h.name == firing.host for h in w.hosts)), None)
+            if w is not None:
+                self._fires.remove(firing)
+                return w, firing
+        return None
 
     def _still_leading(self) -> bool:
         """Asked before every cycle: a watcher that lost its leadership stops acting at
@@ -308,10 +331,10 @@ class Watcher:
         self.cancel.cancel(why, by_operator=True)
         self.stop()
 
-    def _alerts(self, watched: list[Watched]) -> AlertService | None:
+    def _alerts(self, phases: list[Phase]) -> AlertService | None:
         """One alert source for every watched phase's `alert:` triggers (one receiver port),
         shared by their monitors; a push wakes the watch at once."""
-        triggers = [self.project.triggers[n] for w in watched for n in w.phase.triggers]
+        triggers = [self.project.triggers[n] for p in phases for n in p.triggers]
         if not any(t.alert is not None for t in triggers):
             return None
         from orchestrator.metrics.alerts.service import AlertService
@@ -322,8 +345,6 @@ class Watcher:
         alerts.start()
         for line in alerts.describe():
             self.parts.say(line)
-        for w in watched:
-            w.monitor.alerts = alerts
         alerts.on_change(lambda change: self._wake.set())
         return alerts
 
@@ -341,8 +362,8 @@ class Watcher:
                 break
             for w in watched:
                 w.monitor.fold_alerts()
-            fire = self._first_rollback_fire(watched)
-            if fire is not None:
+            fire = self._hear(watched)
+            if fire is not None or self.died is not None:
                 return fire
         return None
 
@@ -364,13 +385,6 @@ class Watcher:
         self.parts.say(f"observation {'final report' if final else f'checkpoint {number}'}: "
                        f"{paths[0]}")
 
-    def _first_rollback_fire(self, watched: list[Watched]) -> tuple[Watched, Firing] | None:
-        for w in watched:
-            firing = w.rollback_fire()
-            if firing is not None:
-                return w, firing
-        return None
-
     def _roll_back(self, fire: tuple[Watched, Firing]) -> RunReport | None:
         w, firing = fire
         if self.leadership is not None and not self.leadership.confirm():
@@ -379,17 +393,10 @@ class Watcher:
             return None
         host = next(h for h in w.hosts if h.name == firing.host)
         report = self.lifecycle.watch_rollback(
-            host, Reason(Origin.WATCH, f"{firing.reason} (migrate watch)",
+            host, Reason(RollbackCause.WATCH, f"{firing.reason} (migrate watch)",
                          trigger=firing.trigger, host=host.name), self.run_id,
             w.phase.number, self.cancel)
         return report  # migrate_rollbacks_total counts it from the rollback_started event
-
-    def _export(self, watched: list[Watched]) -> None:
-        """Each trigger's value, threshold and firing after a cycle (SPEC section 7)."""
-        if self.metrics is None:
-            return
-        for w in watched:
-            self.metrics.observe(w.monitor.snapshot(), self.project.triggers)
 
 
 def watch_exit_outcome(result: WatchResult) -> RunOutcome:

@@ -165,12 +165,13 @@ class Availability:
 
     def __init__(self, timeout: float, location: str,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_unavailable: Callable[[str], None] | None = None) -> None:
         self.timeout = timeout
         self.location = location
         self.clock = clock
         self.sleep = sleep
-        self.on_unavailable: Callable[[str], None] | None = None
+        self.on_unavailable = on_unavailable
         self.reason: str | None = None
         self._lock = threading.Lock()
 

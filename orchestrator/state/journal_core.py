@@ -39,14 +39,16 @@ class JournalCore:
 
     def __init__(self, where: Path | Store, timeout: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_unavailable: Callable[[str], None] | None = None) -> None:
         if isinstance(where, Path):
             from orchestrator.state.sqlite import SqliteStore
 
             where = SqliteStore(where)
         self.store: Store = where
         self.path: Path | None = getattr(where, "path", None)
-        self.availability = Availability(timeout, where.location, clock, sleep)
+        self.availability = Availability(timeout, where.location, clock, sleep,
+                                         on_unavailable)
         opener = getattr(where, "open", None)
         if opener is not None:  # connect and upgrade the schema, within state.timeout
             self.availability.run(opener, where.is_transient, write=False)

@@ -88,7 +88,8 @@ def parse_state_settings(raw: Any, environ: Mapping[str, str] | None = None
 
 def open_state(state_dir: Path, settings: StateSettings | None = None, *, reap: bool = True,
                clock: Callable[[], float] = time.monotonic,
-               sleep: Callable[[float], None] = time.sleep) -> Journal:
+               sleep: Callable[[float], None] = time.sleep,
+               on_unavailable: Callable[[str], None] | None = None) -> Journal:
     """The project's journal: PostgreSQL when `settings.url` is set, else state_dir/state.db.
 
     Reaps dead runs first (as every command must before it looks at state), unless
@@ -99,15 +100,16 @@ def open_state(state_dir: Path, settings: StateSettings | None = None, *, reap: 
     settings = settings or StateSettings()
     if settings.url is not None and settings.url.startswith("sqlite:///"):
         path = sqlite_path(settings.url, state_dir.parent)
-        journal = Journal(path, timeout=settings.timeout, clock=clock, sleep=sleep)
+        journal = Journal(path, timeout=settings.timeout, clock=clock, sleep=sleep,
+                          on_unavailable=on_unavailable)
     elif settings.url is None:
         journal = Journal(state_dir / "state.db", timeout=settings.timeout, clock=clock,
-                          sleep=sleep)
+                          sleep=sleep, on_unavailable=on_unavailable)
     else:
         from orchestrator.state.postgres import PgStore
 
         journal = Journal(PgStore(settings.url), timeout=settings.timeout, clock=clock,
-                          sleep=sleep)
+                          sleep=sleep, on_unavailable=on_unavailable)
     if reap:
         journal.reap()
     return journal

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-from orchestrator.core.events import EventHooks, EventKind, RunEvent
+from orchestrator.core.events import EventHooks, EventKind, EventSink, RunEvent
 from orchestrator.core.states import (
     PHASE_EDGES,
     STEP_EDGES,
@@ -34,7 +34,7 @@ from orchestrator.state.journal import Journal, utc_stamp
 
 class Recorder(Protocol):
     journal: Journal
-    hooks: EventHooks
+    hooks: EventSink
 
     def event(self, kind: EventKind, run_id: str, host: str | None, phase: int | None,
               step: str | None = None, detail: str | None = None, **payload: Any) -> None: ...
@@ -63,9 +63,9 @@ def _clean(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class JournalRecorder:
-    def __init__(self, journal: Journal, hooks: EventHooks | None = None) -> None:
+    def __init__(self, journal: Journal, hooks: EventSink | None = None) -> None:
         self.journal = journal
-        self.hooks = hooks or EventHooks()
+        self.hooks: EventSink = hooks or EventHooks()
         self._local = threading.local()
 
     @contextmanager
@@ -129,9 +129,9 @@ class JournalRecorder:
 
 
 class DryRunRecorder:
-    def __init__(self, journal: Journal, hooks: EventHooks | None = None) -> None:
+    def __init__(self, journal: Journal, hooks: EventSink | None = None) -> None:
         self.journal = journal
-        self.hooks = hooks or EventHooks()
+        self.hooks: EventSink = hooks or EventHooks()
         self._phases: dict[tuple[str, int], PhaseState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
         self.timeline: list[dict[str, object]] = []

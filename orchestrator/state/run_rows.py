@@ -26,10 +26,11 @@ class RunRows(JournalCore):
     # --- runs ------------------------------------------------------------------------------
     def create_run(self, run_id: str, phase: int | None, hosts: list[str], command: str,
                    kind: str, dry_run: bool, checksums: dict[str, str],
-                   origins: dict[str, str] | None = None) -> None:
-        """Record a run. `origins` (rollback runs): {host: the run whose steps it undoes}."""
+                   origin_runs: dict[str, list[str]] | None = None) -> None:
+        """Record a run. `origin_runs` (rollback runs): `rollback_targets`' answer, {the run
+        whose steps it undoes: its hosts}."""
         me = ProcessId.current()
-        origins = origins or {}
+        origin_of = {h: run for run, hosts in (origin_runs or {}).items() for h in hosts}
 
         def body(db: Conn) -> None:
             db.execute("INSERT INTO runs (id, phase, hosts, command, kind, pid, pid_start, "
@@ -40,7 +41,7 @@ class RunRows(JournalCore):
                         self.migration))
             db.executemany("INSERT INTO run_hosts (run_id, host, origin_run) VALUES (?, ?, ?) "
                            "ON CONFLICT (run_id, host) DO NOTHING",
-                           [(run_id, h, origins.get(h)) for h in dict.fromkeys(hosts)])
+                           [(run_id, h, origin_of.get(h)) for h in dict.fromkeys(hosts)])
 
         self._write(body)
 
@@ -53,9 +54,24 @@ class RunRows(JournalCore):
         self._write(lambda db: db.execute("UPDATE runs SET ended_at = NULL, outcome = NULL "
                                           "WHERE id = ?", (run_id,)))
 
-    def steps_run(self, run_id: str, host: str) -> str:
-        """The run whose step rows `run_id` acts on for `host`: a rollback run undoes the
-        steps of the run that made them (followed through rollbacks of rollbacks)."""
+    def rollback_targets(self, hosts: list[str], run_id: str,
+                         phase: int | None = None) -> dict[str, list[str]]:
+        """The origin run of a rollback, resolved in this one place: {the run whose steps
+        the rollback undoes: its hosts}, in the hosts' order.
+
+        From `run_id` (a phase run rolling itself back, or a rollback run recorded with
+        its hosts' origin runs); with `phase`, from the run that holds each host's phase
+        (`migrate rollback`, watch: before their own run is recorded), else `run_id`.
+        Followed through rollbacks of rollbacks: a rollback run undoes the steps of the
+        run that made them."""
+        out: dict[str, list[str]] = {}
+        for host in hosts:
+            start = (self.phase_record(host, phase).run_id if phase is not None else None) \
+                or run_id
+            out.setdefault(self._origin_run(start, host), []).append(host)
+        return out
+
+    def _origin_run(self, run_id: str, host: str) -> str:
         seen = {run_id}
         while True:
             rows = self._query("SELECT origin_run FROM run_hosts WHERE run_id = ? AND host = ?",

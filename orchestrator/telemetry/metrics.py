@@ -3,8 +3,8 @@ and `rehearse`.
 
     series                     labels                         fed by
     migrate_phase_state        migration, host, phase, state  phase transition events
-    migrate_trigger_value      migration, host, trigger       trigger events, observe()
-    migrate_trigger_threshold  migration, host, trigger       trigger events, observe()
+    migrate_trigger_value      migration, host, trigger       trigger events, cycles
+    migrate_trigger_threshold  migration, host, trigger       trigger events, cycles
     migrate_trigger_firing     migration, host, trigger       trigger_fired 1, resolved/reset 0
     migrate_rollbacks_total    migration, phase, reason       rollback_started (one per host)
     migrate_analysis_score     migration, phase, wave         analysis_completed
@@ -17,8 +17,8 @@ Integration (one object per process, its own CollectorRegistry, never the global
                     phases={n: list(project.phases[n].triggers) for n in numbers},
                     states={(host, n): "completed", ...})     # what the journal says now
     port = metrics.serve(args.metrics_port)        # 0 picks a free port; returns it
-    parts.hooks.subscribe(metrics.on_event)        # events update the series
-    ... each poll:  metrics.observe(monitor.snapshot(), project.triggers)
+    subscribers.subscribe(metrics.on_event)        # events update the series
+    subscribers.subscribe_cycles(metrics.on_cycle) # each monitoring cycle (core.bus.Cycle)
     ... watch HA:   metrics.set_watch_active(True / False)
     metrics.close()
 
@@ -55,6 +55,7 @@ from orchestrator.core.states import PhaseTransition
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from orchestrator.core.bus import Cycle
     from orchestrator.telemetry.web_config import WebConfig
 
 #: a connection that has not finished its TLS handshake or sent its request by then is
@@ -203,6 +204,14 @@ class MigrateMetrics:
                 limit = effective_threshold(trigger, baseline) if trigger is not None else None
                 self._set_trigger(host, name, state.last_value, limit,
                                   state.status is TriggerStatus.FIRING)
+            self._version += 1
+
+    def on_cycle(self, cycle: Cycle) -> None:
+        """Subscribe to a run's cycles: each trigger's value, threshold (baseline applied)
+        and firing after every monitoring cycle."""
+        with self._lock:
+            for v in cycle.values:
+                self._set_trigger(v.host, v.trigger, v.value, v.threshold, v.status == "firing")
             self._version += 1
 
     def count_rollback(self, phase: int, reason: str) -> None:

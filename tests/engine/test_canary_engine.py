@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.canary.samples import Sample, SampleBuffer
 from orchestrator.config.project import load_project
+from orchestrator.core.bus import Cycle, RunBus, SampleRequest
 from orchestrator.core.clock import CancelToken, FakeClock
 from orchestrator.core.events import EventKind, RunEvent
 from orchestrator.core.outcomes import RunOutcome
@@ -50,52 +50,78 @@ steps:
 BASE = {"vram_used_mib": 1000.0, "latency_ms": 50.0}
 
 
-class SamplingMonitor:
-    """Serves the analysis samples the engine asks for: one reading per host and metric
-    every second, noise +-2%, and `shift` (metric -> factor) on the `regressed` hosts
-    from their first step on (`on_event`, subscribed to the run's hooks)."""
+class TickingClock(FakeClock):
+    """A FakeClock that tells a listener each time it moves (the fake monitor's poll)."""
 
-    def __init__(self, clock: FakeClock, regressed: set[str],
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[Any] = []
+
+    def advance(self, seconds: float) -> None:
+        before = self.now
+        super().advance(seconds)
+        for listener in self.listeners:
+            listener(before, self.now)
+
+
+class SamplingMonitor:
+    """Polls the analysis samples the engine asks for: one reading per host and metric
+    every second of the fake clock, published on the run's bus as a `Cycle`, noise +-2%,
+    and `shift` (metric -> factor) on the `regressed` hosts from their first step on
+    (`on_event`, subscribed to the run's hooks)."""
+
+    def __init__(self, clock: TickingClock, regressed: set[str],
                  shift: dict[str, float]) -> None:
         self.clock, self.regressed, self.shift = clock, regressed, shift
         self.joined: dict[str, float] = {}
         self.sampled: list[str] = []
+        self.watched: list[str] = []
+        self.bus: RunBus | None = None
+        self.request: SampleRequest | None = None
+        clock.listeners.append(self.poll)
 
-    def start(self, run_id: str, phase: object, hosts: list[Any], on_fire: object,
-              dry_run: bool, recorder: object = None) -> None:
-        return None
+    def start(self, bus: RunBus, phase: object, hosts: list[Any], dry_run: bool,
+              recorder: object = None, samples: SampleRequest | None = None) -> None:
+        self.bus, self.request = bus, samples
+        if samples is not None:
+            self.sampled = list(samples.hosts)
 
-    def sample(self, buffer: SampleBuffer, metrics: list[str], hosts: list[Any]) -> None:
-        self.sampled = [h.name for h in hosts]
-
-        def collect(names: Any, metric: str, start: float, end: float) -> list[Sample]:
-            out: list[Sample] = []
+    def poll(self, before: float, now: float) -> None:
+        """Every second at its half (x.5) in (before, now]: one cycle of readings (off the
+        whole seconds the engine's windows start and end at, so a 5 min window holds 300)."""
+        if self.bus is None or self.request is None:
+            return
+        names = list(dict.fromkeys([*self.watched, *self.request.hosts]))
+        t = float(int(before)) + 0.5
+        t += 1 if t <= before else 0
+        while t <= now:
+            readings = []
             for name in names:
-                rng = random.Random(f"{name}{metric}{start}")
-                t = float(int(start) + 1)
-                while t <= end:
-                    value = BASE[metric] * (1 + rng.uniform(-0.02, 0.02))
+                for metric in self.request.metrics:
+                    value = BASE[metric] * (1 + random.Random(f"{name}{metric}{t}").uniform(
+                        -0.02, 0.02))
                     if name in self.regressed and name in self.joined \
                             and t >= self.joined[name]:
                         value *= self.shift.get(metric, 1.0)
-                    out.append(value)
-                    t += 1
-            return out
-
-        buffer.collect = collect  # type: ignore[method-assign,assignment]
+                    readings.append((name, metric, value))
+            self.bus.publish(Cycle(self.bus.run_id, 1, t, (), tuple(readings)))
+            t += 1
 
     def on_event(self, event: RunEvent) -> None:
         if event.kind is EventKind.STEP_STARTED and event.host is not None:
             self.joined.setdefault(event.host, self.clock.monotonic())
 
     def watch_more(self, hosts: list[Any]) -> None:
-        self.watched = [*getattr(self, "watched", []), *(h.name for h in hosts)]
+        self.watched = [*self.watched, *(h.name for h in hosts)]
 
     def forget(self, hosts: list[str]) -> None:
         return None
 
-    def stop(self) -> None:
+    def record_only(self) -> None:
         return None
+
+    def stop(self) -> None:
+        self.bus = None
 
 
 class Answer:
@@ -116,12 +142,12 @@ def setup(tmp_path: Path, phase: str, regressed: set[str] = frozenset(),  # type
     project, inventory = load_project(proj.root)
     rec = Recorder()
     journal = Journal(project.state_dir / "state.db")
-    clock = FakeClock()
+    clock = TickingClock()
     monitor = SamplingMonitor(clock, set(regressed), shift or {"vram_used_mib": 1.12,
                                                                "latency_ms": 1.15})
     parts = EngineParts(journal=journal, playbooks=rec.playbooks, commands=rec.commands,
-                        clock=clock, prompter=prompter or NoTty(), undo_retry_delay=10)
-    parts.monitor = monitor  # type: ignore[assignment]
+                        clock=clock, prompter=prompter or NoTty(), undo_retry_delay=10,
+                        monitor=monitor)
     seen: list[RunEvent] = []
     parts.hooks.subscribe(seen.append)
     parts.hooks.subscribe(monitor.on_event)

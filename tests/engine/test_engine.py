@@ -8,11 +8,12 @@ import pytest
 
 from orchestrator._exceptions import LockHeldError, RefusedError
 from orchestrator.config.project import load_project
+from orchestrator.core.bus import Fire, RunBus
 from orchestrator.core.clock import CancelToken, FakeClock
 from orchestrator.core.events import Firing
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState, StepState
-from orchestrator.engine.context import AutoYes, EngineParts, NoTty
+from orchestrator.engine.context import AutoYes, EngineParts, NoTty, NullMonitor
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.state.journal import Journal
@@ -53,7 +54,7 @@ class Run:
 
 def build(tmp_path: Path, body: str, hosts: tuple[str, ...] = ("main",), rec: Recorder | None = None,
           prompter: object = None, number: int = 1, extra_phases: dict[int, str] | None = None,
-          ) -> tuple[Run, Recorder, Journal]:
+          monitor: object = None) -> tuple[Run, Recorder, Journal]:
     proj = make_project(tmp_path)
     proj.phase(number, "p", body)
     for n, text in (extra_phases or {}).items():
@@ -63,7 +64,7 @@ def build(tmp_path: Path, body: str, hosts: tuple[str, ...] = ("main",), rec: Re
     journal = Journal(project.state_dir / "state.db")
     parts = EngineParts(journal=journal, playbooks=rec.playbooks, commands=rec.commands,
                         clock=FakeClock(), prompter=prompter or NoTty(),  # type: ignore[arg-type]
-                        undo_retry_delay=0)
+                        undo_retry_delay=0, monitor=monitor or NullMonitor())  # type: ignore[arg-type]
     run = Run(RunLifecycle(project, inventory, parts), number, inventory.resolve(list(hosts)))
     return run, rec, journal
 
@@ -216,15 +217,18 @@ def test_wait_is_cut_short_by_cancel(tmp_path: Path) -> None:
 class PausingMonitor:
     """A monitor whose `action: pause` trigger has fired before the first step."""
 
-    def start(self, run_id: str, phase: object, hosts: object, on_fire: object, dry_run: bool,
-              recorder: object = None) -> None:
-        on_fire(Firing("gpu_util_high", "trigger gpu_util_high: 97 > 95", "main",  # type: ignore[operator]
-                       "pause"))
+    def start(self, bus: RunBus, phase: object, hosts: object, dry_run: bool,
+              recorder: object = None, samples: object = None) -> None:
+        bus.post(Fire(Firing("gpu_util_high", "trigger gpu_util_high: 97 > 95", "main",
+                             "pause")))
 
     def watch_more(self, hosts: object) -> None:
         return None
 
     def forget(self, hosts: object) -> None:
+        return None
+
+    def record_only(self) -> None:
         return None
 
     def stop(self) -> None:
@@ -244,8 +248,7 @@ class Answer:
 @pytest.mark.parametrize("yes", [True, False])
 def test_pause_action_asks_the_operator_before_the_next_step(tmp_path: Path, yes: bool) -> None:
     answer = Answer(yes)
-    run, rec, journal = build(tmp_path, THREE_STEPS, prompter=answer)
-    run.parts.monitor = PausingMonitor()  # type: ignore[assignment]
+    run, rec, journal = build(tmp_path, THREE_STEPS, prompter=answer, monitor=PausingMonitor())
     report = run.execute()
     assert answer.asked and "gpu_util_high" in answer.asked[0]
     if yes:

@@ -243,10 +243,9 @@ def test_a_runner_that_cannot_start_mid_phase_is_that_step_failing(tmp_path: Pat
 def test_a_dead_monitor_thread_stops_the_run_naming_it(tmp_path: Path) -> None:
     """A worker that dies (here the trigger monitor, as when NVML goes away or the
     journal cannot take its samples) stops the phase as a failure that names it."""
-    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",))
 
     class DyingMonitor(NullMonitor):
-        def start(self, run_id, phase, hosts, on_fire, dry_run, recorder=None):  # type: ignore[no-untyped-def]
+        def start(self, bus, phase, hosts, dry_run, recorder=None, samples=None):  # type: ignore[no-untyped-def]
             from orchestrator.core.supervision import spawn
 
             def die() -> None:
@@ -254,7 +253,7 @@ def test_a_dead_monitor_thread_stops_the_run_naming_it(tmp_path: Path) -> None:
 
             spawn("trigger-monitor", die).join()
 
-    lc.parts.monitor = DyingMonitor()
+    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), monitor=DyingMonitor())
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLED_BACK
     assert "trigger-monitor" in (report.reason or "") and "NVML" in (report.reason or "")

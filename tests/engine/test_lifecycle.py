@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.bus import Fire, RunBus
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.events import EventKind, Firing
 from orchestrator.core.outcomes import RunOutcome
@@ -14,7 +15,7 @@ from orchestrator.core.states import PhaseState, PhaseTransition, StepState, Ste
 from orchestrator.engine.checksums import file_checksums
 from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.phase_run import FleetPlan
-from orchestrator.engine.rollback import Origin, Reason
+from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.engine.waves import FailureBudget, plan_waves
 from orchestrator.runners.base import CommandRequest, FailureKind, Result
 from orchestrator.state.journal import Journal
@@ -31,21 +32,25 @@ class FiringMonitor:
         self.culprit, self.trigger = culprit, trigger
         self.watched: list[list[str]] = []
         self.forgotten: list[str] = []
-        self.on_fire = None
+        self.bus: RunBus | None = None
 
-    def start(self, run_id: str, phase: object, hosts: list, on_fire: object,  # type: ignore[type-arg]
-              dry_run: bool, recorder: object = None) -> None:
-        self.on_fire = on_fire  # type: ignore[assignment]
+    def start(self, bus: RunBus, phase: object, hosts: list, dry_run: bool,  # type: ignore[type-arg]
+              recorder: object = None, samples: object = None) -> None:
+        self.bus = bus
 
     def watch_more(self, hosts: list) -> None:  # type: ignore[type-arg]
         names = [h.name for h in hosts]
         self.watched.append(names)
         if self.culprit in names:
-            self.on_fire(Firing(self.trigger, f"trigger {self.trigger}: 130 > 120",  # type: ignore[misc]
-                                self.culprit))
+            assert self.bus is not None
+            self.bus.post(Fire(Firing(self.trigger, f"trigger {self.trigger}: 130 > 120",
+                                      self.culprit)))
 
     def forget(self, hosts: list[str]) -> None:
         self.forgotten += hosts
+
+    def record_only(self) -> None:
+        return None
 
     def stop(self) -> None:
         return None
@@ -195,6 +200,60 @@ def test_undo_retries_stop_at_the_deadline_whatever_their_count(tmp_path: Path) 
     assert attempts[-1] - attempts[0] <= lc.parts.undo_deadline  # none starts past it
 
 
+def test_the_undo_deadline_counts_from_the_start_of_the_rollback(tmp_path: Path) -> None:
+    """SPEC section 2, "Connections": a slow undo of step two (20 s on the fake clock)
+    spends the deadline too, so the lost host's undo of step one is retried only until
+    30 s after the rollback began, not 30 s after its own first failure."""
+    rec = Recorder()
+    attempts: list[float] = []
+    rollback_began: list[float] = []
+
+    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
+        if req.command == "do two":
+            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
+        if req.command == "undo two":
+            rollback_began.append(clock.monotonic())
+            clock.advance(20.0)
+            return Result(req.host.name, True, "ok")
+        if req.command == "undo one":
+            attempts.append(clock.monotonic())
+            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
+        return Result(req.host.name, True, "ok")
+
+    rec.commands.handler = on_command
+    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
+    clock = lc.parts.clock
+    lc.parts.undo_attempts = 50  # many retries: the deadline is what stops them
+    lc.parts.undo_retry_delay = 2.0
+    report = run(lc, names=("main",))
+    assert report.outcome is RunOutcome.ROLLBACK_FAILED
+    assert attempts[0] - rollback_began[0] == 20.0 and len(attempts) >= 2
+    assert attempts[-1] - rollback_began[0] <= lc.parts.undo_deadline  # none starts past it
+    assert attempts[-1] - attempts[0] < 10.0  # the slow undo spent 20 s of the 30
+
+
+def test_past_the_deadline_a_lost_host_s_next_undo_is_not_started(tmp_path: Path) -> None:
+    rec = Recorder()
+    tried: list[str] = []
+
+    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
+        if req.command == "do two":
+            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
+        if req.command.startswith("undo"):
+            tried.append(req.command)
+            clock.advance(40.0)  # each attempt outlasts the deadline on its own
+            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
+        return Result(req.host.name, True, "ok")
+
+    rec.commands.handler = on_command
+    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
+    clock = lc.parts.clock
+    report = run(lc, names=("main",))
+    assert report.outcome is RunOutcome.ROLLBACK_FAILED
+    assert tried == ["undo two"]  # one attempt, then nothing more on the lost host
+    assert any("not attempted" in n and "step one" in n for n in report.needs_human)
+
+
 def test_a_failing_undo_is_not_retried(tmp_path: Path) -> None:
     rec = Recorder(fail_commands={"do two", "undo one"})
     lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
@@ -271,7 +330,7 @@ def test_watch_path_rolls_back_the_latest_completed_phase_with_origin_watch(
     lc, rec, journal, seen = lifecycle(tmp_path, hosts=("main",))
     assert run(lc, names=("main",)).outcome is RunOutcome.COMPLETED
     host = lc.inventory.resolve(["main"])[0]
-    report = lc.watch_rollback(host, Reason(Origin.WATCH, "trigger vram: 130 > 120 (watch)",
+    report = lc.watch_rollback(host, Reason(RollbackCause.WATCH, "trigger vram: 130 > 120 (watch)",
                                             trigger="vram", host="main"), "watch-run")
     assert report.outcome is RunOutcome.ROLLED_BACK
     assert journal.phase_record("main", 1).state is PhaseState.ROLLED_BACK

@@ -291,6 +291,7 @@ def test_an_xid_event_fires_gpu_operation_failure_in_the_monitor_within_100ms(
     """The waiter wired into the trigger monitor: the event folds the `increase: 0` trigger
     at once, not at the next poll (the poll interval here is a minute)."""
     from orchestrator.config.project import load_project
+    from orchestrator.core.bus import Fire, RunBus
     from orchestrator.core.clock import SystemClock
     from orchestrator.core.events import Firing
     from orchestrator.monitor.trigger_monitor import TriggerMonitor
@@ -305,16 +306,27 @@ def test_an_xid_event_fires_gpu_operation_failure_in_the_monitor_within_100ms(
     project, inventory = load_project(proj.root)
     journal = Journal(project.state_dir / "state.db")
     fake = FakeNvml()
-    monitor = TriggerMonitor(project, inventory, journal, SystemClock(), LocalCommandRunner())
-    monitor.nvml_module = fake
+    monitor = TriggerMonitor(project, inventory, journal, SystemClock(), LocalCommandRunner(),
+                             nvml=fake)
     fires: list[tuple[float, Firing]] = []
     got = threading.Event()
+    bus = RunBus("run-1")
 
     def on_fire(f: Firing) -> None:
         fires.append((time.perf_counter(), f))
         got.set()
 
-    monitor.start("run-1", project.phases[1], [], on_fire, False, JournalRecorder(journal))
+    def hear() -> None:  # the run's side of the bus: woken by a post, drains it
+        while True:
+            bus.wait(5)
+            for msg in bus.drain():
+                if isinstance(msg, Fire):
+                    on_fire(msg.firing)
+                    return
+
+    listener = threading.Thread(target=hear, daemon=True)
+    listener.start()
+    monitor.start(bus, project.phases[1], [], False, JournalRecorder(journal))
     try:
         monitor.watch_more(inventory.resolve(["main"]))  # the wave joins: its waiter starts
         deadline = time.monotonic() + 5

@@ -25,6 +25,7 @@ import pytest
 from orchestrator._exceptions import ConfigError
 from orchestrator.config.inventory import Host
 from orchestrator.config.project import load_project
+from orchestrator.core.bus import RunBus
 from orchestrator.core.clock import SystemClock
 from orchestrator.core.model import MetricKind
 from orchestrator.metrics.sources import SOURCES
@@ -119,7 +120,7 @@ def monitor_for(proj: Proj, journal: Journal) -> tuple[TriggerMonitor, list[Host
     project, inventory = load_project(proj.root)
     monitor = TriggerMonitor(project, inventory, journal, SystemClock(), None)
     hosts = list(inventory.hosts.values())
-    monitor.prepare("run-1", project.phases[1], hosts, None, False)
+    monitor.prepare(RunBus("run-1"), project.phases[1], hosts, False)
     return monitor, hosts
 
 

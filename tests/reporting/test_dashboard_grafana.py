@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.core.events import EventHooks, EventKind, RunEvent
-from orchestrator.engine.rollback import Origin, Reason
+from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.telemetry.metrics import MigrateMetrics
 from tests.support.prom import nonzero, prometheus, query, wait_for
 
@@ -105,7 +105,7 @@ def test_every_panel_query_returns_data_before_and_after_a_fire(tmp_path: Path) 
                                 {"trigger": "vram_degradation", "metric": "vram_used_mib",
                                  "value": 1301.0, "threshold": 1200.0, "baseline": 1000.0,
                                  "action": "rollback"}))
-            reason = Reason(Origin.WATCH, "trigger vram_degradation: 1301 > 1200 (migrate "
+            reason = Reason(RollbackCause.WATCH, "trigger vram_degradation: 1301 > 1200 (migrate "
                             "watch)", trigger="vram_degradation", host="main")
             for kind in (EventKind.ROLLBACK_STARTED, EventKind.ROLLBACK_COMPLETED):
                 hooks.emit(RunEvent(kind, "w-1", "main", 3, None, reason.text,

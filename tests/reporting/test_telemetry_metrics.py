@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.core.events import EventHooks, EventKind, RunEvent
 from orchestrator.core.model import Condition, Trigger, TriggerAction
-from orchestrator.engine.rollback import Origin, Reason
+from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.metrics.triggers import TriggerState, TriggerStatus
 from orchestrator.telemetry.metrics import SERIES, MigrateMetrics, rollback_reason
 
@@ -62,15 +62,15 @@ def test_declared_series_start_at_zero_with_the_spec_names_and_labels() -> None:
 
 
 def test_rollback_reason_from_the_engine_payload() -> None:
-    assert rollback_reason(Reason(Origin.TRIGGER, "t", trigger="vram_degradation",
+    assert rollback_reason(Reason(RollbackCause.TRIGGER, "t", trigger="vram_degradation",
                                   host="main").payload()) == "vram_degradation"
-    assert rollback_reason(Reason(Origin.TRIGGER, "t", trigger="analysis").payload()) == "analysis"
-    assert rollback_reason(Reason(Origin.WATCH, "t", trigger="health_failure").payload()) == \
+    assert rollback_reason(Reason(RollbackCause.TRIGGER, "t", trigger="analysis").payload()) == "analysis"
+    assert rollback_reason(Reason(RollbackCause.WATCH, "t", trigger="health_failure").payload()) == \
         "health_failure"
-    assert rollback_reason(Reason(Origin.STEP_FAILURE, "s", host="main").payload()) == \
+    assert rollback_reason(Reason(RollbackCause.STEP_FAILURE, "s", host="main").payload()) == \
         "step_failed"
-    assert rollback_reason(Reason(Origin.OPERATOR, "o").payload()) == "operator"
-    assert rollback_reason(Reason(Origin.RESUME, "r").payload()) == "operator"
+    assert rollback_reason(Reason(RollbackCause.OPERATOR, "o").payload()) == "operator"
+    assert rollback_reason(Reason(RollbackCause.RESUME, "r").payload()) == "operator"
     assert rollback_reason({}) == "operator"
 
 
@@ -90,7 +90,7 @@ def test_a_fire_and_its_rollback_through_the_event_hook() -> None:
         assert got["migrate_trigger_firing"][key(host="main", trigger="vram_degradation")] == 0
         hooks.emit(ev(EventKind.TRIGGER_FIRED, "main", 3, trigger="vram_degradation",
                       value=1301.0, threshold=1200.0, baseline=1000.0))
-        payload = Reason(Origin.TRIGGER, "trigger vram_degradation: 1301 > 1200",
+        payload = Reason(RollbackCause.TRIGGER, "trigger vram_degradation: 1301 > 1200",
                          trigger="vram_degradation", host="main").payload()
         for host in ("main", "pc2"):
             hooks.emit(ev(EventKind.ROLLBACK_STARTED, host, 3, **payload))

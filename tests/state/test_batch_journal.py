@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config.project import load_project
+from orchestrator.core.bus import RunBus
 from orchestrator.core.clock import SystemClock
 from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.journal import Journal
@@ -104,7 +105,7 @@ def test_the_monitor_journals_a_cycle_of_many_hosts_in_one_transaction(
     project, inventory = load_project(proj.root)
     journal = Journal(tmp_path / "state.db")
     monitor = TriggerMonitor(project, inventory, journal, SystemClock(), None)
-    monitor.prepare("run-1", project.phases[1], list(inventory.hosts.values()), None, False)
+    monitor.prepare(RunBus("run-1"), project.phases[1], list(inventory.hosts.values()), False)
     writes = count_writes(journal)
     monitor.cycle()
     assert writes[0] == 1

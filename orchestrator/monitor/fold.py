@@ -1,0 +1,238 @@
+"""The trigger monitor's logic, without its thread: a poll and the triggers' state in,
+the new state, the journal's rows and what to announce out. Pure: no clock, no I/O.
+
+    book, folded = fold_poll(poll, book, frame)      # each (host, trigger) folded once
+    for f in folded: journal rows f.sample, f.state  # one transaction per cycle
+    for a in announcements(folded, frame): ...       # events and fires, in order
+
+`Poll` is what the poller read in one cycle (numeric readings per (host, metric), alert
+readings per (host, trigger)); `Book` is every (host, trigger)'s `Live` state (its
+`TriggerState` and baseline). Same inputs, same outputs: a `for: 5m` trigger is proven
+by folding polls at t, t+60, ... t+300 with a FakeClock's readings, no waiting.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from orchestrator.config.inventory import Host
+from orchestrator.core.events import EventKind, Firing
+from orchestrator.core.model import Metric, Trigger, TriggerAction
+from orchestrator.metrics.sources.base import Reading
+from orchestrator.metrics.triggers import TriggerState, TriggerStatus, Verdict, evaluate
+from orchestrator.monitor.baselines import PHASE_START, needs_baseline
+from orchestrator.state.journal import utc_stamp
+
+#: A journal row of `samples` / `trigger_states`, in `Journal.record_cycle`'s order.
+SampleRow = tuple[str, str, int, str, str, float, float | None, bool, str, float | None,
+                  float | None]
+StateRow = tuple[str, int, str, str, str, float | None, float | None, float | None, str | None,
+                 str]
+
+
+@dataclass(frozen=True)
+class Live:
+    """One trigger on one host: its state and the baseline it is judged against."""
+
+    state: TriggerState = field(default_factory=TriggerState)
+    baseline: float | None = None
+
+
+Book = Mapping[tuple[str, str], Live]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the fold needs besides the poll: the run, the phase's triggers and metrics,
+    the monitor's start (`t0`, for the samples' time) and the wall clock now (for the
+    `breaching_since` stamp the journal keeps)."""
+
+    run_id: str
+    phase: int
+    triggers: tuple[Trigger, ...]
+    metrics: Mapping[str, Metric]
+    t0: float
+    wall: datetime
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One cycle's reads: at `at` (the monitor's clock), on `hosts`."""
+
+    at: float
+    hosts: tuple[Host, ...]
+    readings: Mapping[tuple[str, str], Reading]  # (host, metric) -> reading
+    alerts: Mapping[tuple[str, str], Any] = field(default_factory=dict)  # (host, trigger)
+    #: triggers whose reading comes from elsewhere this cycle (Xid waiters): not folded
+    skip: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Folded:
+    """One sample folded into one trigger: what to journal, then what to announce."""
+
+    host: Host
+    trigger: Trigger
+    reading: Reading
+    old: TriggerState
+    verdict: Verdict
+    baseline: float | None
+    sample: SampleRow
+    state: StateRow
+    labels: dict[str, str] | None = None  # an alert trigger's alert labels
+    since: str | None = None  # when that alert started firing
+
+
+def fold_one(host: Host, t: Trigger, live: Live, reading: Reading, now: float,
+             frame: Frame) -> tuple[Live, Folded]:
+    """Fold one numeric sample into the trigger's live state."""
+    baseline = live.baseline
+    if baseline is None and needs_baseline(t) and t.baseline == PHASE_START \
+            and reading.value is not None:
+        baseline = reading.value  # phase start had no data: first good sample
+    state, verdict = evaluate(t, frame.metrics[t.metric], live.state, reading.value, now,
+                              baseline, reading.error)
+    since = None
+    if state.breach_since is not None:
+        since = utc_stamp(frame.wall - timedelta(seconds=now - state.breach_since))
+    sample: SampleRow = (frame.run_id, host.name, frame.phase, t.name, t.metric,
+                         now - frame.t0, reading.value, verdict.breaching,
+                         state.status.value, verdict.threshold, baseline)
+    row: StateRow = (host.name, frame.phase, t.name, frame.run_id, state.status.value,
+                     reading.value, verdict.threshold, baseline, since, verdict.text)
+    return Live(state, baseline), Folded(host, t, reading, live.state, verdict, baseline,
+                                         sample, row)
+
+
+def fold_alert_one(host: Host, t: Trigger, live: Live, r: Any, now: float,
+                   frame: Frame) -> tuple[Live, Folded]:
+    """Fold one alert reading (`AlertReading`) into an `alert:` trigger."""
+    from orchestrator.metrics.alerts.condition import fold_alert
+
+    state, verdict = fold_alert(live.state, r, now)
+    metric = f"alert:{t.alert.name}" if t.alert else t.name
+    sample: SampleRow = (frame.run_id, host.name, frame.phase, t.name, metric, now - frame.t0,
+                         r.value, verdict.breaching, state.status.value, None, None)
+    row: StateRow = (host.name, frame.phase, t.name, frame.run_id, state.status.value,
+                     r.value, None, None, r.since if r.breaching else None, verdict.text)
+    return Live(state, live.baseline), Folded(host, t, Reading(r.value, r.error), live.state,
+                                              verdict, None, sample, row, r.labels, r.since)
+
+
+def fold_poll(poll: Poll, book: Book, frame: Frame) -> tuple[dict[tuple[str, str], Live],
+                                                             list[Folded]]:
+    """Fold a whole poll: every watched host x numeric trigger read this cycle, then
+    every host x `alert:` trigger the poll has a reading for. The new book and the
+    folded samples, in that order."""
+    new = dict(book)
+    out: list[Folded] = []
+    numeric = [t for t in frame.triggers if t.metric in frame.metrics and t.name not in poll.skip]
+    for host in poll.hosts:
+        for t in numeric:
+            reading = poll.readings.get((host.name, t.metric))
+            if reading is None:
+                continue
+            key = (host.name, t.name)
+            new[key], folded = fold_one(host, t, new.get(key) or Live(), reading, poll.at,
+                                        frame)
+            out.append(folded)
+    out += _fold_alerts(poll, new, frame)
+    return new, out
+
+
+def fold_events(host: Host, triggers: list[Trigger], book: Book, count: float, now: float,
+                frame: Frame) -> tuple[dict[tuple[str, str], Live], list[Folded]]:
+    """An event count (Xid waiter) folded into these triggers of one host; counted from the
+    waiter's start, so their baseline is 0."""
+    new = dict(book)
+    out = []
+    for t in triggers:
+        live = new.get((host.name, t.name)) or Live()
+        live = Live(live.state, 0.0 if live.baseline is None else live.baseline)
+        new[(host.name, t.name)], folded = fold_one(host, t, live, Reading(count), now, frame)
+        out.append(folded)
+    return new, out
+
+
+def fold_alerts_only(poll: Poll, book: Book, frame: Frame) -> tuple[dict[tuple[str, str], Live],
+                                                                   list[Folded]]:
+    """Only the `alert:` triggers (a pushed alert, folded within milliseconds)."""
+    new = dict(book)
+    return new, _fold_alerts(poll, new, frame)
+
+
+def _fold_alerts(poll: Poll, new: dict[tuple[str, str], Live], frame: Frame) -> list[Folded]:
+    out = []
+    for host in poll.hosts:
+        for t in frame.triggers:
+            r = poll.alerts.get((host.name, t.name))
+            if t.alert is None or r is None:
+                continue
+            key = (host.name, t.name)
+            new[key], folded = fold_alert_one(host, t, new.get(key) or Live(), r, poll.at,
+                                              frame)
+            out.append(folded)
+    return out
+
+
+class Say(enum.Enum):
+    """What an announcement asks the monitor to do besides journaling its event."""
+
+    NOTHING = "nothing"
+    WARN = "warn"  # a WARNING line to the operator
+    FIRE = "fire"  # a fire line, then (acting) the run is told
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An event the fold calls for, in order; `firing` when a trigger fired."""
+
+    host: str
+    kind: EventKind
+    detail: str
+    payload: dict[str, Any]
+    say: Say = Say.NOTHING
+    firing: Firing | None = None
+
+
+def announcements(folded: list[Folded], metrics: Mapping[str, Metric]) -> list[Announcement]:
+    """The events and fires the folded samples call for (after they are journaled)."""
+    out: list[Announcement] = []
+    for f in folded:
+        host, t, reading, verdict = f.host, f.trigger, f.reading, f.verdict
+        metric = metrics.get(t.metric)
+        if verdict.nodata_alert:
+            limit = metric.nodata_alert if metric is not None else 120.0
+            msg = (f"no data from {t.metric or 'the alert source'} on {host.name} for over "
+                   f"{limit:g}s: {reading.error}")
+            out.append(Announcement(host.name, EventKind.METRIC_NODATA, msg,
+                                    {"metric": t.metric, "error": reading.error}, Say.WARN))
+        if verdict.changed_to is None:
+            continue
+        reason = f"trigger {t.name}: {verdict.text}"
+        facts: dict[str, Any] = {"trigger": t.name, "metric": t.metric or None,
+                                 "value": reading.value, "threshold": verdict.threshold,
+                                 "baseline": f.baseline, "labels": f.labels, "since": f.since}
+        if verdict.changed_to is TriggerStatus.PENDING:
+            out.append(Announcement(host.name, EventKind.TRIGGER_PENDING, reason, facts))
+        elif verdict.changed_to is TriggerStatus.OK:
+            kind = EventKind.TRIGGER_RESOLVED if f.old.status is TriggerStatus.FIRING \
+                else EventKind.TRIGGER_RESET
+            out.append(Announcement(host.name, kind, reason, facts))
+        elif verdict.fired:
+            firing = Firing(t.name, reason, host.name, t.action.value)
+            payload = {"trigger": t.name, "metric": t.metric or None, "value": reading.value,
+                       "threshold": verdict.threshold, "baseline": f.baseline,
+                       "action": t.action.value, "labels": f.labels, "since": f.since}
+            out.append(Announcement(host.name, EventKind.TRIGGER_FIRED, reason, payload,
+                                    Say.FIRE, firing))
+    return out
+
+
+def acts_on(firing: Firing) -> bool:
+    """A fire the run must hear (rollback or pause); `notify` fires are only journaled."""
+    return firing.action in (TriggerAction.ROLLBACK.value, TriggerAction.PAUSE.value)

@@ -1,0 +1,51 @@
+"""What the trigger monitor says after a cycle is journaled: the cycle as a value on the
+run's bus, then each announcement (`fold.announcements`) as a journaled event, an
+operator line, and for a fire that the run must act on, a `Fire` on the bus."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from orchestrator.core.bus import Cycle, Fire, RunBus, TriggerValue
+from orchestrator.core.events import Firing
+from orchestrator.core.model import Trigger
+from orchestrator.metrics.triggers import TriggerStatus, effective_threshold
+from orchestrator.monitor.fold import Announcement, Live, Say, acts_on
+
+if TYPE_CHECKING:
+    from orchestrator.state.recorder import Recorder
+
+
+def cycle_value(run_id: str, phase: int, at: float, book: Mapping[tuple[str, str], Live],
+                triggers: Mapping[str, Trigger],
+                samples: tuple[tuple[str, str, float | None], ...] = ()) -> Cycle:
+    """Every watched trigger's state now, as a value (what /metrics and views show)."""
+    values = []
+    for (host, name), live in sorted(book.items()):
+        state = live.state
+        breaching = None if state.breach_since is None or state.status is TriggerStatus.OK \
+            else at - state.breach_since
+        values.append(TriggerValue(phase, name, host, state.status.value, state.last_value,
+                                   effective_threshold(triggers[name], live.baseline),
+                                   live.baseline, breaching))
+    return Cycle(run_id, phase, at, tuple(values), samples)
+
+
+def tell(announced: list[Announcement], bus: RunBus, phase: int, recorder: Recorder | None,
+         say: Callable[[str], None], dry_run: bool, act: bool) -> list[Firing]:
+    """Journal each announcement's event and say what the operator must see; post the
+    fires the run acts on (not in a dry run, nor with `act` off). Every fire, returned."""
+    fired = []
+    for a in announced:
+        if a.firing is not None:
+            fired.append(a.firing)
+            prefix = "dry run: would fire: " if dry_run else ""
+            say(f"{prefix}{a.detail} on {a.host} -> {a.firing.action}")
+        if recorder is not None:
+            recorder.event(a.kind, bus.run_id, a.host, phase, None, a.detail, **a.payload)
+        if a.say is Say.WARN:
+            say(f"WARNING {a.detail}")
+        if a.firing is not None and not dry_run and act and acts_on(a.firing):
+            bus.post(Fire(a.firing))
+    return fired
