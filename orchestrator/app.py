@@ -134,7 +134,8 @@ class App:
             if project.state_dir_override is not None:  # a rehearsal keeps its own, embedded
                 settings = StateSettings(timeout=settings.timeout)
             journal = open_state(project.state_dir, settings,
-                                 on_unavailable=self.supervisor.journal_lost)
+                                 on_unavailable=self.supervisor.journal_lost,
+                                 on_interrupted=self.subscribers.run_interrupted)
             self._resources.callback(journal.close)
             journal.use_migration(project.name)
             self._journal = journal
@@ -168,15 +169,16 @@ class App:
         from orchestrator.runners.ssh import HostCommandRunner
 
         project, inventory = self.load()
+        notifications = Notifications(project.notify, project.name, log=self.say)
+        self._resources.callback(notifications.close, 5.0)
+        # subscribed before the journal opens: runs it reaps as it opens are notified
+        self.subscribers.subscribe(NotificationHook(
+            notifications, {n: p.name for n, p in project.phases.items()}))
         self.serve_metrics()
         commands = HostCommandRunner(project.ssh)
         self._resources.callback(commands.close)  # the SSH connection pool
         http = HttpClient()  # the http/exporter reads' keep-alive connections
         self._resources.callback(http.close)
-        notifications = Notifications(project.notify, project.name, log=self.say)
-        self._resources.callback(notifications.close, 5.0)
-        self.subscribers.subscribe(NotificationHook(
-            notifications, {n: p.name for n, p in project.phases.items()}))
         self.supervisor.install()  # an unspawned thread's death reaches the running run
         # hosts with a `migrate_execution_node` run their playbooks on that node
         playbooks = playbook_runner(project, inventory,

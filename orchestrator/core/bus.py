@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from orchestrator.core.clock import CancelToken
-from orchestrator.core.events import EventHooks, Firing, RunEvent
+from orchestrator.core.events import EventHooks, EventKind, Firing, RunEvent
 from orchestrator.core.supervision import describe
 
 
@@ -130,6 +130,12 @@ class Subscribers(EventHooks):
         with self._lock:
             if fn in self._cycles:
                 self._cycles.remove(fn)
+
+    def run_interrupted(self, row: tuple[str, str, int, str]) -> None:
+        """The journal's `on_interrupted`: a phase a dead run (or a run's end) left in
+        flight was journaled `interrupted`; `row` is (run_id, host, phase, detail)."""
+        run_id, host, phase, detail = row
+        self.emit(RunEvent(EventKind.RUN_INTERRUPTED, run_id, host, phase, None, detail))
 
     def deliver_cycle(self, cycle: Cycle) -> None:
         with self._lock:

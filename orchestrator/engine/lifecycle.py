@@ -54,7 +54,6 @@ class RunLifecycle:
         self.inventory = inventory
         self.parts = parts
         self.journal = parts.journal
-        self._announce_reaped()
 
     # --- the one place a run begins and ends -------------------------------------------------
     @contextmanager
@@ -78,7 +77,6 @@ class RunLifecycle:
         handle = RunHandle(run_id, bus)
         with self.parts.supervisor.running(bus):  # its heartbeat and workers report to it
             self.journal.acquire([h.name for h in hosts], run_id, command)
-            self._announce_reaped()
             with self._ending(handle):
                 if before is not None:
                     before()
@@ -89,8 +87,9 @@ class RunLifecycle:
 
     @contextmanager
     def _ending(self, handle: RunHandle) -> Iterator[None]:
-        """On every way out of a run: record its outcome, interrupt what it had in flight,
-        free its locks (one transaction), and announce the runs found dead meanwhile."""
+        """On every way out of a run: record its outcome, interrupt what it had in flight
+        and free its locks, in one transaction (the journal tells the app's subscribers
+        what it interrupted, as it does for the runs it reaps)."""
         run_id = handle.run_id
         try:
             yield
@@ -101,7 +100,6 @@ class RunLifecycle:
                                         f"run {run_id} stopped while the phase was {{state}}")
             except JournalUnavailableError:
                 pass  # the lock rows stay: the run reads `interrupted` once it is back
-            self._announce_reaped()
 
     # --- the one place a rollback begins -----------------------------------------------------
     def roll_back(self, ctx: StepContext, recorder: Recorder, hosts: list[Host],
@@ -314,12 +312,6 @@ class RunLifecycle:
             phase.number, None, str(exc),
             {"reason": str(exc), "hosts": [h.name for h in hosts]}))
 
-    def _announce_reaped(self) -> None:
-        """Runs the journal found dead were journaled `run_interrupted`; now tell the hooks."""
-        while self.journal.interrupted:
-            run_id, host, phase, detail = self.journal.interrupted.pop(0)
-            self.parts.hooks.emit(RunEvent(EventKind.RUN_INTERRUPTED, run_id, host, phase, None,
-                                           detail))
 
 
 @dataclass

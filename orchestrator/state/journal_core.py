@@ -40,7 +40,12 @@ class JournalCore:
     def __init__(self, where: Path | Store, timeout: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_unavailable: Callable[[str], None] | None = None) -> None:
+                 on_unavailable: Callable[[str], None] | None = None,
+                 on_interrupted: Callable[[Interrupted], None] | None = None) -> None:
+        """`on_unavailable(reason)`: the journal has become unwritable (once).
+        `on_interrupted(row)`: a phase a dead run (or a run's end) left in flight was
+        journaled `interrupted` (so the app can tell its subscribers; the journal never
+        sends anything itself)."""
         if isinstance(where, Path):
             from orchestrator.state.sqlite import SqliteStore
 
@@ -59,8 +64,7 @@ class JournalCore:
         self._events_written = 0
         self._tx_events = 0
         self._local = threading.local()  # this thread's batch of moves (see `batch`)
-        #: every phase that `reap` (or a run's end) found in flight and interrupted
-        self.interrupted: list[Interrupted] = []
+        self._on_interrupted = on_interrupted
         # Fault-injection seam for the crash tests: SIGKILL this process right after the
         # Nth journal event of this process is committed. Unset in normal use.
         self._kill_at = int(os.environ.get("MIGRATE_FAULT_KILL_AFTER_EVENT", "0") or 0)
@@ -85,6 +89,12 @@ class JournalCore:
         rows = self._query("SELECT DISTINCT migration FROM runs UNION "
                            "SELECT DISTINCT migration FROM phase_states")
         return sorted({r[0] for r in rows if r[0]})
+
+    def _tell_interrupted(self, rows: list[Interrupted]) -> None:
+        """Each phase found in flight and journaled `interrupted`, once committed."""
+        if self._on_interrupted is not None:
+            for row in rows:
+                self._on_interrupted(row)
 
     # --- the state.timeout rule ------------------------------------------------------------
     @property

@@ -65,7 +65,7 @@ class LockRows(JournalCore):
                                 self.migration))
                 return interrupted
 
-            self.interrupted.extend(self._write(body))
+            self._tell_interrupted(self._write(body))
         except BaseException:
             claim.release()
             raise
@@ -110,16 +110,17 @@ class LockRows(JournalCore):
             if self.availability.reason is not None:
                 return []
 
-            def body(db: Conn) -> list[tuple[str, int]]:
+            def body(db: Conn) -> list[Interrupted]:
                 done = self._interrupt_phases(db, run_id, detail)
-                self.interrupted.extend(done)
                 db.execute("UPDATE runs SET ended_at = COALESCE(ended_at, ?), "
                            "outcome = COALESCE(outcome, ?) WHERE id = ?",
                            (utc_stamp(), outcome, run_id))
                 db.execute("DELETE FROM locks WHERE run_id = ?", (run_id,))
-                return [(host, phase) for _, host, phase, _ in done]
+                return done
 
-            return self._write(body)
+            done = self._write(body)
+            self._tell_interrupted(done)
+            return [(host, phase) for _, host, phase, _ in done]
         finally:
             for claim in claims:
                 claim.release()
@@ -139,8 +140,8 @@ class LockRows(JournalCore):
         (PostgreSQL: the holder's process, machine or connection is gone). It is asked
         again inside the write transaction, so a run resumed meanwhile under the same
         run id is not reaped. The move to `interrupted` goes through the transition
-        graph like every other; what was interrupted is kept in `self.interrupted` so
-        that the caller can notify about it (the journal never sends anything itself).
+        graph like every other; what was interrupted is handed to
+        `on_interrupted` once committed, so that the app can tell its subscribers.
         """
         holders = self.holders()
         dead = self.availability.run(lambda: self.store.dead_runs(None, holders),
@@ -159,7 +160,7 @@ class LockRows(JournalCore):
             found = self._write(body)
             if found is not None:
                 reaped.append(run_id)
-                self.interrupted.extend(found)
+                self._tell_interrupted(found)
         return reaped
 
     def _interrupt(self, db: Conn, run_id: str) -> list[Interrupted]:

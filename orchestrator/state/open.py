@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.durations import parse_duration
-from orchestrator.state.journal import Journal
+from orchestrator.state.journal import Interrupted, Journal
 
 ENV_URL = "MIGRATE_STATE_URL"
 DEFAULT_TIMEOUT = 30.0
@@ -89,7 +89,8 @@ def parse_state_settings(raw: Any, environ: Mapping[str, str] | None = None
 def open_state(state_dir: Path, settings: StateSettings | None = None, *, reap: bool = True,
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep,
-               on_unavailable: Callable[[str], None] | None = None) -> Journal:
+               on_unavailable: Callable[[str], None] | None = None,
+               on_interrupted: Callable[[Interrupted], None] | None = None) -> Journal:
     """The project's journal: PostgreSQL when `settings.url` is set, else state_dir/state.db.
 
     Reaps dead runs first (as every command must before it looks at state), unless
@@ -101,15 +102,17 @@ def open_state(state_dir: Path, settings: StateSettings | None = None, *, reap: 
     if settings.url is not None and settings.url.startswith("sqlite:///"):
         path = sqlite_path(settings.url, state_dir.parent)
         journal = Journal(path, timeout=settings.timeout, clock=clock, sleep=sleep,
-                          on_unavailable=on_unavailable)
+                          on_unavailable=on_unavailable, on_interrupted=on_interrupted)
     elif settings.url is None:
         journal = Journal(state_dir / "state.db", timeout=settings.timeout, clock=clock,
-                          sleep=sleep, on_unavailable=on_unavailable)
+                          sleep=sleep, on_unavailable=on_unavailable,
+                          on_interrupted=on_interrupted)
     else:
         from orchestrator.state.postgres import PgStore
 
         journal = Journal(PgStore(settings.url), timeout=settings.timeout, clock=clock,
-                          sleep=sleep, on_unavailable=on_unavailable)
+                          sleep=sleep, on_unavailable=on_unavailable,
+                          on_interrupted=on_interrupted)
     if reap:
         journal.reap()
     return journal

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.core.bus import Fire, RunBus
+from orchestrator.core.bus import Fire, RunBus, Subscribers
 from orchestrator.core.clock import CancelToken
-from orchestrator.core.events import EventKind, Firing
+from orchestrator.core.events import EventKind, Firing, RunEvent
 from orchestrator.core.outcomes import RunOutcome
 from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
 from orchestrator.engine.checksums import file_checksums
@@ -300,9 +300,13 @@ def test_resume_of_a_run_that_died_rolling_back_finishes_and_ends_it(tmp_path: P
     lc, rec, journal, seen = lifecycle(tmp_path, hosts=("main",))
     recorder, run_id = dead_run(lc, journal)
     recorder.move_phase(PhaseTransition.ROLL_BACK, run_id, "main", 1, "trigger vram: 130 > 120")
-    died(journal, run_id)
-    lc._announce_reaped()
-    assert [e.kind for e in seen] == [EventKind.RUN_INTERRUPTED]  # the hook heard the reaper
+    told = Subscribers()
+    heard: list[RunEvent] = []
+    told.subscribe(heard.append)
+    reaper = Journal(journal.path, on_interrupted=told.run_interrupted)  # type: ignore[arg-type]
+    died(reaper, run_id)
+    reaper.close()
+    assert [e.kind for e in heard] == [EventKind.RUN_INTERRUPTED]  # the hook heard the reaper
     report = lc.resume(lc.inventory.resolve(["main"]), False, CancelToken(), "migrate resume")
     assert report.outcome is RunOutcome.ROLLED_BACK
     assert rec.log == ["cmd main undo one"]

@@ -229,7 +229,8 @@ def test_concurrent_acquires_exactly_one_wins(backend: Backend) -> None:
 def test_a_sigkilled_holder_frees_the_host_and_its_run_reads_interrupted(
         backend: Backend) -> None:
     holder = spawn_holder(backend.target, "host", "main", "r-dead")
-    other = backend.open()
+    told: list[tuple[str, str, int, str]] = []
+    other = backend.open(on_interrupted=told.append)
     try:
         with pytest.raises(LockHeldError, match=f"pid {holder.pid} on"):
             other.acquire(["main"], "r2", "migrate phase 1 --host main")
@@ -246,7 +247,7 @@ def test_a_sigkilled_holder_frees_the_host_and_its_run_reads_interrupted(
     assert (other.run_info("r-dead") or {})["outcome"] == "interrupted"
     last = other.events(run_id="r-dead")[-1]
     assert (last.kind, last.payload) == ("run_interrupted", {"was": "running"})
-    assert other.interrupted == [("r-dead", "main", 1, last.detail)]
+    assert told == [("r-dead", "main", 1, last.detail)]  # told once it was committed
     assert other.holders() == []
     # from any checkout: resume (or roll back) the dead run under its own id
     other.acquire(["main"], "r-dead", "migrate resume --host main")
@@ -469,10 +470,11 @@ def test_a_write_that_keeps_failing_stops_the_run_after_the_timeout(backend: Bac
         j.event("r1", "main", 1, None, "step_output", "x")
     assert fake.now == t and heard == [stopped.value.reason]
     j.release("r1")  # lets go of the lock but leaves its row: the run reads interrupted
-    other = backend.open()
+    told: list[tuple[str, str, int, str]] = []
+    other = backend.open(on_interrupted=told.append)
     assert other.step_state("r1", "main", "a") is S.PENDING  # nothing was journaled...
     if backend.name == "postgresql":  # ...and the holder is gone as far as anyone can see
-        assert [i[0] for i in other.interrupted] == ["r1"]  # reaped as it opened
+        assert [i[0] for i in told] == ["r1"]  # reaped as it opened
         assert other.phase_record("main", 1).state is P.INTERRUPTED
 
 
