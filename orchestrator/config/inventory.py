@@ -150,13 +150,16 @@ def load_inventory(path: Path, display: str | None = None) -> tuple[Inventory, l
         if not isinstance(children, dict):
             problems.append(Problem(name, body.line_of("children"), "children must be a mapping"))
             children = {}
+        seen = set(members)  # sets beside the lists: 10,000 hosts in `all` were 10^8 scans
         for child, child_body in children.items():
             cline = children.line_of(child) if isinstance(children, YDict) else body.line
             for m in walk(child, child_body, depth + 1, layers, cline):
-                if m not in members:
+                if m not in seen:
+                    seen.add(m)
                     members.append(m)
         existing = inv.groups.setdefault(group, [])
-        existing.extend(m for m in members if m not in existing)
+        known = set(existing)
+        existing.extend(m for m in dict.fromkeys(members) if m not in known)
         return members
 
     for group, body in data.items():
