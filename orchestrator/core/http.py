@@ -54,83 +54,110 @@ class HttpUnavailable(Exception):
     """No answer from a URL; the message says why, in one line."""
 
 
+class _Origin:
+    """The kept-alive connections to one origin: at most `size` at once, idle ones on a
+    stack (the most recently used first, the one least likely to have been closed)."""
+
+    def __init__(self, scheme: str, host: str, port: int | None, size: int) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.slots = threading.BoundedSemaphore(size)
+        self.idle: list[Any] = []
+        self.lock = threading.Lock()
+
+    def take(self, timeout: float) -> Any:
+        """A connection (kept-alive when one is idle), or None when all stay busy."""
+        if not self.slots.acquire(timeout=timeout):
+            return None
+        with self.lock:
+            conn = self.idle.pop() if self.idle else None
+        if conn is not None and conn.sock is not None and not conn.is_connected:
+            conn.close()  # the server closed it while idle: reconnect on the next request
+        if conn is None:
+            from urllib3.connection import HTTPConnection, HTTPSConnection
+
+            cls = HTTPSConnection if self.scheme == "https" else HTTPConnection
+            conn = cls(self.host, self.port, timeout=timeout)
+        return conn
+
+    def give_back(self, conn: Any, keep: bool) -> None:
+        if keep:
+            with self.lock:
+                self.idle.append(conn)
+        else:
+            conn.close()
+        self.slots.release()
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+
 class HttpClient:
     """Keep-alive connections, reused across polls, bounded per host.
 
-    One urllib3 connection pool per origin (scheme, host, port), kept in a small LRU of
-    `hosts`; a request goes straight to its origin's pool with the URL's path (the
-    PoolManager's per-request URL parsing and pool-key work was a fifth of a read's CPU
-    at 400 reads a second)."""
+    urllib3's connection classes (its TLS, its connect errors) under a pool of ours:
+    one bounded stack of connections per origin (scheme, host, port), the origins kept
+    in a small LRU of `hosts`. urllib3's own pool manager was measured at twice the CPU
+    of a read (URL parsing, retry and timeout objects per request) for nothing migrate
+    uses (retries, redirects, proxies)."""
 
     def __init__(self, per_host: int = PER_HOST, hosts: int = HOSTS,
                  user_agent: str = "migrate") -> None:
         self.per_host = per_host
         self.hosts = hosts
         self.headers = {"User-Agent": user_agent}
-        self._pools: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._timeouts: dict[float, Any] = {}
+        self._origins: OrderedDict[tuple[str, str], _Origin] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _pool(self, scheme: str, netloc: str) -> Any:
+    def _origin(self, scheme: str, netloc: str, host: str, port: int | None) -> _Origin:
         key = (scheme, netloc)
         with self._lock:
-            pool = self._pools.get(key)
-            if pool is not None:
-                self._pools.move_to_end(key)
-                return pool
-            import urllib3
-
-            pool = urllib3.connection_from_url(
-                f"{scheme}://{netloc}", maxsize=self.per_host, block=True, retries=False,
-                headers=self.headers)
-            self._pools[key] = pool
-            while len(self._pools) > self.hosts:
-                self._pools.popitem(last=False)[1].close()
-            return pool
-
-    def _timeout(self, seconds: float) -> Any:
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            import urllib3
-
-            timeout = urllib3.Timeout(connect=seconds, read=seconds)
-            if len(self._timeouts) < 64:
-                self._timeouts[seconds] = timeout
-        return timeout
+            origin = self._origins.get(key)
+            if origin is not None:
+                self._origins.move_to_end(key)
+                return origin
+            origin = self._origins[key] = _Origin(scheme, host, port, self.per_host)
+            while len(self._origins) > self.hosts:
+                self._origins.popitem(last=False)[1].close()
+            return origin
 
     def request(self, method: str, url: str, timeout: float, *, body: bytes | None = None,
                 headers: dict[str, str] | None = None, limit: int = MAX_BODY) -> HttpAnswer:
         """One request; the answer whatever its status, or HttpUnavailable."""
-        import urllib3
-
         try:
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            host, port = parts.hostname, parts.port
+            if parts.scheme not in ("http", "https") or not host:
                 raise ValueError("not an http(s) URL")
-            pool = self._pool(parts.scheme, parts.netloc)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            resp = pool.urlopen(
-                method, target, body=body,
-                headers={**self.headers, **headers} if headers else None,
-                retries=False, redirect=False, assert_same_host=False,
-                timeout=self._timeout(timeout), pool_timeout=timeout,
-                preload_content=False, release_conn=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise HttpUnavailable(f"{method} {url}: {_reason(exc)}") from exc
-        except (OSError, ValueError, LookupError) as exc:  # a URL that cannot be used
-            raise HttpUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:
+            raise HttpUnavailable(f"{method} {url}: {exc}") from exc
+        origin = self._origin(parts.scheme, parts.netloc, host, port)
+        conn = origin.take(timeout)
+        if conn is None:
+            raise HttpUnavailable(f"{method} {url}: every connection to the host is busy")
+        keep = False
         try:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn.request(method, target, body=body,
+                         headers={**self.headers, **headers} if headers else self.headers,
+                         preload_content=False)
+            resp = conn.getresponse()
             data = resp.read(limit + 1)
             if len(data) > limit:
-                resp.drain_conn()  # too big to keep: drop the connection, not the pool
                 raise HttpUnavailable(f"{method} {url}: body over {limit} bytes")
+            keep = conn.sock is not None  # http.client dropped it when the server said close
             return HttpAnswer(resp.status, data)
-        except urllib3.exceptions.HTTPError as exc:
+        except HttpUnavailable:
+            raise
+        except Exception as exc:  # urllib3's and the socket's errors, one kind out
             raise HttpUnavailable(f"{method} {url}: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise HttpUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
         finally:
-            resp.release_conn()
+            origin.give_back(conn, keep)
 
     def get(self, url: str, timeout: float, headers: dict[str, str] | None = None,
             limit: int = MAX_BODY) -> HttpAnswer:
@@ -142,10 +169,10 @@ class HttpClient:
 
     def close(self) -> None:
         with self._lock:
-            pools = list(self._pools.values())
-            self._pools.clear()
-        for pool in pools:
-            pool.close()
+            origins = list(self._origins.values())
+            self._origins.clear()
+        for origin in origins:
+            origin.close()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -158,6 +185,9 @@ def _reason(exc: BaseException) -> str:
     """urllib3's innermost reason, short: 'Connection refused', 'read timed out'."""
     import urllib3
 
+    if isinstance(exc, TimeoutError):  # the socket's read timeout (socket.timeout)
+        return "read timed out"
+
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before ConnectTimeout:
@@ -169,5 +199,7 @@ def _reason(exc: BaseException) -> str:
         return "connect timed out"
     if isinstance(exc, urllib3.exceptions.EmptyPoolError):
         return "every connection to the host is busy"
-    text = str(exc)
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError | ValueError) and not isinstance(exc, urllib3.exceptions.HTTPError):
+        text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= 200 else text[:200] + "…"
