@@ -30,14 +30,16 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from orchestrator._exceptions import RunnerError
 from orchestrator.core.clock import CancelToken
 from orchestrator.runners.base import (
     FailureKind,
     GroupResult,
+    OutputSink,
     PlaybookRequest,
     Result,
     SshSettings,
@@ -88,42 +90,10 @@ class AnsiblePlaybookRunner:
         ident = _new_ident(private / "artifacts")
         log = private / "artifacts" / ident / "stdout"  # the run's full Ansible output
         cmdline = f"--forks {self.forks}" + (" --check --diff" if request.check else "")
-        unreachable: dict[str, str] = {}  # host -> why, from the runner_on_unreachable event
-        failed_task: dict[str, tuple[str, str]] = {}  # host -> (task, error): the first failure
-        running: dict[str, str] = {}  # host -> the task it is on (named on a timeout)
-        recap: dict[str, Any] = {}  # the play recap's stats (playbook_on_stats)
-
-        def on_event(event: dict[str, Any]) -> bool:
-            """Everything we need is read here, so no event is written back as a job_events
-            file (False): at 200 hosts that was 400 JSON files a task written, then all of
-            them read back and parsed again by `runner.stats` after the play."""
-            data = event.get("event_data") or {}
-            kind = event.get("event", "")
-            host = str(data.get("host") or "")
-            task = str(data.get("task") or data.get("task_action") or "")
-            if kind == "playbook_on_task_start":
-                request.on_output("", f"TASK {data.get('task', '')}")
-            elif kind == "runner_on_start" and host:
-                running[host] = task
-            elif kind == "playbook_on_stats":
-                recap.update({k: data.get(k) or {} for k in ("failures", "dark", "processed")})
-            elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable",
-                          "runner_on_skipped"):
-                status = kind.removeprefix("runner_on_")
-                res = data.get("res") or {}
-                if kind == "runner_on_ok" and res.get("changed"):
-                    status = "changed"
-                error = task_error(res)
-                if status == "unreachable" and host:
-                    unreachable[host] = error[:200]
-                if status in ("failed", "unreachable") and host and \
-                        not data.get("ignore_errors") and host not in failed_task:
-                    failed_task[host] = (task, error)
-                line = f"{status}: {data.get('task', '')}"
-                if status in ("failed", "unreachable") and error:
-                    line += f" -- {error[:300]}"
-                request.on_output(host, line)
-            return False
+        # the job events, read as a node's are (runners/nodes.py); no event is written back
+        # as a job_events file: at 200 hosts that was 400 JSON files a task written, then
+        # all of them read back and parsed again by `runner.stats` after the play
+        events = PlayEvents(request.on_output)
 
         env = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
                "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
@@ -148,7 +118,7 @@ class AnsiblePlaybookRunner:
                 extravars=request.extravars,
                 cmdline=cmdline,
                 envvars=env,
-                event_handler=on_event,
+                event_handler=events.handle,
                 cancel_callback=stop.should_stop,
                 quiet=True,
                 # how often ansible-runner polls cancel_callback: a fired trigger must reach
@@ -160,17 +130,8 @@ class AnsiblePlaybookRunner:
             raise RunnerError(f"ansible-runner could not start {request.playbook}: {exc}") from exc
 
         status = "timeout" if stop.timed_out else runner.status
-        stats = recap
-        failures = stats.get("failures") or {}
-        dark = stats.get("dark") or {}
-        processed = stats.get("processed") or {}
         log_path = str(log if log.exists() else log.parent)
-        out: dict[str, Result] = {}
-        for name in names:
-            task, error = failed_task.get(name, (running.get(name, ""), ""))
-            out[name] = _host_result(name, status, runner.rc, dark, failures, processed,
-                                     unreachable.get(name, ""), cancel.reason, request.timeout,
-                                     task=task, error=error, log=log_path)
+        out = events.results(names, status, runner.rc, cancel.reason, request.timeout, log_path)
         return GroupResult(out)
 
 
@@ -264,3 +225,68 @@ class _Stopper:
         mine = descendants(os.getpid())
         kill_trees([pid for pid in mine if self.marker in cmdline(pid)])
         return True
+
+
+@dataclass
+class PlayEvents:
+    """An `event_handler` for ansible-runner, and what it learnt: task lines to the
+    operator, the task each host is on, the first failed task with its error, unreachable
+    hosts, the play recap. The same whether ansible-runner ran the playbook here or
+    replays an execution node's job stream (`streamer='process'`, runners/nodes.py), so a
+    failure reads the same from a node as from here (`results`)."""
+
+    on_output: OutputSink
+    #: appended with each event's `stdout` (the run's log, as ansible-runner writes it)
+    log: IO[str] | None = None
+    #: added to each TASK line shown to the operator (e.g. " [node east]")
+    where: str = ""
+    unreachable: dict[str, str] = field(default_factory=dict)  # host -> why
+    failed_task: dict[str, tuple[str, str]] = field(default_factory=dict)  # first failure
+    running: dict[str, str] = field(default_factory=dict)  # host -> the task it is on
+    stats: dict[str, Any] = field(default_factory=dict)  # the play recap, when it came
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        kind = event.get("event", "")
+        host = str(data.get("host") or "")
+        task = str(data.get("task") or data.get("task_action") or "")
+        if self.log is not None and event.get("stdout"):
+            self.log.write(str(event["stdout"]) + "\n")
+            self.log.flush()
+        if kind == "playbook_on_task_start":
+            self.on_output("", f"TASK {data.get('task', '')}{self.where}")
+        elif kind == "runner_on_start" and host:
+            self.running[host] = task
+        elif kind == "playbook_on_stats":
+            self.stats = {k: data.get(k) or {} for k in ("failures", "dark", "processed")}
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable",
+                      "runner_on_skipped"):
+            status = kind.removeprefix("runner_on_")
+            res = data.get("res") or {}
+            if kind == "runner_on_ok" and res.get("changed"):
+                status = "changed"
+            error = task_error(res)
+            if status == "unreachable" and host:
+                self.unreachable[host] = error[:200]
+            if status in ("failed", "unreachable") and host and \
+                    not data.get("ignore_errors") and host not in self.failed_task:
+                self.failed_task[host] = (task, error)
+            line = f"{status}: {data.get('task', '')}"
+            if status in ("failed", "unreachable") and error:
+                line += f" -- {error[:300]}"
+            self.on_output(host, line)
+        return False  # nothing written back as a job_events file
+
+    def results(self, names: list[str], status: str, rc: int | None, cancel_reason: str,
+                timeout: float | None, log: str) -> dict[str, Result]:
+        """One result per host from the run's status ('successful', 'failed', 'canceled',
+        'timeout') and the recap, as the local runner words them."""
+        out: dict[str, Result] = {}
+        for name in names:
+            task, error = self.failed_task.get(name, (self.running.get(name, ""), ""))
+            out[name] = _host_result(name, status, rc, self.stats.get("dark") or {},
+                                     self.stats.get("failures") or {},
+                                     self.stats.get("processed") or {},
+                                     self.unreachable.get(name, ""), cancel_reason, timeout,
+                                     task=task, error=error, log=log)
+        return out

@@ -49,7 +49,7 @@ from orchestrator._exceptions import RefusedError
 from orchestrator.config.inventory import Host
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.model import ExecutionNode
-from orchestrator.runners.ansible import _new_ident, ssh_environment
+from orchestrator.runners.ansible import PlayEvents, _new_ident, ssh_environment
 from orchestrator.runners.base import (
     FailureKind,
     GroupResult,
@@ -59,7 +59,6 @@ from orchestrator.runners.base import (
     last_line,
     quoted,
 )
-from orchestrator.runners.play_events import PlayEvents
 from orchestrator.runners.ssh import ConnectionPool, _connect_failure, _transport
 
 #: the oldest ansible-runner whose worker speaks the protocol as we use it (`worker
