@@ -126,6 +126,6 @@ def test_a_real_prometheus_answers_and_refuses(tmp_path: Path) -> None:
             assert client.instant(url, '"text"', 5)[0] == "string"
             with pytest.raises(Rejected, match="bad_data"):
                 client.instant(url, "sum((", timeout=5)
-            now = time.time()
-            series = client.range(url, "DCGM_FI_DEV_FB_USED", now - 30, now, 1.0, timeout=5)
+            end = time.time() + 2  # past the first scrape, whatever rounding to seconds does
+            series = client.range(url, "DCGM_FI_DEV_FB_USED", end - 30, end, 1.0, timeout=5)
             assert series and all(float(v) == 1234 for _, v in series[0]["values"])
