@@ -177,7 +177,7 @@ def bench_a(tmp: Path, url: str, n: int, runs: int) -> dict[str, float]:
     for r in range(runs):
         root = write_project(tmp / f"a{r}", hosts, url, "", "", {1: phase})
 
-        def run_migrate() -> tuple[float, float]:
+        def run_migrate(root: Path = root) -> tuple[float, float]:
             cpu0 = _children_cpu()
             took, _ = migrate(root, "phase", "1", "--host", "all", "--yes")
             done = len(list((root / "markers").iterdir()))
@@ -186,7 +186,7 @@ def bench_a(tmp: Path, url: str, n: int, runs: int) -> dict[str, float]:
             (root / "markers").mkdir()
             return took, _children_cpu() - cpu0
 
-        def run_bare() -> tuple[float, float]:
+        def run_bare(root: Path = root) -> tuple[float, float]:
             cpu0 = _children_cpu()
             t0 = time.perf_counter()
             for k in (1, 2, 3):

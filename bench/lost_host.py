@@ -8,9 +8,10 @@ talking to it over an open connection, and prints:
 - lost: cut -> the first journal event that says pc2 is gone (the step failed, or an
   undo attempt failed); this is what keepalives bound: keepalive x count + a few s;
 - exit: cut -> the process exited; after the loss this adds the undo attempts on the
-  lost host: the first one (up to connect_timeout), then retries backing off inside
-  `undo_deadline` counted from that first failure (none starts past it, one in flight
-  is cut), so at most connect_timeout + undo_deadline after the loss.
+  lost host, retried inside `undo_deadline` counted from the start of the rollback (none
+  starts past it, one in flight is cut), so at most keepalive x count + undo_deadline +
+  a few seconds after the cut: 50 s with the defaults, under load too (SPEC section 2,
+  "Connections").
 
 Cases: `playbook` (a long Ansible task, ControlPersist master opened by the step before),
 `command` (a long command over the pooled fabric connection), `rollback` (a long undo
@@ -21,14 +22,15 @@ playbook). Settings are migrate's defaults unless given:
                               [CASE ...]
 
 Goals: lost within keepalive x count + a few s (issue 10); with the defaults, exit
-within 60 s of the cut (issue 21). `--timeline` prints each case's journal after the
-cut: where the time went.
+within 50 s of the cut, also with the machine under load (issue 30). `--timeline`
+prints each case's journal after the cut: where the time went.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import textwrap
@@ -37,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: keepalive 5 s x count 3 + undo_deadline 30 s + a few seconds (SPEC section 2)
+EXIT_GOAL = 50.0
 sys.path.insert(0, str(ROOT))
 
 from tests.netns import Lab, two_hosts  # noqa: E402
@@ -211,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"settings: {migration(args).splitlines()[3:] or 'migrate defaults'}")
     with tempfile.TemporaryDirectory() as raw, two_hosts(Path(raw)) as lab:
         rows = [run_case(Path(raw), lab, case, args) for case in args.cases]
-    print(f"{'case':<10} {'cut->lost (s)':>14} {'cut->exit (s)':>14} {'exit':>5}")
+    print(f"{'case':<10} {'cut->lost (s)':>14} {'cut->exit (s)':>14} {'exit':>5}   "
+          f"(load average {os.getloadavg()[0]:.1f}; goal with the defaults: exit <= "
+          f"{EXIT_GOAL:g} s)")
     for case, lost, took, code in rows:
         print(f"{case:<10} {lost:>14} {took:>14} {code:>5}")
     return 0
