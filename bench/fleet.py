@@ -279,7 +279,7 @@ def answered(prom: str) -> float:
 
 
 def bench_c_prometheus(tmp: Path, n: int) -> dict[str, float]:
-    from tests.prom import prometheus
+    from tests.support.prom import prometheus
 
     with metrics_server(n) as url:
         (tmp / "prom").mkdir()

@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXIT_GOAL = 50.0
 sys.path.insert(0, str(ROOT))
 
-from tests.netns import Lab, two_hosts  # noqa: E402
-from tests.projects import Proj, make_project  # noqa: E402
+from tests.support.netns import Lab, two_hosts  # noqa: E402
+from tests.support.projects import Proj, make_project  # noqa: E402
 
 SLOW_PLAY = """\
 - name: a long task on the host
