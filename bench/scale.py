@@ -158,26 +158,35 @@ def fill_later_phases(url: str, root: Path, n: int, phases: tuple[int, ...] = (2
 
 
 # --- (b) --------------------------------------------------------------------------------------
-def timed(cmd: list[str], runs: int) -> tuple[float, str]:
-    times, out = [], ""
+def child_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def timed(cmd: list[str], runs: int) -> tuple[float, str, float]:
+    """Median wall time, the last output, and the median CPU time (user + system) of the
+    command: on a machine shared with other work the CPU time is the steadier figure."""
+    times, cpus, out = [], [], ""
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), child_cpu()
         res = subprocess.run(cmd, capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
+        cpus.append(child_cpu() - c0)
         assert res.returncode == 0, res.stderr[-2000:]
         out = res.stdout
-    return statistics.median(times), out
+    return statistics.median(times), out, statistics.median(cpus)
 
 
 def bench_b(root: Path, n: int, runs: int) -> dict[str, float]:
     base = [sys.executable, "-m", "orchestrator", "--project", str(root)]
-    status, _ = timed(base + ["status"], runs)
-    status_json, out = timed(base + ["--output", "json", "status"], runs)
+    status, _, status_cpu = timed(base + ["status"], runs)
+    status_json, out, json_cpu = timed(base + ["--output", "json", "status"], runs)
     doc = json.loads(out)
     assert len(doc["hosts"]) == n and all(
         p["state"] == "completed" for h in doc["hosts"].values() for p in h["phases"].values())
-    every, _ = timed(base + ["status", "--all"], runs)
-    return {"status": status, "status_json": status_json, "status_all": every}
+    every, _, every_cpu = timed(base + ["status", "--all"], runs)
+    return {"status": status, "status_json": status_json, "status_all": every,
+            "status_cpu": status_cpu, "status_json_cpu": json_cpu, "status_all_cpu": every_cpu}
 
 
 # --- (c) --------------------------------------------------------------------------------------
@@ -308,10 +317,11 @@ def main() -> None:
         if "b" in args.only:
             fill_later_phases(url, root, n, (2, 3, 4) if "a" in args.only else (1, 2, 3, 4))
             b = bench_b(root, n, args.runs)
-            report(f"(b) migrate status, {n} hosts x 4 phases", f"{b['status']:.3f} s",
-                   "goal <= 1 s")
-            report("(b) migrate --output json status", f"{b['status_json']:.3f} s", "goal <= 1 s")
-            report("(b) migrate status --all", f"{b['status_all']:.3f} s", "goal <= 1 s")
+            for key, what in (("status", f"migrate status, {n} hosts x 4 phases"),
+                              ("status_json", "migrate --output json status"),
+                              ("status_all", "migrate status --all")):
+                report(f"(b) {what}: wall (CPU)",
+                       f"{b[key]:.3f} s ({b[key + '_cpu']:.3f})", "goal <= 1 s")
         if "c" in args.only:
             for label in ("templated", "host_label"):
                 c = bench_c(tmp, url, n, args.cycles, label)
