@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -22,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 from orchestrator._exceptions import ConfigError, RefusedError
 from orchestrator.config.inventory import Host, Inventory
 from orchestrator.config.project import checked_project
-from orchestrator.core.bus import Cycle, Subscribers
 from orchestrator.core.clock import CancelToken, Clock, SystemClock
 from orchestrator.core.events import Hook
 from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunReport
 from orchestrator.core.states import PhaseState
-from orchestrator.core.supervision import Supervisor
 from orchestrator.state.journal import Journal
 
 if TYPE_CHECKING:  # the engine is imported where a command runs something, not for status
+    from orchestrator.core.bus import Cycle, Subscribers
+    from orchestrator.core.supervision import Supervisor
     from orchestrator.engine.context import EngineParts, Prompter
     from orchestrator.engine.lifecycle import RunLifecycle
     from orchestrator.telemetry.metrics import MigrateMetrics
@@ -72,21 +73,32 @@ class App:
     _journal: Journal | None = None
     _parts: EngineParts | None = None
     _resources: ExitStack = field(default_factory=ExitStack)
-    #: who hears every run of this app (each run's bus delivers to them), and the
-    #: registry of its running runs (deaths of unspawned threads, the journal's loss)
-    subscribers: Subscribers = field(init=False)
-    supervisor: Supervisor = field(init=False, default_factory=Supervisor)
 
-    def __post_init__(self) -> None:
-        self.subscribers = Subscribers(log=self.say)
+    @cached_property
+    def subscribers(self) -> Subscribers:
+        """Who hears every run of this app (each run's bus delivers to them): the hooks
+        and cycle hooks it was built with, then what `serve_metrics`, `parts` and
+        `subscribe` add. Built on first use (a `status` never needs it)."""
+        from orchestrator.core.bus import Subscribers
+
+        subscribers = Subscribers(log=self.say)
         for hook in self.hooks:
-            self.subscribers.subscribe(hook)
+            subscribers.subscribe(hook)
         for listener in self.cycle_hooks:
-            self.subscribers.subscribe_cycles(listener)
+            subscribers.subscribe_cycles(listener)
         if self.trigger_view_every > 0:
             from orchestrator.monitor.text import TriggerLines
 
-            self.subscribers.subscribe_cycles(TriggerLines(self.say, self.trigger_view_every))
+            subscribers.subscribe_cycles(TriggerLines(self.say, self.trigger_view_every))
+        return subscribers
+
+    @cached_property
+    def supervisor(self) -> Supervisor:
+        """The registry of this app's running runs: deaths of threads no run spawned and
+        the journal's loss reach the innermost one."""
+        from orchestrator.core.supervision import Supervisor
+
+        return Supervisor()
 
     def subscribe(self, hook: Hook) -> None:
         """Have every later event of this app's runs reach `hook` too (a drill's injector)."""
@@ -134,12 +146,18 @@ class App:
             if project.state_dir_override is not None:  # a rehearsal keeps its own, embedded
                 settings = StateSettings(timeout=settings.timeout)
             journal = open_state(project.state_dir, settings,
-                                 on_unavailable=self.supervisor.journal_lost,
-                                 on_interrupted=self.subscribers.run_interrupted)
+                                 on_unavailable=self._journal_lost,
+                                 on_interrupted=self._run_interrupted)
             self._resources.callback(journal.close)
             journal.use_migration(project.name)
             self._journal = journal
         return self._journal
+
+    def _journal_lost(self, reason: str) -> None:
+        self.supervisor.journal_lost(reason)
+
+    def _run_interrupted(self, row: tuple[str, str, int, str]) -> None:
+        self.subscribers.run_interrupted(row)
 
     def phase(self, number: int) -> Phase:
         project, _ = self.load()
