@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.app import App  # noqa: E402
 from orchestrator.core.clock import CancelToken  # noqa: E402
 from orchestrator.engine.context import AutoYes  # noqa: E402
-from tests.projects import make_project  # noqa: E402
-from tests.servers import AgentServer, serving  # noqa: E402
+from tests.support.projects import make_project  # noqa: E402
+from tests.support.servers import AgentServer, serving  # noqa: E402
 
 POLL = 1.0
 SCRIPTED_AT = 4.5  # between two polls, not on one

@@ -38,7 +38,7 @@ GOAL_S = 3.0
 
 def build(root: Path) -> Path:
     from orchestrator.state.journal import Journal, utc_stamp
-    from tests.projects import make_project
+    from tests.support.projects import make_project
 
     proj = make_project(root, hosts=HOSTS)
     proj.phase(1, "bench", "phase: 1\nname: Bench\nsteps:\n  - id: w\n    wait: 1ms\n")

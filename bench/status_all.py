@@ -99,7 +99,7 @@ def main() -> None:
                 args.runs, top / "sqlite" / MIGRATIONS[0] / ".migrate")
     if args.no_pg:
         return
-    from tests.pg import running_server
+    from tests.support.pg import running_server
 
     with tempfile.TemporaryDirectory() as tmp, running_server(fsync=True) as server:
         url = server.create_database()

@@ -43,7 +43,7 @@ from orchestrator.core.states import PhaseState, StepState  # noqa: E402
 from orchestrator.state.journal import Journal  # noqa: E402
 from orchestrator.state.leader import Leadership, watch_key  # noqa: E402
 from orchestrator.state.open import StateSettings, open_state  # noqa: E402
-from tests.pg import running_server, spawn_holder  # noqa: E402
+from tests.support.pg import running_server, spawn_holder  # noqa: E402
 
 TRIGGERS = ("vram_degradation", "health_failure", "model_load_failure", "cross_machine_failure")
 SHOWS_TRIGGERS = {"running", "baking", "completed", "rolling_back"}
@@ -278,7 +278,7 @@ def main() -> None:
 def machine_takeover() -> str:
     """The leader in another network namespace whose link is cut: the server notices the
     silent peer through the session's keepalives (idle 2 s + 3 x 1 s)."""
-    from tests.pg import far_machine
+    from tests.support.pg import far_machine
 
     try:
         with far_machine() as far, running_server(listen_also=far.server_address) as srv:
