@@ -42,8 +42,8 @@ from orchestrator.rehearsal.alert_lab import (  # noqa: E402
     start_lab,
 )
 from orchestrator.runners.local import LocalCommandRunner  # noqa: E402
+from tests.monitor.test_alerts_nvml import FakeNvml, fake_remote, put_event  # noqa: E402
 from tests.support.alertmanager import MetricsServer  # noqa: E402
-from tests.test_alerts_nvml import FakeNvml, fake_remote, put_event  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
