@@ -49,6 +49,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from orchestrator._exceptions import ConfigError
 from orchestrator.core.events import EventKind, RunEvent
 from orchestrator.core.states import PhaseTransition
 
@@ -330,7 +331,14 @@ class MigrateMetrics:
         and a 401 for a request without one of its `basic_auth_users`."""
         if self._server is not None:
             return int(self._server.server_port)
-        self._server = _metrics_server(self.registry, addr, port, web)
+        try:
+            self._server = _metrics_server(self.registry, addr, port, web)
+        except OSError as exc:  # in use, not this machine's address, no such host (gaierror)
+            # bad configuration, not a bug: it fails before any run is started or recorded
+            shown = f"[{addr}]" if ":" in addr else addr
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"--metrics-port/--metrics-listen: cannot serve /metrics on "
+                              f"{shown}:{port}: {reason}") from exc
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="metrics-http", daemon=True)
         self._thread.start()

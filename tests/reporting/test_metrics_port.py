@@ -4,6 +4,10 @@ closes the server; phase, watch and rehearse all take the option."""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -55,3 +59,44 @@ def test_without_a_port_nothing_is_served(tmp_path: Path) -> None:
 def test_the_commands_take_metrics_port(command: str) -> None:
     res = CliRunner().invoke(cli, [command, "--help"])
     assert res.exit_code == 0 and "--metrics-port" in res.output
+
+
+def migrate(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", [["watch", "--once"], ["phase", "1"]])
+def test_a_port_in_use_is_bad_configuration_and_nothing_runs(tmp_path: Path,
+                                                             command: list[str]) -> None:
+    proj = make_project(tmp_path)
+    proj.phase(1, "one", PHASE)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        res = migrate(proj.root, *command, "--host", "main", "--metrics-port", str(port))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"<command line>:0: --metrics-port/--metrics-listen: cannot serve /metrics on "
+        f"127.0.0.1:{port}: Address already in use"]
+    history = migrate(proj.root, "history", "--output", "json")
+    assert history.returncode == 0 and json.loads(history.stdout) == {"events": []}
+
+
+@pytest.mark.parametrize(("listen", "reason"), [
+    ("192.0.2.1:9464", "Cannot assign requested address"),  # TEST-NET-1: not this machine's
+    ("no-such-host.invalid:9464", ""),  # the resolver's words vary: "Name or service..."
+])
+def test_an_address_it_cannot_listen_on_is_bad_configuration(tmp_path: Path, listen: str,
+                                                             reason: str) -> None:
+    proj = make_project(tmp_path)
+    proj.phase(1, "one", PHASE)
+    res = migrate(proj.root, "phase", "1", "--host", "main", "--metrics-listen", listen)
+    assert res.returncode == 2, res.stderr
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("<command line>:0: --metrics-port/--metrics-listen: cannot serve "
+                           f"/metrics on {listen}: {reason}")
+    assert "Traceback" not in res.stderr + res.stdout
+    history = migrate(proj.root, "history", "--output", "json")
+    assert json.loads(history.stdout) == {"events": []}
