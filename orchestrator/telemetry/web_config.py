@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPTI
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 #: a valid bcrypt hash of nothing anyone types, checked for unknown users
+# $2y$ (or $2a$/$2b$), a two-digit cost 04..31, then 22 characters of salt and 31 of digest
+# in bcrypt's base64: 60 characters in all. The bcrypt library accepts a salt with no digest
+# (checkpw is then just False), so a hash cut short would lock its user out unseen.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _DUMMY_HASH = b"$2b$10$7MeLE8UEhf.o/g3TOFKDteSZPG51P7s5wQxv6SJfUUVycUHiEMm1u"
 
 
@@ -228,6 +233,11 @@ def _users(section: Any, doc: Any, bad: Any) -> dict[str, bytes]:
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             bad(line, f"basic_auth_users: {user}: not a bcrypt hash ($2y$..., as "
                 "`htpasswd -nBC 10 \"\" | tr -d ':'` prints)")
+            continue
+        if not _BCRYPT_HASH.fullmatch(hashed):
+            bad(line, f"basic_auth_users: {user}: not a bcrypt hash: one is $2y$, a cost 04-31, "
+                f"$, then 53 characters of salt and digest (60 in all); this one has "
+                f"{len(hashed)}")
             continue
         try:  # a malformed hash raises here, at its line, not at the first scrape
             bcrypt.checkpw(b"", hashed.encode())

@@ -218,6 +218,10 @@ def plain(tmp_path: Path) -> Proj:
     return proj
 
 
+# a real bcrypt hash of "x" (cost 4) with its digest's last character cut: 59 characters
+_DIGEST_CUT = "$2b$04$vsbY2dOK7XdhtI7TvGQQC.llotF/zfF6pjb2tjKdz/8OdA4MCX.m"
+
+
 def refused(proj: Proj, *args: str) -> str:
     res = proj.migrate("watch", "--host", "main", "--once", *args, timeout=60)
     assert res.returncode == 2, (res.returncode, res.stderr)
@@ -230,6 +234,11 @@ def refused(proj: Proj, *args: str) -> str:
      4, "unknown key 'basic_auth'"),
     ("basic_auth_users:\n  alice: secret\n", 2, "not a bcrypt hash"),
     ("basic_auth_users:\n  alice: $2y$10$short\n", 2, "not a bcrypt hash"),
+    ("basic_auth_users:\n  bob: $2y$10$" + "abcdefghijklmnopqrstuv\n", 2,
+     "bob: not a bcrypt hash: one is $2y$, a cost 04-31, $, then 53 characters of salt "
+     "and digest (60 in all); this one has 29"),
+    ("basic_auth_users:\n  carol: " + _DIGEST_CUT + "\n", 2,
+     "carol: not a bcrypt hash: one is $2y$"),
     ("tls_server_config:\n  cert_file: nothere.crt\n  key_file: server.key\n", 2,
      "no such file"),
     ("tls_server_config:\n  cert_file: server.crt\n", 1, "key_file is required"),
@@ -238,7 +247,7 @@ def refused(proj: Proj, *args: str) -> str:
     ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
      "  min_version: TLS9\n", 4, "min_version 'TLS9'"),
     ("tls_server_config: [\n", 2, "malformed YAML"),
-], ids=["unknown-key", "plain-password", "short-hash", "missing-cert", "no-key",
+], ids=["unknown-key", "plain-password", "short-hash", "salt-without-digest", "digest-cut", "missing-cert", "no-key",
         "cert-key-mismatch", "bad-version", "broken-yaml"])
 def test_a_bad_web_config_is_exit_2_at_its_line(plain: Proj, tmp_path: Path, body: str,
                                                line: int, words: str) -> None:
