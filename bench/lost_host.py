@@ -1,7 +1,7 @@
 """Time from a cut link to the end of the run, for a host lost mid-run (issue 10).
 
 Builds the two-host lab of the tests (network namespaces `main` and `pc2`, each with its
-own sshd: tests/netns.py; needs root, iproute2 and openssh-server) and, for each case,
+own sshd: tests/support/netns.py; needs root, iproute2 and openssh-server) and, for each case,
 runs `migrate phase 1 --host pc2`, cuts pc2's link while a step (or the rollback) is
 talking to it over an open connection, and prints:
 

@@ -17,7 +17,7 @@ one dies.
   machine is cut off the network); time until the standby, polling every second, is
   active.
 
-A throw-away PostgreSQL (tests/pg.py) runs with fsync on, like a real one.
+A throw-away PostgreSQL (tests/support/pg.py) runs with fsync on, like a real one.
 Run: python bench/team_state.py [--hosts 200] [--phases 4] [--steps 200] [--runs 5]
 """
 

@@ -6,7 +6,7 @@ between backends: a connection and its transactions, the dialect of the DDL, how
 host lock is held (a row checked against process liveness on one machine, or a
 PostgreSQL advisory lock held by the run's session across machines), and the local
 or distributed mutex behind HA `watch`. Both stores pass one contract suite
-(tests/test_journal_contract.py), which is what "one set of semantics" means here.
+(tests/state/test_journal_contract.py), which is what "one set of semantics" means here.
 
 `Availability` is the `state.timeout` rule ("no action without a record"): an
 operation that fails for a transient reason (connection lost, server restarting,

@@ -187,3 +187,18 @@ def test_the_reference_lists_every_key_the_schemas_accept() -> None:
     keys |= {f"source: {name}" for name in source_schemas()}
     missing = sorted(k for k in keys if f"`{k}`" not in reference)
     assert not missing, f"docs/reference.md does not list {missing}"
+
+
+def test_every_test_file_the_docs_and_code_name_exists() -> None:
+    """The tests moved into floors (tests/<floor>/); a path left at tests/test_x.py sends
+    the reader nowhere."""
+    import re
+
+    named = re.compile(r"tests/[A-Za-z0-9_/]*\.py")
+    texts = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "deploy").rglob("*"),
+             *(ROOT / "bench").rglob("*.py"), *(ROOT / "orchestrator").rglob("*.py")]
+    stale = sorted(f"{text.relative_to(ROOT)}: {path}"
+                   for text in texts if text.is_file() and text.suffix in (".md", ".py")
+                   for path in named.findall(text.read_text())
+                   if not (ROOT / path).is_file())
+    assert not stale, stale
