@@ -16,7 +16,7 @@ def _seed_agent() -> Path:
     for above in _REPO.parents:
         found = above / "shared" / "seed" / "model_manager_agent.py"
         if found.is_file():
-            return found
+            return found.resolve()  # the path migrate itself prints
     return _REPO.parent / "shared" / "seed" / "model_manager_agent.py"  # named when missing
 
 
