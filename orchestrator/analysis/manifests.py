@@ -15,8 +15,9 @@ Each file is one machine (or group of agents). Its name is, in this order, the N
 ``*.NAME.yaml``, or its directory's name. An agent declared on two machines is one
 agent with both machines. Ports may be written ``"${PORT_OFFSET}+7200"``.
 
-A file that does not parse, or an entry that is not an agent, is a ConfigError with
-FILE:LINE (exit 2). A dependency on a name no manifest declares is not an error: it is
+A file that does not parse, an entry that is not an agent, an agent that lists itself
+as a dependency, or a ``machine:`` that is not a name, is a ConfigError with FILE:LINE
+(exit 2). A dependency on a name no manifest declares is not an error: it is
 collected in ``SystemManifest.unknown`` so the output can name it.
 
 The YAML is loaded with its own small line-keeping loader: the config floor's
@@ -381,6 +382,18 @@ class _FileReader:
         return port if 0 <= port <= 65535 else None
 
     def names(self, entry: _LinedDict, key: str, name: str) -> list[tuple[str, int]]:
+        """The agents NAME's KEY lists, each with its line. NAME listing itself is a problem
+        at its line: an agent cannot wait for its own migration, so it is a slip for the
+        agent meant, and dropping it would leave the program's order short of that edge
+        with nothing said (compose refuses it too)."""
+        found = self.listed(entry, key, name)
+        for dep, line in found:
+            if dep == name:
+                self.problem(line, f"{name}: {key} lists {name} itself (an agent cannot "
+                                   "depend on itself; which agent was meant?)")
+        return [(dep, line) for dep, line in found if dep != name]
+
+    def listed(self, entry: _LinedDict, key: str, name: str) -> list[tuple[str, int]]:
         value = entry.get(key)
         if value is None:
             return []
@@ -468,8 +481,9 @@ def machine_of(source: ManifestSource, doc: Any) -> str:
     """``NAME=``, else the ``machine:`` key, else ``*.NAME.yaml``, else the directory."""
     if source.machine:
         return source.machine
-    if isinstance(doc, dict) and isinstance(doc.get("machine"), str | int):
-        return str(doc["machine"])
+    machine = doc.get("machine") if isinstance(doc, dict) else None
+    if isinstance(machine, str | int) and not isinstance(machine, bool) and str(machine):
+        return str(machine)
     parts = source.path.name.split(".")
     if len(parts) >= 3 and parts[-2]:
         return parts[-2]
@@ -496,6 +510,12 @@ def load_system(sources: Sequence[ManifestSource],
             problems.extend(exc.problems)
             continue
         reader = _FileReader(name, machine_of(source, doc), values)
+        if isinstance(doc, _LinedDict) and "machine" in doc:
+            machine = doc["machine"]
+            if isinstance(machine, bool) or not isinstance(machine, str | int) \
+                    or str(machine) == "":
+                reader.problem(doc.line_of("machine"), f"machine: {machine!r} is not a "
+                               "machine name (a string such as `main`)")
         reader.read(doc)
         seen: dict[str, int] = {}
         for entry in reader.entries:

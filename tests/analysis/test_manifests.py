@@ -171,6 +171,20 @@ def test_manifest_that_does_not_parse_names_file_and_line(tmp_path: Path) -> Non
     ("agent_groups: [1, 2]\n", 1, "agent_groups: must map"),
     ("name: nothing here\n", 1, "not a service manifest"),
     ("pc2_services:\n  - {name: A, port: 1}\n  - {name: A, port: 2}\n", 3, "declared twice"),
+    ("agent_groups:\n  core:\n    A:\n      port: 1\n      dependencies:\n        - B\n"
+     "        - A\n    B: {port: 2}\n", 7, "A: dependencies lists A itself"),
+    ("pc2_services:\n  - name: A\n    port: 1\n    dependencies: A\n", 4,
+     "A: dependencies lists A itself"),
+    ("services:\n  web:\n    image: x\n    depends_on:\n      web: {condition: x}\n", 5,
+     "web: depends_on lists web itself"),
+    ("machine: [main, pc2]\npc2_services:\n  - {name: A, port: 1}\n", 1,
+     "machine: ['main', 'pc2'] is not a machine name"),
+    ("pc2_services:\n  - {name: A, port: 1}\nmachine: {name: main}\n", 3,
+     "machine: {'name': 'main'} is not a machine name"),
+    ("machine: true\npc2_services:\n  - {name: A, port: 1}\n", 1,
+     "machine: True is not a machine name"),
+    ("machine:\npc2_services:\n  - {name: A, port: 1}\n", 1,
+     "machine: None is not a machine name"),
 ])
 def test_entry_that_is_not_an_agent(tmp_path: Path, text: str, line: int, words: str) -> None:
     path = write(tmp_path, "m.yaml", text)
