@@ -159,8 +159,13 @@ class JournalCore:
                     body(db)
             self._write(all_of)
 
+    def _pending(self) -> list[Callable[[Conn], None]] | None:
+        """This thread's batch of bodies not yet written, or None outside a `batch`."""
+        pending: list[Callable[[Conn], None]] | None = getattr(self._local, "pending", None)
+        return pending
+
     def _write_or_batch(self, body: Callable[[Conn], None]) -> None:
-        pending = getattr(self._local, "pending", None)
+        pending = self._pending()
         if pending is not None:
             pending.append(body)
         else:

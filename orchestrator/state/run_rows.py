@@ -7,6 +7,7 @@ migration is named."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core.states import PHASE_EDGES, STEP_EDGES, PhaseState, StepState, advance
@@ -132,23 +133,7 @@ class RunRows(JournalCore):
                    detail: str | None = None, reason: str | None = None,
                    payload: dict[str, Any] | None = None) -> None:
         """Change a phase's state along a legal edge and journal it in one transaction."""
-        def body(db: Conn) -> None:
-            row = db.execute("SELECT state, reason FROM phase_states WHERE migration = ? AND "
-                             "host = ? AND phase = ?", (self.migration, host, phase)).fetchone()
-            old = PhaseState(row[0]) if row else PhaseState.PENDING
-            if old is not new:
-                advance(PHASE_EDGES, old, new)  # type: ignore[arg-type]
-            keep_reason = reason if reason is not None else (
-                row[1] if row and new in (PhaseState.ROLLING_BACK, PhaseState.ROLLED_BACK,
-                                          PhaseState.ROLLBACK_FAILED) else None)
-            at = self._event(db, run_id, host, phase, None, kind, detail, payload)
-            db.execute("INSERT INTO phase_states (migration, host, phase, state, run_id, "
-                       "updated_at, reason) VALUES (?,?,?,?,?,?,?) ON CONFLICT (migration, host, "
-                       "phase) DO UPDATE SET state = excluded.state, run_id = excluded.run_id, "
-                       "updated_at = excluded.updated_at, reason = excluded.reason",
-                       (self.migration, host, phase, new.value, run_id, at, keep_reason))
-
-        self._write_or_batch(body)
+        self._move(PhaseMove(run_id, host, phase, new, kind, detail, reason, payload))
 
     # --- steps -----------------------------------------------------------------------------
     def step_state(self, run_id: str, host: str, step: str) -> StepState:
@@ -161,29 +146,158 @@ class RunRows(JournalCore):
                   payload: dict[str, Any] | None = None, owner: str | None = None) -> None:
         """Move the step row of run `run_id`; the event is journaled under `owner` (the
         rollback run undoing another run's steps) when given."""
-        def body(db: Conn) -> None:
-            row = db.execute("SELECT state FROM steps WHERE run_id = ? AND host = ? AND step = ?",
-                             (run_id, host, step)).fetchone()
-            old = StepState(row[0]) if row else StepState.PENDING
-            advance(STEP_EDGES, old, new)  # type: ignore[arg-type]
-            at = self._event(db, owner or run_id, host, phase, step, kind, detail, payload)
-            if row is None:
-                db.execute("INSERT INTO steps (run_id, host, phase, step, idx, state, attempts, "
-                           "started_at, detail) VALUES (?,?,?,?,?,?,?,?,?)",
-                           (run_id, host, phase, step, idx, new.value,
-                            1 if new is StepState.RUNNING else 0, at, detail))
-            else:
-                bump = 1 if new is StepState.RUNNING else 0
-                ended = at if new is not StepState.RUNNING else None
-                db.execute("UPDATE steps SET state = ?, attempts = attempts + ?, "
-                           "ended_at = COALESCE(?, ended_at), detail = COALESCE(?, detail) "
-                           "WHERE run_id = ? AND host = ? AND step = ?",
-                           (new.value, bump, ended, detail, run_id, host, step))
+        self._move(StepMove(run_id, host, phase, step, idx, new, kind, detail, payload, owner))
 
-        self._write_or_batch(body)
+    def _move(self, move: StepMove | PhaseMove) -> None:
+        """Moves made one after another in a `batch` join one `_Moves`: their current
+        states are read in one query, not one round trip per host."""
+        pending = self._pending()
+        if pending is None:
+            self._write(_Moves(self, [move]))
+        elif pending and isinstance(pending[-1], _Moves) and pending[-1].journal is self:
+            pending[-1].moves.append(move)
+        else:
+            pending.append(_Moves(self, [move]))
 
     def steps_of(self, run_id: str, host: str) -> list[StepRow]:
         rows = self._query("SELECT step, idx, state FROM steps WHERE run_id = ? AND host = ? "
                            "ORDER BY idx", (run_id, host))
         return [StepRow(s, i, StepState(st)) for s, i, st in rows]
 
+
+
+@dataclass(frozen=True)
+class StepMove:
+    """One `move_step`, held until its transaction is written."""
+
+    run_id: str
+    host: str
+    phase: int
+    step: str
+    idx: int
+    new: StepState
+    kind: str
+    detail: str | None
+    payload: dict[str, Any] | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class PhaseMove:
+    """One `move_phase`, held until its transaction is written."""
+
+    run_id: str
+    host: str
+    phase: int
+    new: PhaseState
+    kind: str
+    detail: str | None
+    reason: str | None
+    payload: dict[str, Any] | None
+
+
+_CHUNK = 500  # hosts per IN (...) list: well under SQLite's bound on parameters
+
+
+class _Moves:
+    """A transaction body for moves made one after another: one read of the current
+    states of all their rows (per run and per 500 hosts), then the moves applied in turn
+    (each along a legal edge, from the state the move before it left), then every event,
+    step row and phase row written with `executemany` (multi-row statements on
+    PostgreSQL). The same rows and events, in the same order, as moving them one by one;
+    at 10,000 hosts it is a few round trips instead of one per host."""
+
+    def __init__(self, journal: RunRows, moves: list[StepMove | PhaseMove]) -> None:
+        self.journal = journal
+        self.moves = moves
+
+    def __call__(self, db: Conn) -> None:
+        j = self.journal
+        steps = self._step_states(db)
+        phases = self._phase_states(db)
+        events: list[tuple[Any, ...]] = []
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        upserts: list[tuple[Any, ...]] = []
+        for m in self.moves:
+            at = utc_stamp()
+            if isinstance(m, StepMove):
+                key = (m.run_id, m.host, m.step)
+                had = steps.get(key)
+                advance(STEP_EDGES, had or StepState.PENDING, m.new)  # type: ignore[arg-type]
+                events.append((at, m.owner or m.run_id, m.host, m.phase, m.step, m.kind,
+                               m.detail, json.dumps(m.payload) if m.payload else None,
+                               j.migration))
+                running = m.new is StepState.RUNNING
+                if had is None:
+                    inserts.append((m.run_id, m.host, m.phase, m.step, m.idx, m.new.value,
+                                    1 if running else 0, at, m.detail))
+                else:
+                    updates.append((m.new.value, 1 if running else 0,
+                                    None if running else at, m.detail,
+                                    m.run_id, m.host, m.step))
+                steps[key] = m.new
+            else:
+                pkey = (m.host, m.phase)
+                old, old_reason = phases.get(pkey, (PhaseState.PENDING, None))
+                if old is not m.new:
+                    advance(PHASE_EDGES, old, m.new)  # type: ignore[arg-type]
+                keep_reason = m.reason if m.reason is not None else (
+                    old_reason if m.new in (PhaseState.ROLLING_BACK, PhaseState.ROLLED_BACK,
+                                            PhaseState.ROLLBACK_FAILED) else None)
+                events.append((at, m.run_id, m.host, m.phase, None, m.kind, m.detail,
+                               json.dumps(m.payload) if m.payload else None, j.migration))
+                upserts.append((j.migration, m.host, m.phase, m.new.value, m.run_id, at,
+                                keep_reason))
+                phases[pkey] = (m.new, keep_reason)
+        j._tx_events += len(events)
+        db.executemany("INSERT INTO events (at, run_id, host, phase, step, kind, detail, "
+                       "payload, migration) VALUES (?,?,?,?,?,?,?,?,?)", events)
+        if inserts:
+            db.executemany("INSERT INTO steps (run_id, host, phase, step, idx, state, "
+                           "attempts, started_at, detail) VALUES (?,?,?,?,?,?,?,?,?)", inserts)
+        if updates:
+            db.executemany("UPDATE steps SET state = ?, attempts = attempts + ?, "
+                           "ended_at = COALESCE(?, ended_at), detail = COALESCE(?, detail) "
+                           "WHERE run_id = ? AND host = ? AND step = ?", updates)
+        if upserts:
+            db.executemany("INSERT INTO phase_states (migration, host, phase, state, run_id, "
+                           "updated_at, reason) VALUES (?,?,?,?,?,?,?) ON CONFLICT (migration, "
+                           "host, phase) DO UPDATE SET state = excluded.state, run_id = "
+                           "excluded.run_id, updated_at = excluded.updated_at, reason = "
+                           "excluded.reason", upserts)
+
+    def _step_states(self, db: Conn) -> dict[tuple[str, str, str], StepState]:
+        wanted: dict[str, dict[str, set[str]]] = {}
+        for m in self.moves:
+            if isinstance(m, StepMove):
+                wanted.setdefault(m.run_id, {}).setdefault(m.host, set()).add(m.step)
+        out: dict[tuple[str, str, str], StepState] = {}
+        for run_id, by_host in wanted.items():
+            for hosts in _chunks(list(by_host)):
+                marks = ",".join("?" * len(hosts))
+                for host, step, state in db.execute(
+                        f"SELECT host, step, state FROM steps WHERE run_id = ? AND host IN "
+                        f"({marks})", (run_id, *hosts)).fetchall():
+                    if step in by_host[host]:
+                        out[(run_id, host, step)] = StepState(state)
+        return out
+
+    def _phase_states(self, db: Conn) -> dict[tuple[str, int], tuple[PhaseState, str | None]]:
+        wanted: dict[str, set[int]] = {}
+        for m in self.moves:
+            if isinstance(m, PhaseMove):
+                wanted.setdefault(m.host, set()).add(m.phase)
+        out: dict[tuple[str, int], tuple[PhaseState, str | None]] = {}
+        for hosts in _chunks(list(wanted)):
+            marks = ",".join("?" * len(hosts))
+            for host, phase, state, reason in db.execute(
+                    f"SELECT host, phase, state, reason FROM phase_states WHERE migration = ? "
+                    f"AND host IN ({marks})", (self.journal.migration, *hosts)).fetchall():
+                if phase in wanted[host]:
+                    out[(host, phase)] = (PhaseState(state), reason)
+        return out
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
