@@ -202,3 +202,45 @@ def test_every_test_file_the_docs_and_code_name_exists() -> None:
                    for path in named.findall(text.read_text())
                    if not (ROOT / path).is_file())
     assert not stale, stale
+
+
+def _section(reference: str, title: str) -> str:
+    assert title in reference, f"docs/reference.md has no {title!r} section"
+    start = reference.index(title)
+    end = reference.find("\n### ", start + 1)
+    following = reference.find("\n#### ", reference.index("\n", start) + 1)
+    if title.startswith("#### ") and following != -1:
+        end = following if end == -1 else min(end, following)
+    return reference[start:] if end == -1 else reference[start:end]
+
+
+def test_the_reference_lists_every_key_of_the_web_config_file() -> None:
+    from orchestrator.telemetry.web_config import _TLS_KEYS, _TOP_KEYS
+
+    section = _section((ROOT / "docs" / "reference.md").read_text(),
+                       "### the `--web-config` file")
+    missing = [k for k in (*_TOP_KEYS, *_TLS_KEYS) if f"| `{k}` |" not in section]
+    assert not missing, f"docs/reference.md's --web-config section does not list {missing}"
+    assert "own directory" in section  # relative paths: from the file's directory
+
+
+def test_the_reference_lists_every_key_of_a_notifications_body() -> None:
+    """The body is taken from what the real hook and sender POST, not from a list here."""
+    from orchestrator.core.events import NOTIFIABLE, EventKind, RunEvent
+    from orchestrator.core.model import Notifier
+    from orchestrator.notify.hook import NotificationHook
+    from orchestrator.notify.sender import Notifications
+
+    posted: list[dict[str, object]] = []
+    notifications = Notifications((Notifier("http://sink/", tuple(k.value for k in NOTIFIABLE)),),
+                                  "p", post=lambda url, payload: posted.append(payload))
+    hook = NotificationHook(notifications)
+    hook(RunEvent(EventKind.TRIGGER_FIRED, "r1", "main", 1, None, "gpu hot",
+                  {"trigger": "gpu_hot", "value": 91.0, "threshold": 85}))
+    notifications.close()
+    [body] = posted
+    section = _section((ROOT / "docs" / "reference.md").read_text(),
+                       "#### a notification (the JSON body")
+    missing = [k for k in body if f"| `{k}` |" not in section]
+    missing += [k.value for k in NOTIFIABLE if k.value not in section]
+    assert not missing, f"docs/reference.md's notification section does not list {missing}"
