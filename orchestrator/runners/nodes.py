@@ -59,7 +59,12 @@ from orchestrator.runners.base import (
     last_line,
     quoted,
 )
-from orchestrator.runners.ssh import ConnectionPool, _connect_failure, _transport
+from orchestrator.runners.ssh import (
+    ConnectionPool,
+    _connect_failure,
+    _transport,
+    connect_cancellable,
+)
 
 #: the oldest ansible-runner whose worker speaks the protocol as we use it (`worker
 #: --delete`, artifacts streamed back); transmit/worker/process came in 2.0
@@ -144,7 +149,7 @@ class NodePlaybookRunner:
         if cancel.cancelled:
             return self._all(names, FailureKind.CANCELLED, f"cancelled: {cancel.reason}")
         try:
-            conn = connect_cancellable(self.pool, self.host, cancel)
+            conn = connect_cancellable(self.pool, self.host, cancel, "node-connect")
         except Exception as exc:  # paramiko/socket errors: refused, no route, timeout, auth
             return self._all(names, _connect_failure(exc),
                              f"ssh to {self.label} failed: {type(exc).__name__}: {exc}")
@@ -379,29 +384,6 @@ def refuse_unready(runners: Iterable[NodePlaybookRunner]) -> None:
     if problems:
         raise RefusedError("execution nodes not ready, nothing was run:\n  "
                            + "\n  ".join(problems))
-
-
-def connect_cancellable(pool: ConnectionPool, host: Host, cancel: CancelToken) -> Any:
-    """The pooled connection to `host`, or None when `cancel` fires first (paramiko's
-    connect cannot be interrupted: it goes on in a thread that ends at connect_timeout)."""
-    box: list[tuple[bool, Any]] = []
-
-    def connect() -> None:
-        try:
-            box.append((True, pool.get(host)))
-        except BaseException as exc:  # handed to the caller below
-            box.append((False, exc))
-
-    thread = threading.Thread(target=connect, name=f"node-connect-{host.name}", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.05)
-        if thread.is_alive() and cancel.cancelled:
-            return None
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
 
 
 def _drain_stderr(chan: Any, keep: deque[str]) -> None:

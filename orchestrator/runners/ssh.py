@@ -228,6 +228,32 @@ class ConnectionPool:
                 self._close_slot(slot)
 
 
+def connect_cancellable(pool: ConnectionPool, host: Host, cancel: CancelToken,
+                        thread_prefix: str) -> Any:
+    """The pooled connection to `host`, or None when `cancel` fires first. paramiko's
+    connect cannot be interrupted, so it runs on a thread of its own (named
+    `thread_prefix-HOST`) that is left to end at `connect_timeout`: a deadline or a Ctrl-C
+    does not wait for a host that does not answer. The connect's own error is raised here."""
+    box: list[tuple[bool, Any]] = []
+
+    def connect() -> None:
+        try:
+            box.append((True, pool.get(host)))
+        except BaseException as exc:  # handed to the caller below
+            box.append((False, exc))
+
+    thread = threading.Thread(target=connect, name=f"{thread_prefix}-{host.name}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.05)
+        if thread.is_alive() and cancel.cancelled:
+            return None
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
 def _connect_failure(exc: BaseException) -> FailureKind:
     """Refused credentials or host key fail the same way next time; the rest may pass."""
     import paramiko
@@ -311,29 +337,10 @@ class SshCommandRunner:
 
     def _connection(self, host: Host, cancel: CancelToken) -> Any:
         """The host's pooled connection, connecting if need be; None when `cancel` fires
-        first. paramiko's connect cannot be interrupted, so it runs on a thread of its own
-        that is left to end at `connect_timeout`: a deadline or a Ctrl-C does not wait for
-        a host that does not answer."""
+        first (see `connect_cancellable`)."""
         if cancel.cancelled:
             return None
-        box: list[tuple[bool, Any]] = []
-
-        def connect() -> None:
-            try:
-                box.append((True, self.pool.get(host)))
-            except BaseException as exc:  # handed to the caller below
-                box.append((False, exc))
-
-        thread = threading.Thread(target=connect, name=f"ssh-connect-{host.name}", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.05)
-            if thread.is_alive() and cancel.cancelled:
-                return None
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
+        return connect_cancellable(self.pool, host, cancel, "ssh-connect")
 
     def _exec(self, conn: Any, request: CommandRequest, cancel: CancelToken,
               log: TextIO) -> Result:
