@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Iterable
 from pathlib import Path
+
+# this checkout's package, not whichever one happens to be installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from orchestrator.core.components import strongly_connected  # noqa: E402
 
 FLOORS = {
     "__init__": 0, "_exceptions": 0, "exit_codes": 0, "core": 0,
@@ -66,46 +69,9 @@ def above(target: str, module: str) -> bool:
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    for start in sorted(edges):
-        if start in index:
-            continue
-        work: list[tuple[str, Iterable[str]]] = [(start, iter(sorted(edges[start])))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, children = work[-1]
-            child = next(iter(children), None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(edges[child]))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return found
+    """Strongly connected components of more than one module, each sorted."""
+    components = strongly_connected(sorted(edges), {m: sorted(t) for m, t in edges.items()})
+    return [list(c) for c in components if len(c) > 1]
 
 
 def main() -> int:

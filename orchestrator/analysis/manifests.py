@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
+from orchestrator.core.components import strongly_connected
 
 
 class HealthCheck(enum.Enum):
@@ -598,52 +599,6 @@ class ProgramOrder:
 
     def agents(self) -> list[str]:
         return [a for step in self.steps for a in step.agents]
-
-
-def strongly_connected(names: Sequence[str],
-                       needs: Mapping[str, Sequence[str]]) -> list[tuple[str, ...]]:
-    """Tarjan's components, iterative (a long dependency chain must not hit the recursion
-    limit); each component lists its agents in the order of ``names``."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    out: list[tuple[str, ...]] = []
-    position = {n: i for i, n in enumerate(names)}
-    counter = 0
-    for root in names:
-        if root in index:
-            continue
-        work: list[tuple[str, int]] = [(root, 0)]
-        while work:
-            node, child = work.pop()
-            if child == 0:
-                index[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            targets = [t for t in needs.get(node, ()) if t in position]
-            if child < len(targets):
-                work.append((node, child + 1))
-                target = targets[child]
-                if target not in index:
-                    work.append((target, 0))
-                elif target in on_stack:
-                    low[node] = min(low[node], index[target])
-                continue
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                out.append(tuple(sorted(component, key=position.__getitem__)))
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return out
 
 
 def program_order(names: Sequence[str], needs: Mapping[str, Sequence[str]],
