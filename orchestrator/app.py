@@ -157,6 +157,10 @@ class App:
         self.supervisor.journal_lost(reason)
 
     def _run_interrupted(self, row: tuple[str, str, int, str]) -> None:
+        """A run the journal found dead (or a run's end left in flight): its subscribers
+        hear it. Commands that run something build their parts (the notifier) before
+        they open the journal, so a run reaped as it opens is notified; `status` and
+        the other reading commands notify nothing, as ever."""
         self.subscribers.run_interrupted(row)
 
     def phase(self, number: int) -> Phase:
@@ -386,9 +390,10 @@ class App:
                  command: str, cancel: CancelToken | None = None) -> RunReport:
         """Roll back phase N (default: the latest phase not pending or rolled back)."""
         hosts = self.hosts(host_names)
+        lifecycle = self.lifecycle()  # its subscribers hear the runs the journal reaps
         if number is None:
             number = self._latest_rollbackable(hosts)
-        return self.lifecycle().rollback(self.phase(number), hosts, command, cancel)
+        return lifecycle.rollback(self.phase(number), hosts, command, cancel)
 
     def _latest_rollbackable(self, hosts: list[Host]) -> int:
         project, _ = self.load()
