@@ -33,15 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _common import answered, host_names, serve_forever, served_by  # noqa: E402
 
 FORKS = 50
 PLAYBOOK = """\
@@ -58,10 +59,6 @@ PLAYBOOK = """\
 
 
 # --- the metrics server (a process of its own) -------------------------------------------------
-def host_names(n: int) -> list[str]:
-    return [f"h{i:04d}" for i in range(n)]
-
-
 def serve(n_hosts: int) -> None:
     """`fleet.py --serve N`: serve N hosts' metrics; print the port, run until killed."""
     names = host_names(n_hosts)
@@ -90,26 +87,11 @@ def serve(n_hosts: int) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 1024  # listen() backlog: 16 readers at once, and bursts
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    serve_forever(Handler)
 
 
-@contextmanager
-def metrics_server(n_hosts: int) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(n_hosts)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def metrics_server(n_hosts: int) -> AbstractContextManager[str]:
+    return served_by(__file__, n_hosts)
 
 
 # --- projects ----------------------------------------------------------------------------------
@@ -266,16 +248,6 @@ def bench_c_http(tmp: Path, url: str, n: int, shared: bool) -> tuple[float, floa
                          host_names(n), url, metrics, triggers,
                          {1: "phase: 1\nsteps:\n  - id: w\n    wait: 1s\n"})
     return cycle_span(root, 5)
-
-
-def answered(prom: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{prom}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("prometheus_http_requests_total{")
-               and 'handler="/api/v1/query"' in line)
 
 
 def bench_c_prometheus(tmp: Path, n: int) -> dict[str, float]:

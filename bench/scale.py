@@ -39,14 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import answered, host_names  # noqa: E402
+
 STEPS = 3
 METRICS = (("vram", "DCGM_FI_DEV_FB_USED"), ("util", "DCGM_FI_DEV_GPU_UTIL"),
            ("temp", "DCGM_FI_DEV_GPU_TEMP"))
 PLAY = "- hosts: all\n  gather_facts: false\n  tasks: []\n"
-
-
-def host_names(n: int) -> list[str]:
-    return [f"h{i:04d}" for i in range(n)]  # bench/fleet.py's names: its server serves them
 
 
 def rss_mb() -> float:
@@ -190,16 +188,6 @@ def bench_b(root: Path, n: int, runs: int) -> dict[str, float]:
 
 
 # --- (c) --------------------------------------------------------------------------------------
-def answered(prom: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{prom}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("prometheus_http_requests_total{")
-               and 'handler="/api/v1/query"' in line)
-
-
 def fleet_server(n: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fleet.py"), "--serve", str(n)],
                             stdout=subprocess.PIPE, text=True)

@@ -28,20 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from _common import host_names, serve_forever, served_by
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_CPU_PCT = 8.0
 GOAL_RSS_MB = 100.0
-
-
-def host_names(n: int) -> list[str]:
-    return [f"h{i:04d}" for i in range(n)]
 
 
 def serve(n_hosts: int) -> None:
@@ -70,25 +67,11 @@ def serve(n_hosts: int) -> None:
             # the client's delayed ACK (40 ms a read), which measures the server, not us
             self.wfile.write(answers.get(self.path, missing))
 
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 1024
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    serve_forever(Handler)
 
 
-@contextmanager
-def endpoint_server(n_hosts: int) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(n_hosts)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def endpoint_server(n_hosts: int) -> AbstractContextManager[str]:
+    return served_by(__file__, n_hosts)
 
 
 def write_project(root: Path, hosts: list[str], url: str) -> Path:
