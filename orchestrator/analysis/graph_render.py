@@ -115,11 +115,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_graph_dot(graph: dict[str, Any]) -> str:
-    """Graphviz: ``dot -Tsvg`` draws it."""
-    lines = ["digraph program {", "  rankdir=LR;",
-             '  node [shape=box, style="rounded,filled", fillcolor=white, fontname=Helvetica];',
-             "  edge [fontname=Helvetica, fontsize=10];"]
+def _by_machine(graph: dict[str, Any]
+                ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The agents on one machine each, by machine (drawn in a box per machine), and the
+    agents on several (drawn outside every box), each in the graph's order."""
     by_machine: dict[str, list[dict[str, Any]]] = {}
     outside = []
     for node in graph["nodes"]:
@@ -127,6 +126,15 @@ def render_graph_dot(graph: dict[str, Any]) -> str:
             by_machine.setdefault(node["machines"][0], []).append(node)
         else:
             outside.append(node)
+    return by_machine, outside
+
+
+def render_graph_dot(graph: dict[str, Any]) -> str:
+    """Graphviz: ``dot -Tsvg`` draws it."""
+    lines = ["digraph program {", "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fillcolor=white, fontname=Helvetica];',
+             "  edge [fontname=Helvetica, fontsize=10];"]
+    by_machine, outside = _by_machine(graph)
 
     def node_line(node: dict[str, Any]) -> str:
         label = node["name"]
@@ -167,13 +175,7 @@ def render_graph_mermaid(graph: dict[str, Any]) -> str:
         return text.replace('"', "#quot;")
 
     lines = ["flowchart LR"]
-    by_machine: dict[str, list[dict[str, Any]]] = {}
-    outside = []
-    for node in graph["nodes"]:
-        if len(node["machines"]) == 1:
-            by_machine.setdefault(node["machines"][0], []).append(node)
-        else:
-            outside.append(node)
+    by_machine, outside = _by_machine(graph)
     for index, (machine, nodes) in enumerate(by_machine.items()):
         lines.append(f'  subgraph m{index}["{label(machine)}"]')
         lines += [f'    {ids[n["name"]]}["{label(n["name"])}"]' for n in nodes]
