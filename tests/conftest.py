@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.netns import Lab, two_hosts
 from tests.support.pg import PgServer, running_server
 from tests.support.servers import AgentServer, serving
 
@@ -31,6 +32,16 @@ def pg_server() -> Iterator[PgServer]:
     that stops, crashes or restarts a server starts its own with `running_server()`."""
     with running_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The two-host lab (network namespaces `main` and `pc2`, each with its own sshd),
+    built once per worker for every test that needs real SSH (engine and runners floors).
+    Those tests share the xdist group "netns", so one worker builds it; a test that cuts
+    a host's link restores it before it ends."""
+    with two_hosts(tmp_path_factory.mktemp("lab")) as built:
+        yield built
 
 
 #: floors whose tests are logic on values and files: milliseconds each

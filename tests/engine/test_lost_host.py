@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Lab
+from tests.support.netns import Lab, long_step
 from tests.support.projects import Proj, make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
@@ -40,18 +40,7 @@ ssh: {keepalive: 1s, keepalive_count: 2, connect_timeout: 2s}
 defaults: {step_timeout: 5m, undo_retries: 0}
 """
 
-SLOW_PLAY = """\
-- name: a long task on the host
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: start, then take a while
-      ansible.builtin.shell: >-
-        touch {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }};
-        echo started > {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}-started;
-        sleep 60
-      changed_when: true
-"""
+SLOW_PLAY = long_step("60")
 
 SLOW_UNDO = """\
 - name: an undo that takes a while while the flag file is there
@@ -69,12 +58,7 @@ SLOW_UNDO = """\
 
 def project(tmp_path: Path, lab: Lab, phase: str) -> Proj:
     proj = make_project(tmp_path, migration=MIGRATION)
-    proj.write("inventory/hosts.yml",
-               "all:\n  vars:\n"
-               f"    marker_dir: {proj.markers}\n"
-               "  hosts:\n"
-               f"    main:\n{lab.host_vars('main')}"
-               f"    pc2:\n{lab.host_vars('pc2')}")
+    proj.write("inventory/hosts.yml", lab.inventory(proj.markers, {"main": "main", "pc2": "pc2"}))
     proj.write("playbooks/slow.yml", SLOW_PLAY)
     proj.write("rollback/slow_untouch.yml", SLOW_UNDO)
     proj.phase(1, "lost", phase)
@@ -93,6 +77,13 @@ def cut_when(proj: Proj, lab: Lab, proc: subprocess.Popen[str], marker: str,
     time.sleep(0.5)
     lab.cut(host)
     return time.monotonic()
+
+
+def wait_marker(proj: Proj, proc: subprocess.Popen[str], marker: str) -> None:
+    deadline = time.monotonic() + 60
+    while not (proj.markers / marker).exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
 
 
 def finish(proc: subprocess.Popen[str], cut_at: float) -> tuple[int, dict, str, float]:
@@ -200,10 +191,7 @@ def test_the_other_host_is_rolled_back_while_one_is_lost(tmp_path: Path, lab: La
         """)
     proc = proj.spawn("--output", "json", "phase", "1", "--host", "main", "--host", "pc2")
     try:
-        deadline = time.monotonic() + 60
-        while not (proj.markers / "main-long").exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_marker(proj, proc, "main-long")
         cut_at = cut_when(proj, lab, proc, "pc2-long")
         code, doc, err, took = finish(proc, cut_at)
         assert code == 3, err[-3000:]
@@ -239,10 +227,7 @@ def test_a_stopped_command_stops_on_the_host(tmp_path: Path, lab: Lab, how: str)
         """)
     proc = proj.spawn("--output", "json", "phase", "1", "--host", "pc2")
     try:
-        deadline = time.monotonic() + 60
-        while not (proj.markers / "pc2-long").exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_marker(proj, proc, "pc2-long")
         time.sleep(0.5)
         assert _remote_sleeps(seconds)
         if how == "ctrl-c":

@@ -19,13 +19,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Lab, two_hosts
-from tests.support.projects import Proj, make_project
+from tests.support.netns import Lab, long_step
+from tests.support.projects import Proj, carrying, make_project, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
 
@@ -84,28 +83,11 @@ BREAKS_ON_WEST = """\
       when: breaks | default(false)
 """
 
-SLOW = """\
-- name: a long task
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: start, then take a while
-      ansible.builtin.shell: >-
-        touch {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }};
-        echo started > {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}-started;
-        sleep 3671
-      changed_when: true
-"""
+SLOW = long_step("3671")
 
 #: long on the west hosts only: the step ends on east while west's node is cut (a lost
 #: host's step ends the way a local Ansible run ends it: when every other host is done)
-SLOW_WEST = SLOW.replace("sleep 3671", "sleep {{ 3671 if (breaks | default(false)) else 1 }}")
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with two_hosts(tmp_path_factory.mktemp("nodelab")) as built:
-        yield built
+SLOW_WEST = long_step("{{ 3671 if (breaks | default(false)) else 1 }}")
 
 
 def project(tmp_path: Path, lab: Lab, phase: str, west_runner: str = RUNNER) -> Proj:
@@ -113,12 +95,8 @@ def project(tmp_path: Path, lab: Lab, phase: str, west_runner: str = RUNNER) -> 
     local = ("        ansible_connection: local\n"
              f"        ansible_python_interpreter: {sys.executable}\n")
     proj.write("inventory/hosts.yml",
-               "all:\n  vars:\n"
-               f"    marker_dir: {proj.markers}\n"
-               "  hosts:\n"
-               f"    node-east:\n{lab.host_vars('main')}"
-               f"    node-west:\n{lab.host_vars('pc2')}"
-               "  children:\n"
+               lab.inventory(proj.markers, {"node-east": "main", "node-west": "pc2"})
+               + "  children:\n"
                "    east:\n"
                "      vars:\n"
                f"        migrate_execution_node: east\n{local}"
@@ -144,27 +122,22 @@ def where(proj: Proj) -> list[str]:
 def job_processes() -> list[int]:
     """Pids of processes that carry an execution job's token (any node: the namespaces
     share this machine's process table)."""
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            env = Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        if b"MIGRATE_EXECUTION_JOB=" in env:
-            pids.append(int(name))
-    return pids
+    return carrying("MIGRATE_EXECUTION_JOB")
 
 
 def sleepers() -> list[int]:
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            line = Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"sleep\x003671" in line:
-            pids.append(int(name))
-    return pids
+    return running("sleep 3671")
+
+
+def wait_started(proj: Proj, proc: subprocess.Popen[str]) -> None:
+    """Until the long step has started on every host (a loaded machine starts Ansible
+    slowly)."""
+    deadline = time.monotonic() + 240
+    while not all((proj.markers / f"{h}-long-started").exists()
+                  for h in ("gpu-e1", "gpu-e2", "gpu-w1")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the long step never started everywhere"
+        time.sleep(0.1)
 
 
 def job_dirs(lab: Lab) -> set[str]:
@@ -246,12 +219,7 @@ def test_a_node_cut_mid_step_is_lost_the_others_roll_back(tmp_path: Path, lab: L
         """)
     proc = proj.spawn("--output", "json", "phase", "1", *ALL)
     try:
-        deadline = time.monotonic() + 240
-        while not all((proj.markers / f"{h}-long-started").exists()
-                      for h in ("gpu-e1", "gpu-e2", "gpu-w1")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the long step never started everywhere"
-            time.sleep(0.1)
+        wait_started(proj, proc)
         time.sleep(0.5)
         lab.cut("pc2")
         cut_at = time.monotonic()
@@ -293,12 +261,7 @@ def test_a_signal_during_a_remote_step_stops_the_playbook_on_the_node(
     before = job_dirs(lab)
     proc = proj.spawn("phase", "1", *ALL)
     try:
-        deadline = time.monotonic() + 240
-        while not all((proj.markers / f"{h}-long-started").exists()
-                      for h in ("gpu-e1", "gpu-e2", "gpu-w1")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the long step never started everywhere"
-            time.sleep(0.1)
+        wait_started(proj, proc)
         assert sleepers() and job_processes()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=180)

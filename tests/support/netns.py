@@ -72,6 +72,15 @@ class Lab:
                 f"-o StrictHostKeyChecking=yes -o ConnectTimeout=5'\n"
                 f"      ansible_python_interpreter: {sys.executable}\n")
 
+    def inventory(self, markers: Path, hosts: dict[str, str]) -> str:
+        """The head of an inventory of the lab's hosts: `marker_dir` (where the tests'
+        playbooks leave their marks) and each inventory name -> the lab host it is."""
+        return ("all:\n  vars:\n"
+                f"    marker_dir: {markers}\n"
+                "  hosts:\n"
+                + "".join(f"    {name}:\n{self.host_vars(lab_host)}"
+                          for name, lab_host in hosts.items()))
+
     def cut(self, name: str) -> None:
         """Take the host off the network (its link goes down)."""
         self.hosts[name].run("ip link set eth0 down")
@@ -79,6 +88,24 @@ class Lab:
     def restore(self, name: str) -> None:
         h = self.hosts[name]
         h.run(f"ip link set eth0 up && ip addr replace {h.address}/24 dev eth0")
+
+
+def long_step(sleep: str) -> str:
+    """A playbook whose task marks the host (HOST-STEP, and HOST-STEP-started once it
+    runs), then sleeps `sleep` (a number or a Jinja expression): a step to cut a link or
+    send a signal in the middle of."""
+    return f"""\
+- name: a long task
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: start, then take a while
+      ansible.builtin.shell: >-
+        touch {{{{ marker_dir }}}}/{{{{ inventory_hostname }}}}-{{{{ migrate_step }}}};
+        echo started > {{{{ marker_dir }}}}/{{{{ inventory_hostname }}}}-{{{{ migrate_step }}}}-started;
+        sleep {sleep}
+      changed_when: true
+"""
 
 
 def _wait_port(address: str, port: int, limit: float = 10) -> None:

@@ -94,17 +94,28 @@ class Proj:
                                 stderr=subprocess.PIPE, text=True)
 
 
-def running(token: str) -> list[int]:
-    """Pids of the processes whose command line contains `token` (read from /proc)."""
+def _pids_whose(proc_file: str, needle: bytes) -> list[int]:
+    """Pids (but this one) whose /proc/PID/`proc_file` (NUL-separated) holds `needle`,
+    NULs read as spaces."""
     pids = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            line = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+            text = Path(f"/proc/{name}/{proc_file}").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if token.encode() in line and int(name) != os.getpid():
+        if needle in text and int(name) != os.getpid():
             pids.append(int(name))
     return pids
+
+
+def running(token: str) -> list[int]:
+    """Pids of the processes whose command line contains `token` (read from /proc)."""
+    return _pids_whose("cmdline", token.encode())
+
+
+def carrying(variable: str) -> list[int]:
+    """Pids of the processes whose environment sets `variable` (read from /proc)."""
+    return _pids_whose("environ", f"{variable}=".encode())
 
 
 def make_project(tmp: Path, migration: str | None = None, hosts: tuple[str, ...] = ("main", "pc2"),
