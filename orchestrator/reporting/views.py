@@ -99,6 +99,13 @@ def plan_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_WITH_REASON = frozenset({PhaseState.ROLLED_BACK, PhaseState.ROLLBACK_FAILED,
+                          PhaseState.ROLLING_BACK, PhaseState.INTERRUPTED})
+_WITH_TRIGGERS = frozenset({PhaseState.RUNNING, PhaseState.BAKING, PhaseState.COMPLETED,
+                            PhaseState.ROLLING_BACK})
+_ACTIVE_VALUES = frozenset(s.value for s in ACTIVE)  # a string test, not 40,000 enum calls
+
+
 def status_document(project: Project, hosts: list[Host], journal: Journal) -> dict[str, Any]:
     out: dict[str, Any] = {"hosts": {}}
     holders = {h.host: h for h in journal.holders()}
@@ -111,18 +118,17 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
     scores = journal.latest_events("analysis_completed", sorted(
         {r.run_id for (_, n), r in records.items() if n in judged and r.run_id})) \
         if judged else {}
+    numbers = [(n, str(n)) for n in sorted(project.phases)]  # 10,000 hosts: hoisted
     for host in hosts:
         phases: dict[str, Any] = {}
-        for number in sorted(project.phases):
+        for number, key in numbers:
             rec = records.get((host.name, number)) or PhaseRecord(
                 host.name, number, PhaseState.PENDING, None, None, None)
             entry: dict[str, Any] = {"state": rec.state.value, "run_id": rec.run_id,
                                      "updated_at": rec.updated_at}
-            if rec.state in (PhaseState.ROLLED_BACK, PhaseState.ROLLBACK_FAILED,
-                             PhaseState.ROLLING_BACK, PhaseState.INTERRUPTED) and rec.reason:
+            if rec.reason and rec.state in _WITH_REASON:
                 entry["reason"] = rec.reason
-            if rec.state in (PhaseState.RUNNING, PhaseState.BAKING, PhaseState.COMPLETED,
-                             PhaseState.ROLLING_BACK):
+            if rec.state in _WITH_TRIGGERS:
                 triggers = [t for t in trigger_rows.get((host.name, number), ())
                             if t["run_id"] == rec.run_id or rec.state is PhaseState.COMPLETED]
                 if triggers:
@@ -132,7 +138,7 @@ def status_document(project: Project, hosts: list[Host], journal: Journal) -> di
             if scored is not None and scored.phase == number and scored.payload:
                 entry["analysis"] = {k: scored.payload.get(k)
                                      for k in ("wave", "score", "result")}
-            phases[str(number)] = entry
+            phases[key] = entry
         host_doc: dict[str, Any] = {"phases": phases}
         holder = holders.get(host.name)
         if holder is not None:
@@ -186,7 +192,7 @@ def status_summary(doc: dict[str, Any]) -> str:
             per[p["state"]] = per.get(p["state"], 0) + 1
             if p["state"] in _ATTENTION:
                 attention.append((_ATTENTION.index(p["state"]), number, host, p))
-            if PhaseState(p["state"]) in ACTIVE:
+            if p["state"] in _ACTIVE_VALUES:
                 active.setdefault(number, []).append((host, p))
     lines = [f"{len(hosts)} hosts (summary; --host or -v for the full table)"]
     order = ("completed", "running", "baking", "rolling_back", "rolled_back",
