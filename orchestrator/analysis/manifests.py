@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator._exceptions import ConfigError, Problem
+from orchestrator.config.yamlsource import YDict, YList, add_line_constructors
 from orchestrator.core.components import strongly_connected
 
 
@@ -150,51 +151,14 @@ def parse_services_option(text: str) -> ManifestSource:
 
 # --- YAML with lines -------------------------------------------------------------------
 
-class _LinedDict(dict[str, Any]):
-    line: int = 0
-    key_lines: dict[str, int]
-    duplicates: list[tuple[str, int]]
-
-    def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, self.line)
-
-
-class _LinedList(list[Any]):
-    line: int = 0
-    item_lines: list[int]
-
-    def line_of(self, index: int) -> int:
-        return self.item_lines[index] if index < len(self.item_lines) else self.line
-
-
 def _loader() -> Any:
+    """A safe loader whose mappings and sequences know their lines (YDict, YList)."""
     import yaml
 
-    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class Loader(base):  # type: ignore[misc,valid-type]
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
         pass
 
-    def mapping(loader: Any, node: Any) -> _LinedDict:
-        loader.flatten_mapping(node)
-        out = _LinedDict()
-        out.line, out.key_lines, out.duplicates = node.start_mark.line + 1, {}, []
-        for key_node, value_node in node.value:
-            key = str(loader.construct_object(key_node, deep=True))
-            if key in out:
-                out.duplicates.append((key, key_node.start_mark.line + 1))
-            out[key] = loader.construct_object(value_node, deep=True)
-            out.key_lines[key] = key_node.start_mark.line + 1
-        return out
-
-    def sequence(loader: Any, node: Any) -> _LinedList:
-        out = _LinedList(loader.construct_object(child, deep=True) for child in node.value)
-        out.line = node.start_mark.line + 1
-        out.item_lines = [child.start_mark.line + 1 for child in node.value]
-        return out
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
+    add_line_constructors(Loader)
     return Loader
 
 
@@ -259,7 +223,7 @@ class _FileReader:
         self.problems.append(Problem(self.name, line, message))
 
     def read(self, doc: Any) -> None:
-        if not isinstance(doc, _LinedDict):
+        if not isinstance(doc, YDict):
             self.problem(getattr(doc, "line", 1) or 1,
                          "not a service manifest: expected a mapping with agent_groups:, "
                          "<name>_services: or services:")
@@ -270,7 +234,7 @@ class _FileReader:
             if key == "agent_groups":
                 found = True
                 self.read_groups(value, line)
-            elif key == "services" and isinstance(value, _LinedDict):
+            elif key == "services" and isinstance(value, YDict):
                 found = True
                 self.read_compose(value)
             elif key == "services" or key.endswith("_services"):
@@ -282,13 +246,13 @@ class _FileReader:
 
     # startup-config, map shape
     def read_groups(self, groups: Any, line: int) -> None:
-        if not isinstance(groups, _LinedDict):
+        if not isinstance(groups, YDict):
             self.problem(line, "agent_groups: must map each group to its agents")
             return
         for group, agents in groups.items():
             if agents is None:
                 continue
-            if not isinstance(agents, _LinedDict):
+            if not isinstance(agents, YDict):
                 self.problem(groups.line_of(group), f"agent group {group!r} is not an "
                              "agent map: expected NAME: {script_path, port, ...}")
                 continue
@@ -299,13 +263,13 @@ class _FileReader:
     def read_list(self, key: str, items: Any, line: int) -> None:
         if items is None:
             return
-        if not isinstance(items, _LinedList):
+        if not isinstance(items, YList):
             self.problem(line, f"{key}: must be a list of agents ({{name, script_path, "
                                "port, ...}})")
             return
         for index, entry in enumerate(items):
             at = items.line_of(index)
-            if not isinstance(entry, _LinedDict):
+            if not isinstance(entry, YDict):
                 self.problem(at, f"entry of {key}: is not an agent: expected a mapping "
                                  "with name, script_path, port, dependencies")
                 continue
@@ -317,7 +281,7 @@ class _FileReader:
             self.read_entry(name, entry, at)
 
     def read_entry(self, name: str, entry: Any, line: int) -> None:
-        if not isinstance(entry, _LinedDict) or not (
+        if not isinstance(entry, YDict) or not (
                 {"script_path", "port", "dependencies"} & set(entry)):
             self.problem(line, f"{name}: is not an agent: expected script_path, port, "
                                "health_check_port, dependencies")
@@ -337,12 +301,12 @@ class _FileReader:
             host=str(host) if host is not None else None,
             at=Declared(self.name, line)))
 
-    def health_of(self, entry: _LinedDict) -> tuple[HealthCheck, str | None]:
+    def health_of(self, entry: YDict) -> tuple[HealthCheck, str | None]:
         """TCP unless the entry says HTTP: ``health_check: http``, ``health_check_type:
         http``, ``health_check_path: /health`` or ``health_check_url: http://...``."""
         kind: Any = entry.get("health_check", entry.get("health_check_type"))
         path: Any = entry.get("health_check_path")
-        if isinstance(kind, _LinedDict):
+        if isinstance(kind, YDict):
             kind, path = kind.get("type"), kind.get("path", path)
         url = entry.get("health_check_url")
         if isinstance(url, str) and url.startswith(("http://", "https://")):
@@ -355,7 +319,7 @@ class _FileReader:
             return HealthCheck.HTTP, str(path) if path else "/health"
         return HealthCheck.TCP, None
 
-    def port(self, entry: _LinedDict, key: str, name: str) -> int | None:
+    def port(self, entry: YDict, key: str, name: str) -> int | None:
         value = entry.get(key)
         if value is None:
             return None
@@ -382,7 +346,7 @@ class _FileReader:
         port = offset + int(match["base"])
         return port if 0 <= port <= 65535 else None
 
-    def names(self, entry: _LinedDict, key: str, name: str) -> list[tuple[str, int]]:
+    def names(self, entry: YDict, key: str, name: str) -> list[tuple[str, int]]:
         """The agents NAME's KEY lists, each with its line. NAME listing itself is a problem
         at its line: an agent cannot wait for its own migration, so it is a slip for the
         agent meant, and dropping it would leave the program's order short of that edge
@@ -394,16 +358,16 @@ class _FileReader:
                                    "depend on itself; which agent was meant?)")
         return [(dep, line) for dep, line in found if dep != name]
 
-    def listed(self, entry: _LinedDict, key: str, name: str) -> list[tuple[str, int]]:
+    def listed(self, entry: YDict, key: str, name: str) -> list[tuple[str, int]]:
         value = entry.get(key)
         if value is None:
             return []
         line = entry.line_of(key)
         if isinstance(value, str):
             return [(value, line)]
-        if isinstance(value, _LinedDict):  # compose's long form {NAME: {condition: ...}}
+        if isinstance(value, YDict):  # compose's long form {NAME: {condition: ...}}
             return [(k, value.line_of(k)) for k in value]
-        if not isinstance(value, _LinedList):
+        if not isinstance(value, YList):
             self.problem(line, f"{name}: {key} must be a list of agent names")
             return []
         out = []
@@ -416,13 +380,13 @@ class _FileReader:
         return out
 
     # docker-compose
-    def read_compose(self, services: _LinedDict) -> None:
+    def read_compose(self, services: YDict) -> None:
         for name, entry in services.items():
             line = services.line_of(name)
             if entry is None:
-                entry = _LinedDict()
-                entry.line, entry.key_lines, entry.duplicates = line, {}, []
-            if not isinstance(entry, _LinedDict):
+                entry = YDict()
+                entry.line = line
+            if not isinstance(entry, YDict):
                 self.problem(line, f"service {name!r} is not an agent: expected a mapping "
                                    "(image, command, ports, depends_on)")
                 continue
@@ -436,17 +400,17 @@ class _FileReader:
                 dependencies=self.names(entry, "depends_on", name), health=health,
                 health_path=path, host=None, at=Declared(self.name, line)))
 
-    def compose_ports(self, entry: _LinedDict, name: str) -> list[int]:
+    def compose_ports(self, entry: YDict, name: str) -> list[int]:
         """The container side of each ``ports:`` item (what the agent binds)."""
         value = entry.get("ports")
         if value is None:
             return []
-        if not isinstance(value, _LinedList):
+        if not isinstance(value, YList):
             self.problem(entry.line_of("ports"), f"{name}: ports must be a list")
             return []
         out = []
         for index, item in enumerate(value):
-            if isinstance(item, _LinedDict):
+            if isinstance(item, YDict):
                 item = item.get("target")
             text = str(item).split("/")[0].rsplit(":", 1)[-1]
             port = self.port_value(text.split("-")[0])
@@ -456,11 +420,11 @@ class _FileReader:
             out.append(port)
         return out
 
-    def compose_health(self, entry: _LinedDict) -> tuple[int | None, HealthCheck,
+    def compose_health(self, entry: YDict) -> tuple[int | None, HealthCheck,
                                                           str | None]:
         """From ``healthcheck: {test: ...}``: the port it probes and whether by HTTP."""
         check = entry.get("healthcheck")
-        test = check.get("test") if isinstance(check, _LinedDict) else None
+        test = check.get("test") if isinstance(check, YDict) else None
         text = " ".join(map(str, test)) if isinstance(test, list) else str(test or "")
         url = re.search(r"https?://[^\s:/]+(?::(\d+))?(/\S*)?", text)
         if url:
@@ -511,7 +475,7 @@ def load_system(sources: Sequence[ManifestSource],
             problems.extend(exc.problems)
             continue
         reader = _FileReader(name, machine_of(source, doc), values)
-        if isinstance(doc, _LinedDict) and "machine" in doc:
+        if isinstance(doc, YDict) and "machine" in doc:
             machine = doc["machine"]
             if isinstance(machine, bool) or not isinstance(machine, str | int) \
                     or str(machine) == "":

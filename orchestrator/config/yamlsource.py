@@ -177,8 +177,14 @@ def _construct_sequence(loader: Any, node: yaml.SequenceNode) -> YList:
     return out
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+def add_line_constructors(loader: Any) -> None:
+    """Make `loader` (a SafeLoader class) build YDicts and YLists, which know their lines:
+    the configuration's loader here and the service manifests' (analysis/manifests.py)."""
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+add_line_constructors(_LineLoader)
 
 
 class YamlLoadError(Exception):
