@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 
 def host_names(n: int) -> list[str]:
@@ -54,3 +57,16 @@ def answered(prom: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("prometheus_http_requests_total{")
                and 'handler="/api/v1/query"' in line)
+
+
+def cycle_spans(monitor: Any, cycles: int, pause: float) -> list[float]:
+    """The wall time of each of `cycles` + 1 TriggerMonitor cycles (the first one pays for
+    connections and baselines), `pause` seconds apart, with the watch's 16 readers."""
+    spans = []
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
+        for _ in range(cycles + 1):
+            t0 = time.perf_counter()
+            monitor.cycle(pool)
+            spans.append(time.perf_counter() - t0)
+            time.sleep(pause)
+    return spans

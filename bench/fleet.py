@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import answered, host_names, serve_forever, served_by  # noqa: E402
+from _common import answered, cycle_spans, host_names, serve_forever, served_by  # noqa: E402
 
 FORKS = 50
 PLAYBOOK = """\
@@ -224,13 +223,7 @@ def cycle_span(root: Path, cycles: int) -> tuple[float, float, Any]:
     journal = Journal(root / "state.db")
     monitor = TriggerMonitor(project, inventory, journal, SystemClock(), None)
     monitor.prepare(RunBus("bench"), project.phases[1], list(inventory.hosts.values()), False)
-    spans = []
-    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
-        for _ in range(cycles + 1):
-            t0 = time.perf_counter()
-            monitor.cycle(pool)
-            spans.append(time.perf_counter() - t0)
-            time.sleep(0.2)
+    spans = cycle_spans(monitor, cycles, 0.2)
     samples = journal.samples("bench")
     journal.close()
     nodata = sum(1 for s in samples if s["value"] is None)

@@ -32,14 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import answered, host_names  # noqa: E402
+from _common import answered, cycle_spans, host_names  # noqa: E402
 
 STEPS = 3
 METRICS = (("vram", "DCGM_FI_DEV_FB_USED"), ("util", "DCGM_FI_DEV_GPU_UTIL"),
@@ -234,13 +233,7 @@ def bench_c(tmp: Path, url: str, n: int, cycles: int, label: str) -> dict[str, A
             monitor.prepare(RunBus(f"poll-{label}"), project.phases[1], hosts, False)
             series = head_series(prom)
             before = answered(prom)
-            spans = []
-            with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
-                for _ in range(cycles + 1):
-                    t0 = time.perf_counter()
-                    monitor.cycle(pool)
-                    spans.append(time.perf_counter() - t0)
-                    time.sleep(0.5)
+            spans = cycle_spans(monitor, cycles, 0.5)
             queries = (answered(prom) - before) / (cycles + 1)
             samples = journal.samples(f"poll-{label}")
             journal.close()
