@@ -15,13 +15,12 @@ lint_log=$(mktemp)
 trap 'rm -f "$lint_log"' EXIT
 ansible-lint --offline --nocolor -q playbooks rollback >"$lint_log" 2>&1 &
 lint=$!
-# Most tests wait on subprocesses, sockets and time-scaled windows rather than compute, so
-# three workers keep two cores busy; more starve the drills, whose time-scaled health
-# windows fail when a stand-in restarts slowly on an overloaded machine. Tests that share
+# One worker a core: the drills' time-scaled health windows fail when a stand-in restarts
+# slowly on an overloaded machine (three workers on two cores failed drills that way). Tests that share
 # a fixed resource (the network namespaces) or one expensive fixture are pinned to one
 # worker with xdist_group.
 status=0
-python3 -m pytest -q -n "${MIGRATE_TEST_WORKERS:-3}" --dist loadgroup "$@" || status=$?
+python3 -m pytest -q -n "${MIGRATE_TEST_WORKERS:-2}" --dist loadgroup "$@" || status=$?
 if ! wait "$lint"; then
   echo "ansible-lint failed:" >&2
   cat "$lint_log" >&2
