@@ -228,10 +228,10 @@ class Rollback:
 
         `self.deadline` (the rollback's start + `undo_deadline`) bounds the lost hosts:
         past it no attempt on a lost host starts (not even this step's first: it is
-        failed as not attempted), a retry starts only if, after its backoff, it could end
-        before the deadline (judged by the slowest attempt so far), and an attempt on a
-        lost host still in flight at the deadline is cut (its token is cancelled by a
-        timer). A host that is gone costs the rollback at most the deadline, not retries
+        failed as not attempted), a retry starts only if its backoff ends before the
+        deadline, and an attempt on a lost host still in flight at the deadline is cut (its
+        token is cancelled by a timer): a host that comes back before the deadline is
+        still undone. A host that is gone costs the rollback at most the deadline, not retries
         x connect timeouts; a reachable host's undo is never cut by it.
         """
         ctx = self.ctx
@@ -247,7 +247,6 @@ class Rollback:
                     h.name, FailureKind.UNREACHABLE, f"not attempted: the host was lost and "
                     f"the undo deadline ({deadline_s:g}s from the rollback's start) passed")
             pending = [h for h in pending if h.name not in self.lost]
-        took: list[float] = [0.0]  # how long each attempt took (the slowest: the estimate)
         timers: list[threading.Timer] = []
 
         def attempt_token() -> CancelToken:
@@ -266,7 +265,6 @@ class Rollback:
             if not pending:
                 return []
             token = attempt_token()
-            began = clock.monotonic()
             try:
                 answers = undo.undo(ctx.with_cancel(token), step, pending)
             except JournalUnavailableError:
@@ -275,7 +273,6 @@ class Rollback:
                 answers = {h.name: Result.failed(h.name, FailureKind.EXIT,
                                                  f"the undo could not run: {describe(exc)}")
                            for h in pending}
-            took.append(clock.monotonic() - began)
             for name, result in answers.items():
                 results[name] = result
             for h in pending:
@@ -294,10 +291,10 @@ class Rollback:
             return max(0.0, ctx.parts.undo_retry_delay * 1.5 ** (state.attempt_number - 1))
 
         def past_deadline(state: RetryCallState) -> bool:
-            """Stop when the next attempt could not end before the deadline, judged by
-            the slowest attempt so far: one begun just before the deadline would only be
-            cut, and the operator would wait for nothing."""
-            return clock.monotonic() + backoff(state) + max(took) >= self.deadline
+            """Stop when the next attempt would start past the deadline (SPEC: no attempt
+            on a lost host starts past it; one in flight then is cut, which bounds the
+            rollback at the deadline either way)."""
+            return clock.monotonic() + backoff(state) >= self.deadline
 
         def before_retry(state: RetryCallState) -> None:
             for host in pending:
