@@ -31,7 +31,7 @@ class Check:
 
 def summary_lines(checks: list[Check]) -> list[str]:
     """`[ok]`/`[NO]` lines of a drill's checks for a screen: the passing checks of one
-    expectation on several hosts are one line (`phase 1 completed on main, pc2`), every
+    expectation on several hosts are one line (`phase 1 completed on HOST1, HOST2`), every
     failing check keeps its own line with what was seen."""
     lines: list[str] = []
     i = 0
