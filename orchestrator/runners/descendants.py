@@ -42,13 +42,7 @@ def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for child, parent in _parents().items():
         children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    todo = list(children.get(pid, ()))
-    while todo:
-        current = todo.pop(0)
-        found.append(current)
-        todo.extend(children.get(current, ()))
-    return found
+    return _below([pid], children)[1:]
 
 
 def cmdline(pid: int) -> str:
@@ -63,22 +57,46 @@ def cmdline(pid: int) -> str:
 def kill_trees(roots: list[int]) -> list[int]:
     """SIGKILL each root and everything below it; returns the pids signalled.
 
-    The trees are read in full before the first signal, because a killed parent's
-    children are handed to init at once and could no longer be told apart.
+    The trees are frozen (SIGSTOP) before the first kill, and read again until a read
+    finds nothing new: a process forking while the tree is read (ansible-playbook
+    starting the next task's worker, which calls setsid()) would otherwise leave a child
+    that nobody saw, handed to init once its parent dies and running on. A stopped
+    process forks no more, and its children keep it as their parent until it dies.
     """
-    doomed: list[int] = []
-    for root in roots:
-        for pid in [root, *descendants(root)]:
-            if pid not in doomed:
-                doomed.append(pid)
+    frozen: list[int] = []
+    while True:
+        children: dict[int, list[int]] = {}
+        for child, parent in _parents().items():
+            children.setdefault(parent, []).append(child)
+        new = [pid for pid in _below(roots, children) if pid not in frozen]
+        if not new:
+            break
+        for pid in new:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                continue  # gone meanwhile
+            frozen.append(pid)
     signalled = []
-    for pid in doomed:
+    for pid in frozen:
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             continue
         signalled.append(pid)
     return signalled
+
+
+def _below(roots: list[int], children: dict[int, list[int]]) -> list[int]:
+    """The roots and everything below them, parents before their children."""
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        current = todo.pop(0)
+        if current not in found:
+            found.append(current)
+            todo.extend(children.get(current, ()))
+    return found
 
 
 def kill_descendants(pid: int | None = None) -> list[int]:

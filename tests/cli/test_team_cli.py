@@ -234,12 +234,15 @@ def deposed(pg: PgServer, url: str, key: str) -> Iterator[None]:
     from orchestrator.state.locks import NS_LEADER, advisory_key
 
     with psycopg.connect(url, autocommit=True) as conn:
-        killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name LIKE %s",
-            (f"migrate leader {key} %",)).fetchone()
-        assert killed is not None and killed[0] == 1, killed
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (NS_LEADER, advisory_key(key)))
+        # one statement, so that no standby watcher's try-lock lands between the kill and
+        # the take (the materialized CTE runs first; the lock is taken on its row)
+        row = conn.execute(
+            "WITH killed AS MATERIALIZED (SELECT count(pg_terminate_backend(pid, 10000)) AS n "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE %s) "
+            "SELECT n, pg_try_advisory_lock(%s, %s) FROM killed",
+            (f"migrate leader {key} %", NS_LEADER, advisory_key(key))).fetchone()
+        assert row is not None and tuple(row) == (1, True), row
         yield
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", (NS_LEADER, advisory_key(key)))
 

@@ -33,3 +33,29 @@ def test_finds_and_kills_grandchildren_but_not_the_parent_or_strangers() -> None
         tree.kill()
         stranger.wait()
         tree.wait()
+
+
+def test_a_tree_that_forks_setsid_children_while_it_is_killed_leaves_none() -> None:
+    """A child forked between the read of the tree and the kill (ansible-playbook starting
+    the next task's worker, which calls setsid()) would be handed to init and run on."""
+    from tests.support.projects import running
+
+    token = "sleep 311.25"
+    tree = subprocess.Popen(["bash", "-c", f"while :; do setsid {token} & done"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(running(token)) < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        from orchestrator.runners.descendants import kill_trees
+
+        kill_trees([tree.pid])
+        assert tree.wait(timeout=10) != 0
+        deadline = time.monotonic() + 10
+        while running(token):  # killed ones leave /proc once init has reaped them
+            assert time.monotonic() < deadline, running(token)
+            time.sleep(0.05)
+    finally:
+        tree.kill()
+        tree.wait()
+        subprocess.run(["pkill", "-KILL", "-f", token], check=False)
