@@ -13,32 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orchestrator.canary.judge import AnalysisResult, MetricJudgement, Samples, judge_metric, score
-from orchestrator.core.model import AnalysisMetric, AnalysisSpec
+from orchestrator.canary.judge import AnalysisResult, MetricRule, Samples, judge_metrics, score
+from orchestrator.core.model import AnalysisSpec
 
 
 def analyse(spec: AnalysisSpec, canary: Mapping[str, Samples], control: Mapping[str, Samples],
             wave: int | None = None, workers: int | None = None) -> AnalysisResult:
     """Judge every metric of `spec` and score them.
 
-    Metrics are judged on up to `workers` threads (default: the CPUs, at most 8): the
-    time goes into numpy's sorts inside Mann-Whitney U, which release the GIL."""
+    The metrics' samples are sorted on up to `workers` threads (default: the CPUs, at
+    most 8; numpy's sorts release the GIL), their p-values computed together."""
     import os
-    from concurrent.futures import ThreadPoolExecutor
 
-    def one(m: AnalysisMetric) -> MetricJudgement:
-        return judge_metric(canary.get(m.name, ()), control.get(m.name, ()), name=m.name,
-                            confidence=spec.confidence,
-                            allowed_change_pct=m.allowed_change_pct,
-                            min_samples=spec.min_samples, fail_on=m.fail_on,
-                            critical=m.critical, dry_run=m.dry_run,
-                            spread_allowed_pct=m.spread_allowed_pct)
-
+    rules = [MetricRule(m.name, m.allowed_change_pct, m.fail_on, m.critical, m.dry_run,
+                        m.spread_allowed_pct) for m in spec.metrics]
+    samples = [(canary.get(m.name, ()), control.get(m.name, ())) for m in spec.metrics]
     n = workers if workers is not None else min(8, os.cpu_count() or 1)
-    if n <= 1 or len(spec.metrics) <= 1:
-        judgements = [one(m) for m in spec.metrics]
-    else:
-        with ThreadPoolExecutor(max_workers=min(n, len(spec.metrics))) as pool:
-            judgements = list(pool.map(one, spec.metrics))
+    judgements = judge_metrics(samples, rules, confidence=spec.confidence,
+                               min_samples=spec.min_samples, workers=n)
     return score(judgements, nodata=spec.nodata, pass_score=spec.pass_score,
                  marginal=spec.marginal, wave=wave)
