@@ -131,8 +131,8 @@ class App:
             from orchestrator.config.scaling import scaled
 
             project, inventory = checked_project(self.root, self.inventory_override)
-            project = scaled(project, self.time_scale)
-            project.state_dir_override = self.state_dir
+            project = replace(scaled(project, self.time_scale),
+                              state_dir_override=self.state_dir)
             self._loaded = (project, inventory)
         return self._loaded
 
@@ -362,7 +362,8 @@ class App:
         from orchestrator.runners.routing import RoutedPlaybookRunner
 
         if isinstance(lifecycle.parts.playbooks, RoutedPlaybookRunner):  # exit 4 naming a node
-            lifecycle.parts.playbooks.refuse_unready(hosts)
+            with lifecycle.refusals("phase", phase.number, hosts):
+                lifecycle.parts.playbooks.refuse_unready(hosts)
         plan = FleetPlan(waves if waves else phase.waves,
                          max_failed if max_failed is not None else phase.max_failed,
                          phase.on_fire)
@@ -392,7 +393,8 @@ class App:
         hosts = self.hosts(host_names)
         lifecycle = self.lifecycle()  # its subscribers hear the runs the journal reaps
         if number is None:
-            number = self._latest_rollbackable(hosts)
+            with lifecycle.refusals("rollback", None, hosts):
+                number = self._latest_rollbackable(hosts)
         return lifecycle.rollback(self.phase(number), hosts, command, cancel)
 
     def _latest_rollbackable(self, hosts: list[Host]) -> int:

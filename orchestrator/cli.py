@@ -38,9 +38,17 @@ class Options:
     output: str
     verbose: int
     view: Any = None  # the LiveView of a command that runs something (reporting.live)
+    opened: Any = None  # the App this command opened (last): its project names the triggers
+
+    def open_app(self, **kwargs: Any) -> Any:
+        """An `App` for this command (keyword arguments as App's), remembered so the live
+        view can read the triggers' kinds from its project (`trigger_kinds`)."""
+        from orchestrator.app import App
+
+        self.opened = App(**kwargs)
+        return self.opened
 
     def app(self, metrics_at: Any = None) -> Any:
-        from orchestrator.app import App
         from orchestrator.config.project import resolve_project_dir
 
         root = resolve_project_dir(self.project)
@@ -48,10 +56,18 @@ class Options:
         # the click context owns the app: its journal, SSH pool, notifier and servers are
         # closed when the command ends, however it ends
         return click.get_current_context().with_resource(
-            App(root=root, inventory_override=inv, say=self.log, verbose=self.verbose > 0,
-                hooks=[self.view] if self.view is not None else [],
-                cycle_hooks=[self.view.on_cycle] if self.view is not None else [],
-                metrics_at=metrics_at))
+            self.open_app(root=root, inventory_override=inv, say=self.log,
+                          verbose=self.verbose > 0,
+                          hooks=[self.view] if self.view is not None else [],
+                          cycle_hooks=[self.view.on_cycle] if self.view is not None else [],
+                          metrics_at=metrics_at))
+
+    def trigger_kinds(self) -> dict[str, str]:
+        """How each trigger's value reads in the live view (an alert's 1 is `firing`),
+        from the project of the app this command opened; none before it opened one."""
+        from orchestrator.reporting import trigger_kinds
+
+        return trigger_kinds(self.opened.load()[0]) if self.opened is not None else {}
 
     def log(self, line: str) -> None:
         if self.view is not None and self.view.active:
@@ -65,7 +81,8 @@ class Options:
         from orchestrator.reporting.live import LiveView, wants_live
 
         self.view = LiveView(live=wants_live(sys.stderr, self.output), title=title,
-                             plain=lambda line: click.echo(line, err=True))
+                             plain=lambda line: click.echo(line, err=True),
+                             kinds=self.trigger_kinds)
         return self.view
 
     def emit(self, doc: Any, text: str) -> None:
@@ -358,7 +375,6 @@ def phase(opts: Options, number: int, hosts: tuple[str, ...], dry_run: bool, yes
     at = metrics_at(metrics_listen, metrics_port, web_config)
     view = opts.live_view("migrate phase")
     app = opts.app(at)
-    view.attach(kinds=lambda: _trigger_kinds(app))
     try:  # every step and host in the grid from the start; errors come from run_phase
         view.expect(number, [s.id for s in app.phase(number).steps],
                     [h.name for h in app.hosts(hosts)], app.phase(number).bake)
@@ -383,7 +399,6 @@ def resume(opts: Options, hosts: tuple[str, ...], accept_changes: bool, yes: boo
     """Continue an interrupted run from the step that was in flight."""
     view = opts.live_view("migrate resume")
     app = opts.app()
-    view.attach(kinds=lambda: _trigger_kinds(app))
     cancel = CancelToken()
     command = " ".join(["migrate", *sys.argv[1:]])
     with view, SignalGuard(cancel, opts.log):
@@ -407,7 +422,6 @@ def rollback(opts: Options, hosts: tuple[str, ...], number: int | None, yes: boo
         if not click.confirm(f"Roll back {what} on {', '.join(hosts)}?", err=True):
             return OK
     command = " ".join(["migrate", *sys.argv[1:]])
-    view.attach(kinds=lambda: _trigger_kinds(app))
     cancel = CancelToken()
     with view, SignalGuard(cancel, opts.log, undo_only=True):
         report = app.rollback(hosts, number, command, cancel)
@@ -522,7 +536,6 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     view = opts.live_view("migrate watch")
     app = opts.app(at)
     watcher = app.watcher(hosts, act=not no_rollback)
-    view.attach(phases=sorted(app.load()[0].phases), kinds=lambda: _trigger_kinds(app))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -592,7 +605,6 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
              keep: bool, metrics_port: int | None, metrics_listen: str | None,
              web_config: Path | None) -> int:
     """Fire drill: the whole migration on the sandbox with an injected fault."""
-    from orchestrator.app import App
     from orchestrator.config.project import resolve_project_dir
     from orchestrator.rehearsal.checks import summary_lines
     from orchestrator.rehearsal.rehearse import (
@@ -617,7 +629,7 @@ def rehearse(opts: Options, scenario: str | None, list_: bool, inventory: str | 
     view = opts.live_view("migrate rehearse")
     with view:
         drill = Rehearsal(root, Path(inv) if inv else None, opts.log, keep=keep,
-                          view=view, metrics_at=at, open_app=App).run(scenario)
+                          view=view, metrics_at=at, open_app=opts.open_app).run(scenario)
         view.finish(f"rehearsal {drill.scenario.name} {'PASSED' if drill.passed else 'FAILED'}"
                     f" in {drill.seconds:.0f}s")
     lines = [f"rehearsal {drill.rehearsal_id}: scenario {drill.scenario.name} "
@@ -736,13 +748,6 @@ def analyze(opts: Options, path: Path | None, fmt: str, excludes: tuple[str, ...
     opts.emit(result, render_markdown(result) if fmt == "md"
               else render_text(result, plain=plain))
     return OK
-
-
-def _trigger_kinds(app: Any) -> dict[str, str]:
-    """How each trigger's value reads in the live view (an alert's 1 is `firing`)."""
-    from orchestrator.reporting import trigger_kinds
-
-    return trigger_kinds(app.load()[0])
 
 
 def _project_agent(opts: Options) -> Path:

@@ -61,7 +61,8 @@ class RunLifecycle:
             phase: int | None, cancel: CancelToken | None = None, *, record: bool = True,
             checksums: dict[str, str] | None = None,
             origin_runs: dict[str, list[str]] | None = None,
-            before: Callable[[], None] | None = None) -> Iterator[RunHandle]:
+            before: Callable[[], None] | None = None,
+            tell_refusal: bool = True) -> Iterator[RunHandle]:
         """A run's whole life: lock its hosts, record it, and end it on every way out.
 
         The lock and every phase state the run moves carry `run_id`. On the way out,
@@ -70,36 +71,67 @@ class RunLifecycle:
         each phase the run still has in flight into `interrupted`, and frees its locks.
         `before` runs under the lock, before the run is recorded (refusals: nothing is
         recorded for a run that may not start). `record=False`: a dry run or a resume,
-        whose run record exists already or is not written.
+        whose run record exists already or is not written. A refusal (exit 4) raised
+        before the run began (the lock held, `before`) is told to the subscribers
+        (`phase_refused`), unless `tell_refusal` is False (a watch's rollback that another
+        watcher carries out is not a refusal anyone asked for).
         """
         bus = RunBus(run_id, cancel, self.parts.hooks, log=self.parts.say,
                      death_text=death_text)
         handle = RunHandle(run_id, bus)
-        with self.parts.supervisor.running(bus):  # its heartbeat and workers report to it
-            self.journal.acquire([h.name for h in hosts], run_id, command)
-            with self._ending(handle):
-                if before is not None:
-                    before()
-                if record:
-                    self.journal.create_run(run_id, phase, [h.name for h in hosts], command,
-                                            kind, False, checksums or {}, origin_runs)
-                yield handle
+        names = [h.name for h in hosts]
+        began = False
+        try:
+            with self.parts.supervisor.running(bus):  # its heartbeat and workers report to it
+                self.journal.acquire(names, run_id, command)
+                with self._ending(handle, phase, names):
+                    if before is not None:
+                        before()
+                    if record:
+                        self.journal.create_run(run_id, phase, names, command, kind, False,
+                                                checksums or {}, origin_runs)
+                    began = True
+                    yield handle
+        except RefusedError as exc:
+            if not began and tell_refusal:
+                self._announce_refusal(kind, phase, names, exc)
+            raise
 
     @contextmanager
-    def _ending(self, handle: RunHandle) -> Iterator[None]:
+    def refusals(self, kind: str, phase: int | None, hosts: list[Host]) -> Iterator[None]:
+        """The checks a command makes before its run begins (`migrate resume` finding the
+        interrupted run, `migrate rollback` finding something to undo): a refusal they
+        raise (exit 4) is told to the subscribers as `phase_refused`, as `run`'s own are."""
+        try:
+            yield
+        except RefusedError as exc:
+            self._announce_refusal(kind, phase, [h.name for h in hosts], exc)
+            raise
+
+    @contextmanager
+    def _ending(self, handle: RunHandle, phase: int | None, hosts: list[str]
+                ) -> Iterator[None]:
         """On every way out of a run: record its outcome, interrupt what it had in flight
         and free its locks, in one transaction (the journal tells the app's subscribers
-        what it interrupted, as it does for the runs it reaps)."""
+        what it interrupted, as it does for the runs it reaps). A run that cannot record
+        its end because the journal is unreachable says so on its bus
+        (`journal_unavailable`): the journal cannot hold that event, and a person must
+        hear that the run stopped unrecorded."""
         run_id = handle.run_id
         try:
             yield
         finally:
             outcome = handle.outcome.value if handle.outcome is not None else "interrupted"
-            try:
+            try:  # unavailable, it writes nothing: the lock rows stay, and the run reads
+                # `interrupted` once the journal is back
                 self.journal.finish_run(run_id, outcome,
                                         f"run {run_id} stopped while the phase was {{state}}")
             except JournalUnavailableError:
-                pass  # the lock rows stay: the run reads `interrupted` once it is back
+                pass
+            lost = self.journal.unavailable
+            if lost is not None:
+                handle.bus.publish(journal_unavailable(run_id, phase, hosts, lost,
+                                                       self.journal.location))
 
     # --- the one place a rollback begins -----------------------------------------------------
     def roll_back(self, ctx: StepContext, recorder: Recorder, hosts: list[Host],
@@ -134,13 +166,11 @@ class RunLifecycle:
             refuse_failing_preconditions(self.parts.checker, phase, hosts)
 
         tmp = Path(tempfile.mkdtemp(prefix="migrate-dry-run-")) if dry_run else None
-        entered = False
         try:
             with self.run(hosts, run_id, command, "phase", phase.number, cancel,
                           record=not dry_run, before=refuse,
                           checksums=None if dry_run else file_checksums(self.project, phase)
                           ) as handle:
-                entered = True
                 recorder: Recorder = (DryRunRecorder(self.journal, handle.bus) if dry_run
                                       else JournalRecorder(self.journal, handle.bus))
                 ctx = self._context(phase, handle, dry_run, tmp)
@@ -149,10 +179,6 @@ class RunLifecycle:
                     recorder.finish(run_id, report.outcome.value)
                 handle.outcome = report.outcome
                 return report
-        except RefusedError as exc:  # the host is held, `requires` unmet, ...: exit 4
-            if not entered:
-                self._announce_refusal(phase, hosts, exc)
-            raise
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -169,11 +195,12 @@ class RunLifecycle:
                  cancel: CancelToken | None = None) -> RunReport:
         """Roll back `phase` on `hosts` in a rollback run of its own, which owns the phase
         and its lock under its own id and undoes the steps of the run that made them."""
-        for host in hosts:
-            rec = self.journal.phase_record(host.name, phase.number)
-            if rec.state not in ROLLBACKABLE or rec.state in ACTIVE:
-                raise RefusedError(f"host {host.name}: phase {phase.number} is "
-                                   f"{rec.state.value}; there is nothing to roll back")
+        with self.refusals("rollback", phase.number, hosts):
+            for host in hosts:
+                rec = self.journal.phase_record(host.name, phase.number)
+                if rec.state not in ROLLBACKABLE or rec.state in ACTIVE:
+                    raise RefusedError(f"host {host.name}: phase {phase.number} is "
+                                       f"{rec.state.value}; there is nothing to roll back")
         run_id = new_run_id()
         cancel = cancel or CancelToken()
         targets = self.journal.rollback_targets([h.name for h in hosts], run_id, phase.number)
@@ -199,29 +226,18 @@ class RunLifecycle:
         unless `accept_changes`. A run that died while rolling back, or after a step had
         failed, resumes its rollback instead; either way the run is ended.
         """
-        found = {}
-        for host in hosts:
-            recs = [self.journal.phase_record(host.name, n) for n in sorted(self.project.phases)]
-            interrupted = [r for r in recs if r.state is PhaseState.INTERRUPTED]
-            if not interrupted:
-                raise RefusedError(f"host {host.name} has no interrupted run to resume")
-            found[host.name] = interrupted[-1]
-        runs = {(r.run_id, r.phase) for r in found.values()}
-        if len(runs) != 1:
-            raise RefusedError("the hosts were interrupted in different runs; resume them one "
-                               "at a time: " + ", ".join(f"{h}: phase {r.phase} run {r.run_id}"
-                                                         for h, r in found.items()))
-        (run_id, number), = runs
-        assert run_id is not None
+        with self.refusals("resume", None, hosts):
+            run_id, number = self._interrupted_run(hosts)
         phase = self.project.phases[number]
         info = self.journal.run_info(run_id) or {}
         then = info.get("checksums", {})
         changed = changed_files(then, file_checksums(self.project, phase)) \
             if info.get("kind") == "phase" else []
         if changed and not accept_changes:
-            raise RefusedError(f"phase {number} changed since run {run_id} began: "
-                               f"{', '.join(changed)}; review, then resume with "
-                               "--accept-changes (or roll back)")
+            with self.refusals("resume", number, hosts):
+                raise RefusedError(f"phase {number} changed since run {run_id} began: "
+                                   f"{', '.join(changed)}; review, then resume with "
+                                   "--accept-changes (or roll back)")
         with self.run(hosts, run_id, command, "resume", number, cancel, record=False,
                       before=lambda: refuse_if_not_resumable(phase, hosts, self.journal,
                                                              run_id)) as handle:
@@ -248,6 +264,25 @@ class RunLifecycle:
             handle.outcome = report.outcome
             return report
 
+    def _interrupted_run(self, hosts: list[Host]) -> tuple[str, int]:
+        """The one interrupted run (its id and phase) the hosts have to resume; refused
+        (exit 4) when a host has none or the hosts were interrupted in different runs."""
+        found = {}
+        for host in hosts:
+            recs = [self.journal.phase_record(host.name, n) for n in sorted(self.project.phases)]
+            interrupted = [r for r in recs if r.state is PhaseState.INTERRUPTED]
+            if not interrupted:
+                raise RefusedError(f"host {host.name} has no interrupted run to resume")
+            found[host.name] = interrupted[-1]
+        runs = {(r.run_id, r.phase) for r in found.values()}
+        if len(runs) != 1:
+            raise RefusedError("the hosts were interrupted in different runs; resume them one "
+                               "at a time: " + ", ".join(f"{h}: phase {r.phase} run {r.run_id}"
+                                                         for h, r in found.items()))
+        (run_id, number), = runs
+        assert run_id is not None
+        return run_id, number
+
     # --- migrate watch -----------------------------------------------------------------------
     def watch_rollback(self, host: Host, reason: Reason, watch_run: str,
                        phase_number: int | None = None,
@@ -271,7 +306,7 @@ class RunLifecycle:
 
         try:
             with self.run([host], run_id, "migrate watch (rollback)", "rollback", phase_number,
-                          cancel, record=False, before=choose) as handle:
+                          cancel, record=False, before=choose, tell_refusal=False) as handle:
                 if not chosen:
                     self.parts.say(f"{reason.text} on {host.name}: already rolled back "
                                    "elsewhere")
@@ -304,14 +339,23 @@ class RunLifecycle:
                            handle.bus.cancel, handle.bus, dry_run, tmp,
                            self.parts.clock.monotonic())
 
-    def _announce_refusal(self, phase: Phase, hosts: list[Host], exc: RefusedError) -> None:
-        """A phase that may not start is told to the hooks (a pager must hear of the
-        migration that never started); nothing is journaled, as no run was recorded."""
+    def _announce_refusal(self, kind: str, phase: int | None, hosts: list[str],
+                          exc: RefusedError) -> None:
+        """A run that may not start (a phase, a resume, a rollback) is told to the hooks
+        (a pager must hear of the migration that never started); nothing is journaled,
+        as no run was recorded. `kind` says which command was refused."""
         self.parts.hooks.emit(RunEvent(
-            EventKind.PHASE_REFUSED, None, hosts[0].name if len(hosts) == 1 else None,
-            phase.number, None, str(exc),
-            {"reason": str(exc), "hosts": [h.name for h in hosts]}))
+            EventKind.PHASE_REFUSED, None, hosts[0] if len(hosts) == 1 else None,
+            phase, None, str(exc), {"reason": str(exc), "hosts": hosts, "command": kind}))
 
+
+def journal_unavailable(run_id: str, phase: int | None, hosts: list[str], reason: str,
+                        location: str) -> RunEvent:
+    """The event of a run that stopped because its journal could not be written (never
+    journaled: the journal is what is missing)."""
+    return RunEvent(EventKind.JOURNAL_UNAVAILABLE, run_id, hosts[0] if len(hosts) == 1 else None,
+                    phase, None, f"journal unreachable: {reason}",
+                    {"reason": reason, "hosts": hosts, "journal": location})
 
 
 @dataclass

@@ -176,9 +176,14 @@ class NotificationHook:
                 f"(or migrate resume --host {host})"]
 
     def phase_refused(self, e: RunEvent) -> list[str]:
+        """A phase, a resume or a rollback that may not start (exit 4): what was refused,
+        then up to two of its reasons."""
         reasons = [r for r in str(e.payload.get("reason") or e.detail or "").splitlines() if r]
         more = f" (and {len(reasons) - 2} more)" if len(reasons) > 2 else ""
-        return [f"{self._where(e)}: refused, nothing was run", *reasons[:1],
+        what = {"rollback": "rollback refused, nothing was undone",
+                "resume": "resume refused, nothing was run"}.get(
+                    str(e.payload.get("command")), "refused, nothing was run")
+        return [f"{self._where(e)}: {what}", *reasons[:1],
                 (reasons[1] + more) if len(reasons) > 1 else ""]
 
     def metric_nodata(self, e: RunEvent) -> list[str]:
@@ -217,7 +222,11 @@ class NotificationHook:
         return [head, why]
 
     def journal_unavailable(self, e: RunEvent) -> list[str]:
-        return [f"{self._phase(e)}: journal unreachable, the run stops", e.detail or ""]
+        """A run stopped because its journal could not be written (exit 3)."""
+        host = e.host or "HOST"
+        return [f"{self._where(e)}: journal unreachable, the run stopped unrecorded",
+                str(e.payload.get("reason") or e.detail or ""),
+                f"once it is back: migrate resume --host {host} (or migrate rollback)"]
 
 
 def _metric_text(m: Mapping[str, Any]) -> str:

@@ -192,7 +192,6 @@ class Rehearsal:
             if self.view is not None:
                 app.subscribe(self.view)
                 app.subscribers.subscribe_cycles(self.view.on_cycle)
-                self.view.attach(kinds=lambda: _trigger_kinds(project))
                 for number, phase in project.phases.items():
                     self.view.expect(number, [s.id for s in phase.steps],
                                      [h.name for h in hosts], phase.bake)
@@ -351,8 +350,3 @@ class Rehearsal:
         return out
 
 
-def _trigger_kinds(project: Any) -> dict[str, str]:
-    """How each trigger's value reads in the live view (an alert's 1 is `firing`)."""
-    from orchestrator.reporting import trigger_kinds
-
-    return trigger_kinds(project)

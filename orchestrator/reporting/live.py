@@ -361,8 +361,12 @@ class LiveView:
     """The subscriber that draws the live view (terminal) or prints transitions (no terminal).
 
     In-process it is a pure reducer of the run's bus: `__call__` folds each journaled
-    event, `on_cycle` each monitoring cycle. `attach(journal)` is for a view of another
-    process's run (`status`-style): a poller re-reads the journaled trigger values.
+    event, `on_cycle` each monitoring cycle. `journal` is only for a view of another
+    process's run (`status`-style): a poller re-reads the journaled trigger values each
+    `trigger_every` (the callable is called lazily); `phases` are those `watch`
+    evaluates there. `kinds`: trigger name -> how its value reads
+    (`reporting.trigger_kinds`), called once, when a first trigger is drawn, so an
+    `alert:` trigger reads `firing`/`not firing` rather than its stored 1/0.
 
     Build it with a `Console` so tests can drive it: `LiveView(Console(file=buf,
     force_terminal=True, width=100))`, call it with `RunEvent`s, and read
@@ -373,7 +377,10 @@ class LiveView:
     def __init__(self, console: Console | None = None, *, live: bool | None = None,
                  title: str = "migrate", plain: Callable[[str], None] | None = None,
                  refresh_per_second: float = 4.0, trigger_every: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 journal: Callable[[], Journal | None] | None = None,
+                 phases: Sequence[int] = (),
+                 kinds: Callable[[], Mapping[str, str]] | None = None) -> None:
         if console is None:
             from rich.console import Console
 
@@ -381,12 +388,12 @@ class LiveView:
         self.console = console
         self.live = console.is_terminal if live is None else live
         self.title = title
-        self.model = LiveModel(clock=clock)
+        self.model = LiveModel(clock=clock, watch_phases=tuple(phases))
         self._plain = plain or (lambda line: print(line, file=sys.stderr, flush=True))
         self._refresh = refresh_per_second
         self._trigger_every = trigger_every
-        self._journal: Callable[[], Journal | None] | None = None
-        self._kinds_of: Callable[[], Mapping[str, str]] | None = None
+        self._journal = journal
+        self._kinds_of = kinds
         self._kinds: dict[str, str] | None = None
         self._poller: threading.Thread | None = None
         self._halt = threading.Event()
@@ -395,20 +402,6 @@ class LiveView:
         self._stopped = False
         self._paused = False
         self._machine = socket.gethostname()
-
-    # --- wiring ------------------------------------------------------------------------------
-    def attach(self, journal: Callable[[], Journal | None] | None = None,
-               phases: Sequence[int] = (),
-               kinds: Callable[[], Mapping[str, str]] | None = None) -> None:
-        """`journal`: only for a view of another process's run, whose trigger values are
-        re-read from the journal each `trigger_every` (called lazily); a run of this
-        process reaches the view through its bus (`on_cycle`). `phases`: those `watch`
-        evaluates. `kinds`: trigger name -> how its value reads
-        (`reporting.trigger_kinds`), so an `alert:` trigger reads `firing`/`not firing`
-        rather than its stored 1/0."""
-        self._journal = journal
-        self._kinds_of = kinds
-        self.model.watch_phases = tuple(phases)
 
     def kind(self, trigger: object) -> str | None:
         """How `trigger`'s value reads, None when not known (the project did not load)."""

@@ -27,7 +27,7 @@ from orchestrator.core.model import Phase, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.core.states import PhaseState
 from orchestrator.engine.context import EngineParts, new_run_id
-from orchestrator.engine.lifecycle import RunLifecycle
+from orchestrator.engine.lifecycle import RunLifecycle, journal_unavailable
 from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.monitor.baselines import PHASE_START, needs_baseline
 from orchestrator.monitor.trigger_monitor import TriggerMonitor
@@ -177,6 +177,9 @@ class Watcher:
                 else "watched"
             if journal.unavailable is None:
                 journal.end_run(self.run_id, outcome)
+            else:  # the watch stopped unrecorded: a person must hear it (exit 3)
+                self.bus.publish(journal_unavailable(self.run_id, None, names,
+                                                     journal.unavailable, journal.location))
         return result
 
     def _loop(self, watched: list[Watched], result: WatchResult, duration: float | None,

@@ -101,12 +101,10 @@ class JournalCore:
     def on_unavailable(self) -> Callable[[str], None] | None:
         """Called once, from whichever thread notices, with a one-line reason, when the
         journal has been unwritable for `timeout` or a run lost its host lock. Keep it
-        short and non-blocking: cancel the step in flight (e.g. `CancelToken.cancel`)."""
+        short and non-blocking: cancel the step in flight (e.g. `CancelToken.cancel`).
+        Given at construction only: the app routes it to whichever run is running
+        (`core.supervision.Supervisor.journal_lost`)."""
         return self.availability.on_unavailable
-
-    @on_unavailable.setter
-    def on_unavailable(self, callback: Callable[[str], None] | None) -> None:
-        self.availability.on_unavailable = callback
 
     @property
     def unavailable(self) -> str | None:

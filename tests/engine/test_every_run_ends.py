@@ -218,8 +218,6 @@ steps:
 
 
 def test_a_runner_that_cannot_start_mid_phase_is_that_step_failing(tmp_path: Path) -> None:
-    rec = Recorder()
-
     def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
         if req.command == "do two":
             from orchestrator._exceptions import RunnerError
@@ -227,8 +225,7 @@ def test_a_runner_that_cannot_start_mid_phase_is_that_step_failing(tmp_path: Pat
             raise RunnerError("ansible-playbook: not found")
         return Result(req.host.name, True, "ok")
 
-    rec.commands.handler = on_command
-    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
+    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), rec=Recorder(answer=on_command))
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLED_BACK
     assert "could not run" in (report.reason or "") and "not found" in (report.reason or "")

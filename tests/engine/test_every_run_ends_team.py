@@ -458,8 +458,8 @@ def test_no_undo_attempt_starts_that_could_not_end_before_the_deadline(tmp_path:
     from orchestrator.core.outcomes import RunOutcome
     from orchestrator.runners.base import FailureKind
 
-    rec = Recorder()
     starts: list[float] = []
+    clock = FakeClock()
 
     def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
         if req.command == "do two":
@@ -470,11 +470,8 @@ def test_no_undo_attempt_starts_that_could_not_end_before_the_deadline(tmp_path:
             return Result.failed(req.host.name, FailureKind.UNREACHABLE, "timed out")
         return Result(req.host.name, True, "ok")
 
-    rec.commands.handler = on_command
-    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
-    assert isinstance(lc.parts.clock, FakeClock)
-    clock: FakeClock = lc.parts.clock
-    lc.parts.undo_retry_delay = 2.0
+    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=Recorder(answer=on_command),
+                            clock=clock, undo_retry_delay=2.0)
     before = clock.monotonic()
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLBACK_FAILED

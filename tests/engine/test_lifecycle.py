@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.bus import Fire, RunBus, Subscribers
-from orchestrator.core.clock import CancelToken
+from orchestrator.core.clock import CancelToken, FakeClock
 from orchestrator.core.events import EventKind, Firing, RunEvent
 from orchestrator.core.outcomes import RunOutcome
 from orchestrator.core.states import PhaseState, PhaseTransition, StepState, StepTransition
@@ -17,11 +17,19 @@ from orchestrator.engine.lifecycle import RunLifecycle
 from orchestrator.engine.phase_run import FleetPlan
 from orchestrator.engine.rollback import Reason, RollbackCause
 from orchestrator.engine.waves import FailureBudget, plan_waves
-from orchestrator.runners.base import CommandRequest, FailureKind, Result
+from orchestrator.runners.base import CommandRequest, Result
 from orchestrator.state.journal import Journal
 from orchestrator.state.recorder import JournalRecorder
 from tests.support.fake_runners import Recorder
-from tests.support.lifecycles import HOSTS, lifecycle, run
+from tests.support.lifecycles import (
+    HOSTS,
+    Answer,
+    answering,
+    failed,
+    lifecycle,
+    run,
+    unreachable,
+)
 from tests.support.projects import make_project
 
 
@@ -54,6 +62,14 @@ class FiringMonitor:
 
     def stop(self) -> None:
         return None
+
+
+def timed(at: list[float], clock: FakeClock, answer: Answer) -> Answer:
+    """`answer`, noting in `at` the fake clock's time of each call."""
+    def noted(req: CommandRequest) -> Result:
+        at.append(clock.monotonic())
+        return answer(req)
+    return noted
 
 
 def states(journal: Journal, names: tuple[str, ...] = HOSTS) -> dict[str, str]:
@@ -112,15 +128,7 @@ def test_on_fire_run_rolls_back_every_host_of_the_run(tmp_path: Path) -> None:
 
 def test_a_failure_within_budget_rolls_back_that_host_alone_and_the_run_goes_on(
         tmp_path: Path) -> None:
-    rec = Recorder(fail_commands=set())
-
-    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
-        rec.log.append(f"cmd {req.host.name} {req.command}")
-        if req.host.name == "h02" and req.command == "do two":
-            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
-        return Result(req.host.name, True, "ok")
-
-    rec.commands.handler = on_command
+    rec = answering({("h02", "do two"): failed}, log=True)
     lc, _, journal, seen = lifecycle(tmp_path, rec=rec)
     report = run(lc, FleetPlan((1, "50%", "100%"), 1))
     assert report.outcome is RunOutcome.ROLLED_BACK  # exit 1: something was rolled back
@@ -132,15 +140,7 @@ def test_a_failure_within_budget_rolls_back_that_host_alone_and_the_run_goes_on(
 
 
 def test_second_failure_past_the_budget_stops_the_run(tmp_path: Path) -> None:
-    rec = Recorder()
-
-    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
-        rec.log.append(f"cmd {req.host.name} {req.command}")
-        if req.host.name in ("h01", "h06") and req.command == "do one":
-            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
-        return Result(req.host.name, True, "ok")
-
-    rec.commands.handler = on_command
+    rec = answering({("h01", "do one"): failed, ("h06", "do one"): failed}, log=True)
     lc, _, journal, seen = lifecycle(tmp_path, rec=rec)
     report = run(lc, FleetPlan((1, "50%", "100%"), 1))
     assert report.outcome is RunOutcome.ROLLED_BACK
@@ -153,18 +153,13 @@ def test_second_failure_past_the_budget_stops_the_run(tmp_path: Path) -> None:
 
 def test_undo_of_a_lost_host_retries_on_the_clock_then_fails_naming_host_and_step(
         tmp_path: Path) -> None:
-    rec = Recorder()
     undo_attempts: list[str] = []
 
-    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
-        if req.command == "do two":
-            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
-        if req.command == "undo one":
-            undo_attempts.append(req.host.name)
-            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
-        return Result(req.host.name, True, "ok")
+    def undo_one(req: CommandRequest) -> Result:
+        undo_attempts.append(req.host.name)
+        return unreachable(req)
 
-    rec.commands.handler = on_command
+    rec = answering({"do two": failed, "undo one": undo_one})
     lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
     clock = lc.parts.clock
     before = clock.monotonic()
@@ -178,22 +173,12 @@ def test_undo_of_a_lost_host_retries_on_the_clock_then_fails_naming_host_and_ste
 
 
 def test_undo_retries_stop_at_the_deadline_whatever_their_count(tmp_path: Path) -> None:
-    rec = Recorder()
+    clock = FakeClock()
     attempts: list[float] = []
-
-    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
-        if req.command == "do two":
-            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
-        if req.command == "undo one":
-            attempts.append(clock.monotonic())
-            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
-        return Result(req.host.name, True, "ok")
-
-    rec.commands.handler = on_command
-    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
-    clock = lc.parts.clock
-    lc.parts.undo_attempts = 50  # many retries: the deadline is what stops them
-    lc.parts.undo_retry_delay = 2.0
+    rec = answering({"do two": failed, "undo one": timed(attempts, clock, unreachable)})
+    # many retries: the deadline is what stops them
+    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec, clock=clock,
+                            undo_attempts=50, undo_retry_delay=2.0)
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLBACK_FAILED
     assert 3 < len(attempts) < 50
@@ -204,27 +189,20 @@ def test_the_undo_deadline_counts_from_the_start_of_the_rollback(tmp_path: Path)
     """SPEC section 2, "Connections": a slow undo of step two (20 s on the fake clock)
     spends the deadline too, so the lost host's undo of step one is retried only until
     30 s after the rollback began, not 30 s after its own first failure."""
-    rec = Recorder()
+    clock = FakeClock()
     attempts: list[float] = []
     rollback_began: list[float] = []
 
-    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
-        if req.command == "do two":
-            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
-        if req.command == "undo two":
-            rollback_began.append(clock.monotonic())
-            clock.advance(20.0)
-            return Result(req.host.name, True, "ok")
-        if req.command == "undo one":
-            attempts.append(clock.monotonic())
-            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
+    def slow_undo_two(req: CommandRequest) -> Result:
+        clock.advance(20.0)
         return Result(req.host.name, True, "ok")
 
-    rec.commands.handler = on_command
-    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
-    clock = lc.parts.clock
-    lc.parts.undo_attempts = 50  # many retries: the deadline is what stops them
-    lc.parts.undo_retry_delay = 2.0
+    rec = answering({"do two": failed,
+                     "undo two": timed(rollback_began, clock, slow_undo_two),
+                     "undo one": timed(attempts, clock, unreachable)})
+    # many retries: the deadline is what stops them
+    lc, _, _, _ = lifecycle(tmp_path, hosts=("main",), rec=rec, clock=clock,
+                            undo_attempts=50, undo_retry_delay=2.0)
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLBACK_FAILED
     assert attempts[0] - rollback_began[0] == 20.0 and len(attempts) >= 2
@@ -233,21 +211,16 @@ def test_the_undo_deadline_counts_from_the_start_of_the_rollback(tmp_path: Path)
 
 
 def test_past_the_deadline_a_lost_host_s_next_undo_is_not_started(tmp_path: Path) -> None:
-    rec = Recorder()
+    clock = FakeClock()
     tried: list[str] = []
 
-    def on_command(req: CommandRequest, cancel: CancelToken) -> Result:
-        if req.command == "do two":
-            return Result.failed(req.host.name, FailureKind.EXIT, "exit 1")
-        if req.command.startswith("undo"):
-            tried.append(req.command)
-            clock.advance(40.0)  # each attempt outlasts the deadline on its own
-            return Result.failed(req.host.name, FailureKind.UNREACHABLE, "host unreachable")
-        return Result(req.host.name, True, "ok")
+    def lost_undo(req: CommandRequest) -> Result:
+        tried.append(req.command)
+        clock.advance(40.0)  # each attempt outlasts the deadline on its own
+        return unreachable(req)
 
-    rec.commands.handler = on_command
-    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), rec=rec)
-    clock = lc.parts.clock
+    rec = answering({"do two": failed, "undo one": lost_undo, "undo two": lost_undo})
+    lc, _, journal, _ = lifecycle(tmp_path, hosts=("main",), rec=rec, clock=clock)
     report = run(lc, names=("main",))
     assert report.outcome is RunOutcome.ROLLBACK_FAILED
     assert tried == ["undo two"]  # one attempt, then nothing more on the lost host

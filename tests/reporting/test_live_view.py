@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,13 @@ class Clock:
         return self.now
 
 
-def view(live: bool = True) -> tuple[LiveView, Clock, list[str]]:
+def view(live: bool = True, journal: Callable[[], Journal | None] | None = None
+         ) -> tuple[LiveView, Clock, list[str]]:
     clock = Clock()
     lines: list[str] = []
     console = Console(file=io.StringIO(), width=120, force_terminal=live, color_system=None)
-    return LiveView(console, live=live, clock=clock, plain=lines.append), clock, lines
+    return LiveView(console, live=live, clock=clock, plain=lines.append,
+                    journal=journal), clock, lines
 
 
 def emit(v: LiveView, kind: K, host: str | None = None, step: str | None = None,
@@ -174,8 +177,7 @@ def test_live_region_on_a_terminal_and_say_lines_above_it() -> None:
 
 def test_trigger_values_are_reread_from_the_journal_between_transitions(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "state.db")
-    v, clock, _ = view(live=False)
-    v.attach(lambda: journal)
+    v, clock, _ = view(live=False, journal=lambda: journal)
     emit(v, K.RUN_STARTED, "main", run="r9", phase=2)
     journal.set_trigger_state("main", 2, "vram_degradation", "r9", "ok", 5400.0, 6000.0,
                               5000.0, None, "ok")

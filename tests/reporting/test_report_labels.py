@@ -144,8 +144,8 @@ def test_status_and_the_live_view_say_firing_and_not_firing(tmp_path: Path) -> N
         line = next(x for x in text.splitlines() if "thread_alert" in x)
         assert "not firing" in line and "fail" not in line and "pass" not in line, line
 
-        view = LiveView(live=False, plain=lambda line: None)
-        view.attach(lambda: journal, kinds=lambda: {"thread_alert": ALERT})
+        view = LiveView(live=False, plain=lambda line: None, journal=lambda: journal,
+                        kinds=lambda: {"thread_alert": ALERT})
         view(RunEvent(EventKind.RUN_STARTED, RUN, "main", 1, None, "migrate phase 1"))
         frame = view.text()
         row = next(x for x in frame.splitlines() if "thread_alert" in x)

@@ -270,3 +270,70 @@ def wait_for(sink: WebhookSink, event: str, count: int = 1, seconds: float = 15)
     while len(by_event(sink, event)) < count:
         assert time.monotonic() < deadline, [p["event"] for p in sink.received]
         time.sleep(0.05)
+
+
+def test_refused_resume_and_rollback_are_sent(tmp_path: Path, sink: WebhookSink) -> None:
+    """Every refusal (exit 4) is heard, not only a phase's `requires`: `migrate resume`
+    with nothing interrupted, `migrate rollback` of a phase that never ran, and of the
+    latest phase when none ran."""
+    proj = notified(tmp_path, sink)
+    proj.phase(1, "deploy", "phase: 1\nname: Deploy\nsteps:\n"
+                            "  - {id: x, command: 'true', rollback: none}\n")
+    resumed = proj.migrate("resume", "--host", "main")
+    assert resumed.returncode == 4, resumed.stderr
+    undone = proj.migrate("rollback", "--host", "main", "--phase", "1", "--yes")
+    assert undone.returncode == 4, undone.stderr
+    latest = proj.migrate("rollback", "--host", "main", "--yes")
+    assert latest.returncode == 4, latest.stderr
+    wait_for(sink, "phase_refused", count=3)
+    resume, rollback, rollback_latest = by_event(sink, "phase_refused")
+    assert readable(resume) == ["[migrate texts] migrate on main: resume refused, nothing was run",
+                                "host main has no interrupted run to resume"]
+    assert resume["detail"]["command"] == "resume" and resume["detail"]["hosts"] == ["main"]
+    assert readable(rollback) == [
+        "[migrate texts] phase 1 (Deploy) on main: rollback refused, nothing was undone",
+        "host main: phase 1 is pending; there is nothing to roll back"]
+    assert rollback["phase"] == 1 and rollback["detail"]["command"] == "rollback"
+    assert readable(rollback_latest) == [
+        "[migrate texts] migrate on main: rollback refused, nothing was undone",
+        "no phase to roll back on main: all pending or rolled back"]
+    assert not by_event(sink, "run_started")  # nothing ran
+
+
+def test_a_run_whose_journal_is_lost_says_so(tmp_path: Path, sink: WebhookSink) -> None:
+    """The journal is held by another writer past `state.timeout` while a step runs: the
+    run stops (exit 3) unrecorded, and `journal_unavailable` is what a person hears (the
+    journal cannot hold that event)."""
+    import sqlite3
+
+    proj = notified(tmp_path, sink, extra="state:\n  timeout: 1s\n")
+    proj.phase(1, "slow", """
+        phase: 1
+        name: Slow
+        steps:
+          - id: wait
+            command: 'touch {{ vars.marker_dir }}/started; while [ ! -e {{ vars.marker_dir }}/locked ]; do sleep 0.05; done'
+            rollback_command: 'true'
+        """)  # noqa: E501
+    child = proj.spawn("phase", "1", "--host", "main", "--yes")
+    deadline = time.monotonic() + 60
+    while not (proj.markers / "started").exists():
+        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+        time.sleep(0.05)
+    holder = sqlite3.connect(proj.root / ".migrate" / "state.db", timeout=30,
+                             isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")  # no one else writes until we let go
+        (proj.markers / "locked").touch()
+        _, err = child.communicate(timeout=90)
+    finally:
+        holder.close()
+    assert child.returncode == 3, err
+    wait_for(sink, "journal_unavailable")
+    (lost,) = by_event(sink, "journal_unavailable")
+    lines = readable(lost)
+    assert lines[0] == ("[migrate texts] phase 1 (Slow) on main: journal unreachable, the run "
+                        "stopped unrecorded")
+    assert "locked" in lines[1], lines
+    assert lines[2] == "once it is back: migrate resume --host main (or migrate rollback)"
+    assert lost["detail"]["hosts"] == ["main"] and lost["detail"]["journal"].endswith("state.db")

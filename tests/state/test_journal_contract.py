@@ -450,11 +450,10 @@ def test_a_write_rides_out_a_short_outage(backend: Backend) -> None:
 
 def test_a_write_that_keeps_failing_stops_the_run_after_the_timeout(backend: Backend) -> None:
     fake = FakeTime()
-    j = backend.open(clock=fake.clock, sleep=fake.sleep)
+    heard: list[str] = []
+    j = backend.open(clock=fake.clock, sleep=fake.sleep, on_unavailable=heard.append)
     j.acquire(["main"], "r1", "migrate phase 1 --host main")
     start(j)
-    heard: list[str] = []
-    j.on_unavailable = heard.append
     failing(j, [backend.transient() for _ in range(10_000)])
     with pytest.raises(JournalUnavailableError) as stopped:
         j.move_step("r1", "main", 1, "a", 0, S.RUNNING, "step_started")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,10 @@ def own_server() -> Iterator[PgServer]:
         yield s
 
 
-def team(url: str, tmp_path: Path, timeout: float = 30.0) -> Journal:
-    return open_state(tmp_path / ".migrate", StateSettings(url=url, timeout=timeout))
+def team(url: str, tmp_path: Path, timeout: float = 30.0,
+         on_unavailable: Callable[[str], None] | None = None) -> Journal:
+    return open_state(tmp_path / ".migrate", StateSettings(url=url, timeout=timeout),
+                      on_unavailable=on_unavailable)
 
 
 def start(journal: Journal, run_id: str = "r1", host: str = "main") -> None:
@@ -110,9 +112,8 @@ def test_nothing_is_written_under_state_db_when_the_url_is_set(server: PgServer,
 def test_server_stopped_mid_run_stops_the_run_then_it_reads_interrupted(
         own_server: PgServer, tmp_path: Path) -> None:
     url = own_server.create_database()
-    j = team(url, tmp_path, timeout=2.0)
     heard: list[str] = []
-    j.on_unavailable = heard.append
+    j = team(url, tmp_path, timeout=2.0, on_unavailable=heard.append)
     start(j)
     own_server.stop("immediate")
     t0 = time.monotonic()
@@ -133,7 +134,6 @@ def test_server_stopped_mid_run_stops_the_run_then_it_reads_interrupted(
 
 def test_a_run_in_a_long_step_hears_of_the_outage_without_writing(
         own_server: PgServer, tmp_path: Path) -> None:
-    j = team(own_server.create_database(), tmp_path, timeout=2.0)
     heard: list[str] = []
     got = threading.Event()
 
@@ -141,7 +141,7 @@ def test_a_run_in_a_long_step_hears_of_the_outage_without_writing(
         heard.append(reason)
         got.set()
 
-    j.on_unavailable = hear
+    j = team(own_server.create_database(), tmp_path, timeout=2.0, on_unavailable=hear)
     start(j)
     own_server.stop("immediate")
     t0 = time.monotonic()
@@ -171,10 +171,9 @@ def test_a_restart_shorter_than_the_timeout_is_ridden_out(own_server: PgServer,
 
 def test_a_run_whose_lock_was_lost_and_reaped_stops(server: PgServer, tmp_path: Path) -> None:
     url = server.create_database()
-    j = team(url, tmp_path)
-    j.store.keeper_interval = 3600  # type: ignore[attr-defined]  # the next write finds out
     heard: list[str] = []
-    j.on_unavailable = heard.append
+    j = team(url, tmp_path, on_unavailable=heard.append)
+    j.store.keeper_interval = 3600  # type: ignore[attr-defined]  # the next write finds out
     start(j)
     server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name LIKE 'migrate lock r1 %'")

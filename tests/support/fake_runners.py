@@ -4,23 +4,29 @@ undos without starting a process."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from orchestrator.core.clock import CancelToken
 from orchestrator.runners.base import CommandRequest, PlaybookRequest, Result
 from orchestrator.runners.fake import FakeCommandRunner, FakePlaybookRunner
 
+CommandAnswer = Callable[[CommandRequest, CancelToken], Result]
+
 
 class Recorder:
-    """Fake runners that log what ran, in order, and fail what the test says."""
+    """Fake runners that log what ran, in order, and fail what the test says: the commands
+    in `fail_commands`, or whatever `answer` says of each command (given, it answers
+    every command instead, and nothing is logged unless it logs)."""
 
     def __init__(self, fail_playbooks: set[str] = frozenset(),  # type: ignore[assignment]
-                 fail_commands: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+                 fail_commands: set[str] = frozenset(),  # type: ignore[assignment]
+                 answer: CommandAnswer | None = None) -> None:
         self.log: list[str] = []
         self.lock = threading.Lock()
         self.fail_playbooks = fail_playbooks
         self.fail_commands = fail_commands
         self.playbooks = FakePlaybookRunner(self.on_playbook)
-        self.commands = FakeCommandRunner(self.on_command)
+        self.commands = FakeCommandRunner(answer or self.on_command)
 
     def on_playbook(self, req: PlaybookRequest, cancel: CancelToken) -> bool:
         with self.lock:
