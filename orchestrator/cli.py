@@ -6,7 +6,6 @@ click lives here and nowhere else. Every exit code is decided by
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -87,7 +86,9 @@ class Options:
 
     def emit(self, doc: Any, text: str) -> None:
         if self.output == "json":
-            click.echo(json.dumps(doc, indent=2, default=str))
+            from orchestrator.reporting.json_text import json_text
+
+            click.echo(json_text(doc))
         else:
             click.echo(text)
 

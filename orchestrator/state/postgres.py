@@ -64,7 +64,14 @@ SERVER_KEEPALIVE = ("-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 "
 #: The journal connection also bounds lock waits and stray open transactions, so that
 #: one frozen writer (a SIGSTOPped process mid-transaction) cannot hold every other
 #: machine's writes forever: its session is ended after 10 s and the wait is retried.
-JOURNAL_OPTIONS = " -c lock_timeout=5s -c idle_in_transaction_session_timeout=10s"
+#: It plans every statement for its parameters (`plan_cache_mode`): psycopg prepares a
+#: statement run five times, and the server then keeps one generic plan, made while
+#: the run's tables were nearly empty. For the batched reads of current states (`host
+#: IN (500 hosts)`, state/run_rows.py) that plan scans the run's rows comparing each
+#: with all 500 hosts: 1.4 s a query once a 10,000-host run has 30,000 step rows, 16 ms
+#: planned for its parameters (bench/scale.py (a) spent most of its wall time there).
+JOURNAL_OPTIONS = (" -c lock_timeout=5s -c idle_in_transaction_session_timeout=10s"
+                   " -c plan_cache_mode=force_custom_plan")
 
 #: Errors that are about the request, not the connection: retrying cannot help.
 _PERMANENT_SQLSTATES = {"28P01", "28000", "3D000", "42501"}
