@@ -33,9 +33,7 @@ import json
 import os
 import sys
 import tempfile
-import textwrap
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,69 +41,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXIT_GOAL = 50.0
 sys.path.insert(0, str(ROOT))
 
+from orchestrator.core.timestamps import parse_time  # noqa: E402
+from tests.support.lost_host import case_project, cases  # noqa: E402
 from tests.support.netns import Lab, two_hosts  # noqa: E402
-from tests.support.projects import Proj, make_project  # noqa: E402
+from tests.support.projects import Proj  # noqa: E402
 
-SLOW_PLAY = """\
-- name: a long task on the host
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: start, then take a while
-      ansible.builtin.shell: >-
-        touch {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }};
-        sleep 300
-      changed_when: true
-"""
-
-SLOW_UNDO = """\
-- name: an undo that takes a while while the flag file is there
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: undo
-      ansible.builtin.shell: >-
-        echo undo {{ inventory_hostname }} {{ migrate_step }} >> {{ marker_dir }}/order.log;
-        if test -f {{ marker_dir }}/slow; then sleep 300; fi;
-        rm -f {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}
-      changed_when: true
-"""
-
-PHASES = {
-    "playbook": ("pc2-long", """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: warm
-            playbook: playbooks/touch.yml
-            rollback: none
-          - id: long
-            playbook: playbooks/slow.yml
-            rollback: rollback/slow_untouch.yml
-        """),
-    "command": ("pc2-long", """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: warm
-            command: 'echo warm'
-            rollback: none
-          - id: long
-            command: 'touch {{ vars.marker_dir }}/{{ host }}-long && sleep 300'
-            rollback_command: 'rm -f {{ vars.marker_dir }}/{{ host }}-long'
-        """),
-    "rollback": ("undo pc2 one", """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: one
-            playbook: playbooks/touch.yml
-            rollback: rollback/slow_untouch.yml
-          - id: breaks
-            command: 'exit 1'
-            rollback: none
-        """),
-}
+SLEEP = "300"  # the long steps' seconds: far longer than any bound
+PHASES = cases(SLEEP)
 
 LOST_EVENTS = ("step_failed", "step_rollback_retry", "step_rollback_failed")
 
@@ -124,16 +66,7 @@ def migration(args: argparse.Namespace) -> str:
 
 
 def build(tmp: Path, lab: Lab, case: str, args: argparse.Namespace) -> Proj:
-    proj = make_project(tmp, migration=migration(args))
-    proj.write("inventory/hosts.yml", "all:\n  vars:\n"
-               f"    marker_dir: {proj.markers}\n  hosts:\n"
-               f"    main:\n{lab.host_vars('main')}    pc2:\n{lab.host_vars('pc2')}")
-    proj.write("playbooks/slow.yml", SLOW_PLAY)
-    proj.write("rollback/slow_untouch.yml", SLOW_UNDO)
-    proj.phase(1, "lost", textwrap.dedent(PHASES[case][1]))
-    if case == "rollback":
-        (proj.markers / "slow").write_text("")
-    return proj
+    return case_project(tmp, lab, migration(args), case, SLEEP)
 
 
 def first_loss(proj: Proj, cut_wall: float) -> float | None:
@@ -145,7 +78,7 @@ def first_loss(proj: Proj, cut_wall: float) -> float | None:
     for event in events:
         if event.get("kind") not in LOST_EVENTS:
             continue
-        at = datetime.strptime(event["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        at = parse_time(event["at"])
         if at.timestamp() >= cut_wall:
             return at.timestamp() - cut_wall
     return None
@@ -160,7 +93,7 @@ def timeline(proj: Proj, cut_wall: float) -> list[str]:
         return []
     out = []
     for event in events:
-        at = datetime.strptime(event["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        at = parse_time(event["at"])
         if at.timestamp() >= cut_wall - 1:
             out.append(f"  {at.timestamp() - cut_wall:+6.1f}s {event['kind']} "
                        f"{event.get('host') or ''} {event.get('step') or ''} "
@@ -170,14 +103,10 @@ def timeline(proj: Proj, cut_wall: float) -> list[str]:
 
 def run_case(tmp: Path, lab: Lab, case: str, args: argparse.Namespace) -> tuple[str, ...]:
     proj = build(tmp / case, lab, case, args)
-    marker = PHASES[case][0]
     proc = proj.spawn("--output", "json", "phase", "1", "--host", "pc2")
     try:
-        deadline = time.monotonic() + 120
-        while not (proj.markers / marker).exists() and marker not in proj.order():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                return case, "-", "-", f"never got to the cut (exit {proc.poll()})"
-            time.sleep(0.1)
+        if not proj.reached(proc, PHASES[case].cut_at, 120):
+            return case, "-", "-", f"never got to the cut (exit {proc.poll()})"
         time.sleep(0.5)
         lab.cut("pc2")
         cut_at, cut_wall = time.monotonic(), time.time()

@@ -201,7 +201,8 @@ class App:
         self._resources.callback(commands.close)  # the SSH connection pool
         http = HttpClient()  # the http/exporter reads' keep-alive connections
         self._resources.callback(http.close)
-        self.supervisor.install()  # an unspawned thread's death reaches the running run
+        # while the app is open, an unspawned thread's death reaches the running run
+        self._resources.enter_context(self.supervisor.installed())
         # hosts with a `migrate_execution_node` run their playbooks on that node
         playbooks = playbook_runner(project, inventory,
                                     AnsiblePlaybookRunner(forks=project.forks, ssh=project.ssh))

@@ -145,16 +145,28 @@ class Supervisor:
         if run is not None:
             run.journal_lost(reason)
 
+    def _hook(self, args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        name = args.thread.name if args.thread is not None else "thread"
+        self.report(name, args.exc_value)
+
     def install(self) -> None:
-        """Route deaths of unsupervised threads to this supervisor, as one line."""
+        """Route deaths of unsupervised threads to this supervisor, as one line, for the
+        rest of the process (`threading.excepthook` is the process's one hook)."""
+        threading.excepthook = self._hook
 
-        def hook(args: threading.ExceptHookArgs) -> None:
-            if args.exc_type is SystemExit or args.exc_value is None:
-                return
-            name = args.thread.name if args.thread is not None else "thread"
-            self.report(name, args.exc_value)
-
-        threading.excepthook = hook
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """`install` for the block only: the process's hook before it comes back after
+        (an app routes deaths to its runs while it is open, not after it closed)."""
+        previous = threading.excepthook
+        threading.excepthook = self._hook
+        try:
+            yield
+        finally:
+            if threading.excepthook == self._hook:  # nobody installed another meanwhile
+                threading.excepthook = previous
 
 
 def install_excepthook() -> None:

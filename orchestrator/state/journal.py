@@ -60,6 +60,6 @@ def open_journal(state_dir: Path) -> Journal:
     journal.reap()
     names = journal.migrations()
     if len(names) == 1:  # a project's own journal (a drill's, say): read as its migration
-        journal.migration = names[0]
+        journal.use_migration(names[0])
     return journal
 

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Lab, long_step
-from tests.support.projects import Proj, make_project
+from tests.support.lost_host import case_project, cases, lab_project
+from tests.support.netns import Lab
+from tests.support.projects import Proj
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
 
 KEEPALIVE, COUNT = 1.0, 2
 BOUND = KEEPALIVE * COUNT + 15
+SLEEP = "60"  # the long steps' seconds: far longer than the bound
 
 MIGRATION = """\
 name: lost-host
@@ -40,50 +42,19 @@ ssh: {keepalive: 1s, keepalive_count: 2, connect_timeout: 2s}
 defaults: {step_timeout: 5m, undo_retries: 0}
 """
 
-SLOW_PLAY = long_step("60")
-
-SLOW_UNDO = """\
-- name: an undo that takes a while while the flag file is there
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: undo
-      ansible.builtin.shell: >-
-        echo undo {{ inventory_hostname }} {{ migrate_step }} >> {{ marker_dir }}/order.log;
-        if test -f {{ marker_dir }}/slow; then sleep 60; fi;
-        rm -f {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}
-      changed_when: true
-"""
-
-
-def project(tmp_path: Path, lab: Lab, phase: str) -> Proj:
-    proj = make_project(tmp_path, migration=MIGRATION)
-    proj.write("inventory/hosts.yml", lab.inventory(proj.markers, {"main": "main", "pc2": "pc2"}))
-    proj.write("playbooks/slow.yml", SLOW_PLAY)
-    proj.write("rollback/slow_untouch.yml", SLOW_UNDO)
-    proj.phase(1, "lost", phase)
-    return proj
-
 
 def cut_when(proj: Proj, lab: Lab, proc: subprocess.Popen[str], marker: str,
              host: str = "pc2") -> float:
     """Wait for `marker` (the host is busy with the step), then cut its link."""
-    deadline = time.monotonic() + 180  # a loaded CI machine starts Ansible slowly
-    while not (proj.markers / marker).exists() and \
-            not any(marker in line for line in proj.order()):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{marker} never appeared"
-        time.sleep(0.1)
+    # a loaded CI machine starts Ansible slowly
+    assert proj.reached(proc, marker, 180), f"{marker} never appeared (exit {proc.poll()})"
     time.sleep(0.5)
     lab.cut(host)
     return time.monotonic()
 
 
 def wait_marker(proj: Proj, proc: subprocess.Popen[str], marker: str) -> None:
-    deadline = time.monotonic() + 60
-    while not (proj.markers / marker).exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
+    assert proj.reached(proc, marker, 60), f"{marker} never appeared (exit {proc.poll()})"
 
 
 def finish(proc: subprocess.Popen[str], cut_at: float) -> tuple[int, dict, str, float]:
@@ -113,67 +84,18 @@ def assert_lost_and_recovered(proj: Proj, lab: Lab, code: int, doc: dict, err: s
     assert status["hosts"]["pc2"]["phases"]["1"]["state"] == "rolled_back"
 
 
-def test_link_cut_during_a_playbook_step(tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: warm
-            playbook: playbooks/touch.yml
-            rollback: none
-          - id: long
-            playbook: playbooks/slow.yml
-            rollback: rollback/slow_untouch.yml
-        """)
+@pytest.mark.parametrize("case", ["playbook", "command", "rollback"])
+def test_link_cut_during(tmp_path: Path, lab: Lab, case: str) -> None:
+    """pc2's link is cut during a playbook step, a command step, or the rollback."""
+    proj = case_project(tmp_path, lab, MIGRATION, case, SLEEP)
+    shape = cases(SLEEP)[case]
     proc = proj.spawn("--output", "json", "phase", "1", "--host", "pc2")
     try:
-        cut_at = cut_when(proj, lab, proc, "pc2-long-started")
+        cut_at = cut_when(proj, lab, proc, shape.cut_at)
         code, doc, err, took = finish(proc, cut_at)
-        assert_lost_and_recovered(proj, lab, code, doc, err, took, "long", "pc2-long")
-    finally:
-        lab.restore("pc2")
-
-
-def test_link_cut_during_a_command_step(tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: warm
-            command: 'echo warm'
-            rollback: none
-          - id: long
-            command: 'touch {{ vars.marker_dir }}/{{ host }}-long && sleep 60'
-            rollback_command: 'rm -f {{ vars.marker_dir }}/{{ host }}-long'
-        """)
-    proc = proj.spawn("--output", "json", "phase", "1", "--host", "pc2")
-    try:
-        cut_at = cut_when(proj, lab, proc, "pc2-long")
-        code, doc, err, took = finish(proc, cut_at)
-        assert "lost connection" in err or "unreachable" in err.lower(), err[-2000:]
-        assert_lost_and_recovered(proj, lab, code, doc, err, took, "long", "pc2-long")
-    finally:
-        lab.restore("pc2")
-
-
-def test_link_cut_during_a_rollback(tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: one
-            playbook: playbooks/touch.yml
-            rollback: rollback/slow_untouch.yml
-          - id: breaks
-            command: 'exit 1'
-            rollback: none
-        """)
-    (proj.markers / "slow").write_text("")
-    proc = proj.spawn("--output", "json", "phase", "1", "--host", "pc2")
-    try:
-        cut_at = cut_when(proj, lab, proc, "undo pc2 one")
-        code, doc, err, took = finish(proc, cut_at)
-        assert_lost_and_recovered(proj, lab, code, doc, err, took, "one", "pc2-one")
+        if case == "command":
+            assert "lost connection" in err or "unreachable" in err.lower(), err[-2000:]
+        assert_lost_and_recovered(proj, lab, code, doc, err, took, shape.step, shape.leftover)
     finally:
         lab.restore("pc2")
 
@@ -181,14 +103,14 @@ def test_link_cut_during_a_rollback(tmp_path: Path, lab: Lab) -> None:
 def test_the_other_host_is_rolled_back_while_one_is_lost(tmp_path: Path, lab: Lab) -> None:
     """Both hosts in the run, pc2 lost mid-step: main is undone over its own live
     connection, pc2 is named as needing a human."""
-    proj = project(tmp_path, lab, """\
+    proj = lab_project(tmp_path, lab, MIGRATION, """\
         phase: 1
         triggers: []
         steps:
           - id: long
             command: 'touch {{ vars.marker_dir }}/{{ host }}-long; if [ {{ host }} = pc2 ]; then sleep 60; fi'
             rollback_command: 'rm -f {{ vars.marker_dir }}/{{ host }}-long'
-        """)
+        """, SLEEP)
     proc = proj.spawn("--output", "json", "phase", "1", "--host", "main", "--host", "pc2")
     try:
         wait_marker(proj, proc, "main-long")
@@ -216,7 +138,7 @@ def test_a_stopped_command_stops_on_the_host(tmp_path: Path, lab: Lab, how: str)
     """The fabric runner's cancel and timeout reach the remote process group, as the local
     and Ansible runners' do: nothing keeps running on pc2 behind a rolled-back step."""
     seconds = 4321 if how == "timeout" else 4322
-    proj = project(tmp_path, lab, f"""\
+    proj = lab_project(tmp_path, lab, MIGRATION, f"""\
         phase: 1
         triggers: []
         steps:
@@ -224,7 +146,7 @@ def test_a_stopped_command_stops_on_the_host(tmp_path: Path, lab: Lab, how: str)
             command: 'touch {{{{ vars.marker_dir }}}}/{{{{ host }}}}-long; sh -c "sleep {seconds}" & sleep {seconds}'
             rollback_command: 'rm -f {{{{ vars.marker_dir }}}}/{{{{ host }}}}-long'
             {"timeout: 2s" if how == "timeout" else ""}
-        """)
+        """, SLEEP)
     proc = proj.spawn("--output", "json", "phase", "1", "--host", "pc2")
     try:
         wait_marker(proj, proc, "pc2-long")

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.netns import Lab, long_step
-from tests.support.projects import Proj, carrying, make_project, running
+from tests.support.projects import Proj, carrying, make_project, running, shell_play
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
 
@@ -46,31 +46,17 @@ execution:
     west: {{host: node-west, runner: WEST_RUNNER}}
 """
 
-WHERE = """\
-- name: record where the step ran
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: where am I
-      ansible.builtin.shell: >-
-        echo "{{ inventory_hostname }} {{ migrate_step }} $(ip netns identify $$)"
-        >> {{ marker_dir }}/where.log;
-        touch {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}
-      changed_when: true
-"""
+WHERE = shell_play(
+    "record where the step ran", "where am I",
+    'echo "{{ inventory_hostname }} {{ migrate_step }} $(ip netns identify $$)"',
+    ">> {{ marker_dir }}/where.log;",
+    "touch {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}")
 
-UNWHERE = """\
-- name: undo where the step ran
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: undo
-      ansible.builtin.shell: >-
-        echo "undo {{ inventory_hostname }} {{ migrate_step }} $(ip netns identify $$)"
-        >> {{ marker_dir }}/where.log;
-        rm -f {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}
-      changed_when: true
-"""
+UNWHERE = shell_play(
+    "undo where the step ran", "undo",
+    'echo "undo {{ inventory_hostname }} {{ migrate_step }} $(ip netns identify $$)"',
+    ">> {{ marker_dir }}/where.log;",
+    "rm -f {{ marker_dir }}/{{ inventory_hostname }}-{{ migrate_step }}")
 
 BREAKS_ON_WEST = """\
 - name: breaks on the west hosts
@@ -88,6 +74,21 @@ SLOW = long_step("3671")
 #: long on the west hosts only: the step ends on east while west's node is cut (a lost
 #: host's step ends the way a local Ansible run ends it: when every other host is done)
 SLOW_WEST = long_step("{{ 3671 if (breaks | default(false)) else 1 }}")
+
+
+#: the steps of the tests' phases
+HERE = "  - {id: here, playbook: playbooks/where.yml, rollback: rollback/unwhere.yml}\n"
+DRIVER = "  - {id: driver, playbook: playbooks/breaks.yml, rollback: none}\n"
+
+
+def long_on(playbook: str) -> str:
+    """Step `long`: playbooks/PLAYBOOK.yml, undone by the where-undo."""
+    return f"  - {{id: long, playbook: playbooks/{playbook}.yml, rollback: rollback/unwhere.yml}}\n"
+
+
+def phase_of(*steps: str) -> str:
+    """Phase 1, no triggers, these steps."""
+    return "phase: 1\ntriggers: []\nsteps:\n" + "".join(steps)
 
 
 def project(tmp_path: Path, lab: Lab, phase: str, west_runner: str = RUNNER) -> Proj:
@@ -132,12 +133,9 @@ def sleepers() -> list[int]:
 def wait_started(proj: Proj, proc: subprocess.Popen[str]) -> None:
     """Until the long step has started on every host (a loaded machine starts Ansible
     slowly)."""
-    deadline = time.monotonic() + 240
-    while not all((proj.markers / f"{h}-long-started").exists()
-                  for h in ("gpu-e1", "gpu-e2", "gpu-w1")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the long step never started everywhere"
-        time.sleep(0.1)
+    for host in ("gpu-e1", "gpu-e2", "gpu-w1"):
+        assert proj.reached(proc, f"{host}-long-started", 240), \
+            f"the long step never started on {host} (exit {proc.poll()})"
 
 
 def job_dirs(lab: Lab) -> set[str]:
@@ -150,14 +148,7 @@ ALL = ("--host", "east", "--host", "west")
 
 
 def test_each_host_runs_on_its_node_and_plan_counts_them(tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: here
-            playbook: playbooks/where.yml
-            rollback: rollback/unwhere.yml
-        """)
+    proj = project(tmp_path, lab, phase_of(HERE))
     plan = proj.migrate("--output", "json", "plan", "1", *ALL)
     assert plan.returncode == 0, plan.stderr
     counts = {k: v["hosts"] for k, v in json.loads(plan.stdout)["execution"].items()}
@@ -185,17 +176,7 @@ def test_each_host_runs_on_its_node_and_plan_counts_them(tmp_path: Path, lab: La
 
 def test_a_failing_task_on_one_node_is_named_and_the_rest_rolled_back(
         tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: here
-            playbook: playbooks/where.yml
-            rollback: rollback/unwhere.yml
-          - id: driver
-            playbook: playbooks/breaks.yml
-            rollback: none
-        """)
+    proj = project(tmp_path, lab, phase_of(HERE, DRIVER))
     done = proj.migrate("phase", "1", *ALL, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     out = done.stdout + done.stderr
@@ -209,14 +190,7 @@ def test_a_failing_task_on_one_node_is_named_and_the_rest_rolled_back(
 
 
 def test_a_node_cut_mid_step_is_lost_the_others_roll_back(tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: long
-            playbook: playbooks/slow_west.yml
-            rollback: rollback/unwhere.yml
-        """)
+    proj = project(tmp_path, lab, phase_of(long_on("slow_west")))
     proc = proj.spawn("--output", "json", "phase", "1", *ALL)
     try:
         wait_started(proj, proc)
@@ -250,14 +224,7 @@ def test_a_node_cut_mid_step_is_lost_the_others_roll_back(tmp_path: Path, lab: L
 
 def test_a_signal_during_a_remote_step_stops_the_playbook_on_the_node(
         tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: long
-            playbook: playbooks/slow.yml
-            rollback: rollback/unwhere.yml
-        """)
+    proj = project(tmp_path, lab, phase_of(long_on("slow")))
     before = job_dirs(lab)
     proc = proj.spawn("phase", "1", *ALL)
     try:
@@ -280,14 +247,7 @@ def test_a_signal_during_a_remote_step_stops_the_playbook_on_the_node(
 
 
 def test_a_missing_runner_refuses_the_phase_naming_the_node(tmp_path: Path, lab: Lab) -> None:
-    proj = project(tmp_path, lab, """\
-        phase: 1
-        triggers: []
-        steps:
-          - id: here
-            playbook: playbooks/where.yml
-            rollback: rollback/unwhere.yml
-        """, west_runner="/opt/nowhere/bin/ansible-runner")
+    proj = project(tmp_path, lab, phase_of(HERE), west_runner="/opt/nowhere/bin/ansible-runner")
     done = proj.migrate("phase", "1", *ALL, timeout=120)
     assert done.returncode == 4, done.stderr[-3000:]
     assert "execution node west" in done.stderr and "/opt/nowhere/bin/ansible-runner" in \

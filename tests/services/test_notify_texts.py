@@ -175,10 +175,7 @@ def test_a_held_host_and_an_interrupted_run_are_sent(tmp_path: Path,
             rollback_command: 'sleep 30'
         """)
     child = proj.spawn("phase", "1", "--host", "main", "--yes")
-    deadline = time.monotonic() + 60
-    while not (proj.markers / "started").exists():
-        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
-        time.sleep(0.05)
+    assert proj.reached(child, "started", 60), child.communicate()
     held = proj.migrate("phase", "1", "--host", "main")  # the running phase holds main
     assert held.returncode == 4, held.stderr
     wait_for(sink, "phase_refused")
@@ -316,10 +313,7 @@ def test_a_run_whose_journal_is_lost_says_so(tmp_path: Path, sink: WebhookSink) 
             rollback_command: 'true'
         """)  # noqa: E501
     child = proj.spawn("phase", "1", "--host", "main", "--yes")
-    deadline = time.monotonic() + 60
-    while not (proj.markers / "started").exists():
-        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
-        time.sleep(0.05)
+    assert proj.reached(child, "started", 60), child.communicate()
     holder = sqlite3.connect(proj.root / ".migrate" / "state.db", timeout=30,
                              isolation_level=None)
     try:

@@ -10,8 +10,19 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def shell_play(play: str, task: str, *script: str) -> str:
+    """A playbook of one shell task on every host; `script` is its lines (folded into one
+    command, so each ends with `;` or continues the line before)."""
+    lines = "".join(f"\n        {line}" for line in script)
+    return (f"- name: {play}\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+            f"    - name: {task}\n      ansible.builtin.shell: >-{lines}\n"
+            "      changed_when: true\n")
+
 
 TOUCH = """\
 - name: write a marker for this step
@@ -79,6 +90,17 @@ class Proj:
     def order(self) -> list[str]:
         log = self.markers / "order.log"
         return log.read_text().split("\n")[:-1] if log.exists() else []
+
+    def reached(self, proc: subprocess.Popen[str], marker: str, limit: float) -> bool:
+        """Wait until `marker` is a file among the markers or in a line of order.log (a
+        step got that far); False when `proc` ended first or `limit` seconds passed."""
+        deadline = time.monotonic() + limit
+        while not (self.markers / marker).exists() and \
+                not any(marker in line for line in self.order()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def migrate(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
                 ) -> subprocess.CompletedProcess[str]:

@@ -103,7 +103,11 @@ def parse_webhook(body: bytes) -> list[tuple[str, FiringAlert]]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never holds up close()
     allow_reuse_address = True
-    log: Callable[[str], None]
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 log: Callable[[str], None]) -> None:
+        self.log = log  # before binding: an error while serving is logged through it
+        super().__init__(address, handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One line instead of socketserver's traceback on stderr (a dropped client)."""
@@ -189,12 +193,11 @@ class AlertReceiver:
             return
         cls = _Server6 if ":" in self.host else _Server
         try:
-            server = cls((self.host, self.port), self._handler())
+            server = cls((self.host, self.port), self._handler(), self.log)
         except OSError as exc:
             raise ConfigError([Problem("migration.yaml", 0,
                                        f"alertmanager: cannot listen on {self.listen}: "
                                        f"{exc.strerror or exc}")]) from exc
-        server.log = self.log
         self._server = server
         self._thread = spawn("alert-receiver", server.serve_forever, 0.1)
 
