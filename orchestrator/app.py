@@ -68,6 +68,8 @@ class App:
     cycle_hooks: list[Callable[[Cycle], None]] = field(default_factory=list)  # cycle listeners
     #: --metrics-listen/--metrics-port/--web-config: serve SPEC section 7's /metrics there
     metrics_at: MetricsListen | None = None
+    #: a drill's changes to the project, made once as it loads (every run then sees them)
+    reshape: Callable[[Project], Project] | None = None
     _metrics: MigrateMetrics | None = None
     _loaded: tuple[Project, Inventory] | None = None
     _journal: Journal | None = None
@@ -133,6 +135,8 @@ class App:
             project, inventory = checked_project(self.root, self.inventory_override)
             project = replace(scaled(project, self.time_scale),
                               state_dir_override=self.state_dir)
+            if self.reshape is not None:
+                project = self.reshape(project)
             self._loaded = (project, inventory)
         return self._loaded
 

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from orchestrator._exceptions import ConfigError, MigrateError, RefusedError
 from orchestrator.config.inventory import Host
 from orchestrator.config.scaling import without_other_migrations
 from orchestrator.core.clock import CancelToken
+from orchestrator.core.model import AlertmanagerConfig, Project
 from orchestrator.core.outcomes import RunOutcome, RunReport
 from orchestrator.engine.context import AutoYes
 from orchestrator.rehearsal.checks import Check, verify
@@ -110,6 +111,28 @@ def no_scenarios(root: Path) -> str:
 DRILL_TOKEN_ENV = "MIGRATE_REHEARSAL_ALERT_TOKEN"
 
 
+@dataclass(frozen=True)
+class _DrillReceiver:
+    """The drill's own alert receiver: a free loopback port and a fresh token."""
+
+    port: int
+    token: str
+
+    @classmethod
+    def pick(cls) -> _DrillReceiver:
+        import secrets
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        return cls(port, secrets.token_urlsafe(24))
+
+    @property
+    def config(self) -> AlertmanagerConfig:
+        return AlertmanagerConfig(f"127.0.0.1:{self.port}", DRILL_TOKEN_ENV, None)
+
+
 class Rehearsal:
     """Runs one scenario of a project. `inventory` (the CLI's --inventory) overrides the
     scenario's own; `time_scale` overrides the scenario's (tests). `open_app` is the
@@ -166,19 +189,28 @@ class Rehearsal:
             self.say(f"this machine is busy (load {drill.load[0]:.1f} on {cores} cores): "
                      "slow steps may outlast the time-scaled `for:` windows, so a failed "
                      "check may be the machine's rather than the migration's")
+        receiver = _DrillReceiver.pick()
+
+        def reshape(project: Project) -> Project:
+            """The drill's project: requirements on other migrations taken out (each
+            said in `drill.assumed`), and `alert:` triggers served by its own receiver."""
+            reduced, drill.assumed = without_other_migrations(project)
+            if any(t.alert is not None for t in reduced.triggers.values()):
+                reduced = replace(reduced, alertmanager=receiver.config)
+            return reduced
+
         with self.open_app(root=self.root, inventory_override=inventory_path, say=self.say,
                            state_dir=state_dir, time_scale=scale,
                            trigger_view_every=0.0 if self.view is not None else 2.0,
-                           metrics_at=self.metrics_at) as app:
+                           metrics_at=self.metrics_at, reshape=reshape) as app:
             project, inventory = app.load()
-            alert_lab = self._alert_receiver(project, inventory, scenario, state_dir, scale)
+            assumed = drill.assumed
+            alert_lab = self._alert_lab(project, inventory, scenario, state_dir, scale,
+                                        receiver)
             if alert_lab is not None:
                 app.close_later(alert_lab.close)
             sandbox = Sandbox(self.root, inventory_path, self.say, project.forks)
             scenario.check_against(inventory, set(project.phases))
-            reduced, assumed = without_other_migrations(project)
-            project.phases = reduced.phases  # the app's own project: its runs see it
-            drill.assumed = assumed
             hosts = (inventory.resolve([n.name for n in scenario.hosts]) if scenario.hosts
                      else list(inventory.hosts.values()))
             targets = [(inj, inventory.resolve([inj.host.name])) for inj in scenario.inject]
@@ -226,29 +258,21 @@ class Rehearsal:
                     sandbox.teardown()
         return drill
 
-    def _alert_receiver(self, project: Any, inventory: Any, scenario: Scenario,
-                        state_dir: Path, scale: float) -> Any:
+    def _alert_lab(self, project: Any, inventory: Any, scenario: Scenario,
+                   state_dir: Path, scale: float, receiver: _DrillReceiver) -> Any:
         """A drill never talks to the operators' Alertmanager: its `alert:` triggers get a
-        push receiver of the drill's own (a free loopback port and a fresh token). A
-        scenario that `requires_services: [prometheus, alertmanager]` also gets a real
-        Prometheus with the project's rules and a real Alertmanager pushing to it."""
-        if not any(t.alert is not None for t in project.triggers.values()):
+        push receiver of the drill's own (`_DrillReceiver`, given to the project as it
+        loads). A scenario that `requires_services: [prometheus, alertmanager]` also gets
+        a real Prometheus with the project's rules and a real Alertmanager pushing to it."""
+        if project.alertmanager != receiver.config:
             return None
-        import secrets
-        import socket
-
-        from orchestrator.core.model import AlertmanagerConfig
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        token = secrets.token_urlsafe(24)
-        os.environ[DRILL_TOKEN_ENV] = token
-        project.alertmanager = AlertmanagerConfig(f"127.0.0.1:{port}", DRILL_TOKEN_ENV, None)
+        os.environ[DRILL_TOKEN_ENV] = receiver.token  # what the receiver checks pushes with
         if "alertmanager" not in scenario.requires_services:
             return None
         from orchestrator.rehearsal.alert_lab import LabUnavailable, start_sandbox_lab
 
+        port = receiver.port
+        token = receiver.token
         workdir = state_dir / "alert-lab"
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
