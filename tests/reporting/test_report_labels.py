@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from orchestrator.canary.verdict import analyse
 from orchestrator.config.project import load_project
 from orchestrator.core.events import EventKind, RunEvent
@@ -160,3 +162,22 @@ def test_status_and_the_live_view_say_firing_and_not_firing(tmp_path: Path) -> N
                        {"trigger": "thread_alert", "value": 1.0})
     assert "firing" in (plain_line(pending, ALERT) or "")
     assert show_value(1, ALERT) == "firing" and show_value(0, ALERT) == "not firing"
+
+
+def test_a_command_s_live_view_reads_alert_triggers_from_the_app_it_opened(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI builds the view before the app (the app subscribes it); the view reads the
+    triggers' kinds from the project of the app the command opened, when first needed."""
+    from orchestrator.cli import Options
+
+    proj = make_project(tmp_path, MIGRATION, hosts=("main",))
+    proj.phase(1, "judged", PHASE)
+    opts = Options(str(proj.root), None, "text", 0)
+    view = opts.live_view("migrate phase")
+    with opts.open_app(root=proj.root, hooks=[view]) as app:
+        app.subscribers.emit(RunEvent(EventKind.TRIGGER_PENDING, RUN, "main", 1, None,
+                                      "alert ThreadHealth pending",
+                                      {"trigger": "thread_alert", "value": 1.0}))
+    err = capsys.readouterr().err
+    assert "firing" in err and "pass" not in err, err
+    assert view.kind("thread_alert") == ALERT and view.kind("vram_degradation") == "number"
