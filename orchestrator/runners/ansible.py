@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ from orchestrator.runners.base import (
 from orchestrator.runners.descendants import cmdline, descendants, kill_trees
 from orchestrator.runners.executables import find_executable, own_bin_dir, path_with_own_bin
 
+#: seconds between two wakes of ansible-runner's read loop when the play prints nothing
+RUNNER_POLL = 1.0
 #: ansible-core's default `ssh_args`, kept so that ControlPersist stays on
 ANSIBLE_DEFAULT_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
 
@@ -74,9 +77,11 @@ def ssh_environment(ssh: SshSettings, environ: dict[str, str] | None = None) -> 
 
 
 class AnsiblePlaybookRunner:
-    def __init__(self, forks: int = 10, ssh: SshSettings | None = None) -> None:
+    def __init__(self, forks: int = 10, ssh: SshSettings | None = None,
+                 poll: float = RUNNER_POLL) -> None:
         self.forks = forks
         self.ssh = ssh or SshSettings()
+        self.poll = poll  # ansible-runner's pexpect_timeout: see _Stopper
 
     def run_playbook(self, request: PlaybookRequest, cancel: CancelToken) -> GroupResult:
         if find_executable("ansible-playbook") is None:
@@ -109,27 +114,31 @@ class AnsiblePlaybookRunner:
                                   "ServerAliveInterval/ServerAliveCountMax to them")
         stop = _Stopper(cancel, request.timeout, marker=f"@{private / 'env' / 'extravars'} ")
         try:
-            runner = ansible_runner.run(
-                private_data_dir=str(private),
-                ident=ident,
-                playbook=str(request.playbook),
-                inventory=str(request.inventory),
-                limit=",".join(names),
-                extravars=request.extravars,
-                cmdline=cmdline,
-                envvars=env,
-                event_handler=events.handle,
-                cancel_callback=stop.should_stop,
-                quiet=True,
-                # how often ansible-runner polls cancel_callback: a fired trigger must reach
-                # the playbook within a fraction of a second, not the default 5 s
-                settings={"pexpect_timeout": 0.1, "suppress_ansible_output": True},
-                project_dir=str(request.playbook.parent),
-            )
+            with stop:
+                runner = ansible_runner.run(
+                    private_data_dir=str(private),
+                    ident=ident,
+                    playbook=str(request.playbook),
+                    inventory=str(request.inventory),
+                    limit=",".join(names),
+                    extravars=request.extravars,
+                    cmdline=cmdline,
+                    envvars=env,
+                    event_handler=events.handle,
+                    cancel_callback=stop.should_stop,
+                    quiet=True,
+                    # how often ansible-runner's read loop wakes without output to ask
+                    # cancel_callback: a stop does not wait for it (_Stopper kills the run
+                    # itself, and the loop sees the output end at once)
+                    settings={"pexpect_timeout": self.poll, "suppress_ansible_output": True},
+                    project_dir=str(request.playbook.parent),
+                )
         except Exception as exc:  # ansible-runner raises plain exceptions on bad setup
             raise RunnerError(f"ansible-runner could not start {request.playbook}: {exc}") from exc
 
-        status = "timeout" if stop.timed_out else runner.status
+        # stopped by _Stopper: ansible-runner may have seen the play end before its
+        # cancel_callback said so, and then calls it failed
+        status = "timeout" if stop.timed_out else "canceled" if stop.stopped else runner.status
         log_path = str(log if log.exists() else log.parent)
         out = events.results(names, status, runner.rc, cancel.reason, request.timeout, log_path)
         return GroupResult(out)
@@ -200,12 +209,23 @@ def _host_result(name: str, status: str, rc: int | None, dark: dict[str, Any],
 
 
 class _Stopper:
-    """ansible-runner's cancel callback: the run's cancel token and the step's timeout.
+    """Stops one playbook run when the run's cancel token fires or the step's time is up.
 
-    On the first "stop" it SIGKILLs every process of this playbook run: the processes
-    below us whose command line names this run's extravars file (`ansible-playbook -e
+    A thread of its own waits on the token and the deadline and, the moment either
+    comes, SIGKILLs every process of this playbook run: the processes below us whose
+    command line names this run's extravars file (`ansible-playbook -e
     @PRIVATE/env/extravars`, unique per step and host), with everything below them.
+    ansible-runner's read loop then sees the end of the output at once and asks
+    `should_stop` (its `cancel_callback`), which says the run was stopped. So a stop
+    never waits on ansible-runner's polling, and the loop need wake only every
+    `RUNNER_POLL` seconds: at 200 hosts, waking ten times a second cost migrate more
+    CPU than handling every event of the play (bench/fleet.py).
+
+    Used as a context manager around `ansible_runner.run`: after it, nothing is killed.
     """
+
+    #: how often the watcher looks whether the run is over (a cancel wakes it at once)
+    WATCH_SLICE = 0.5
 
     def __init__(self, cancel: CancelToken, timeout: float | None, marker: str) -> None:
         self.cancel = cancel
@@ -213,18 +233,55 @@ class _Stopper:
         self.marker = marker
         self.timed_out = False
         self.stopped = False
+        self._finished = False
+        self._lock = threading.Lock()
+        self._watcher = threading.Thread(target=self._watch, name="playbook-stopper",
+                                         daemon=True)
 
-    def should_stop(self) -> bool:
-        if self.stopped:
+    def __enter__(self) -> _Stopper:
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._finished = True
+
+    def _due(self) -> bool | None:
+        """True: cancelled; False: the step's time is up; None: neither."""
+        if self.cancel.cancelled:
             return True
-        if not self.cancel.cancelled:
-            if self.deadline is None or time.monotonic() < self.deadline:
-                return False
-            self.timed_out = True
-        self.stopped = True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return False
+        return None
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                if self._finished or self.stopped:
+                    return
+            wait = self.WATCH_SLICE
+            if self.deadline is not None:
+                wait = min(wait, max(0.0, self.deadline - time.monotonic()))
+            self.cancel.wait(wait)
+            due = self._due()
+            if due is not None:
+                self._stop(timed_out=not due)
+                return
+
+    def _stop(self, timed_out: bool) -> None:
+        with self._lock:
+            if self._finished or self.stopped:
+                return
+            self.stopped, self.timed_out = True, timed_out
         mine = descendants(os.getpid())
         kill_trees([pid for pid in mine if self.marker in cmdline(pid)])
-        return True
+
+    def should_stop(self) -> bool:
+        if not self.stopped:
+            due = self._due()  # the watcher sees it too; whichever comes first stops
+            if due is not None:
+                self._stop(timed_out=not due)
+        return self.stopped
 
 
 @dataclass

@@ -9,6 +9,7 @@ cut link, is in test_lost_host.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -47,6 +48,7 @@ from orchestrator.runners.ssh import (
     connection_kwargs,
     remote_command,
 )
+from tests.support.projects import running
 
 LOCAL = Host("here", {"ansible_connection": "local"})
 
@@ -185,6 +187,59 @@ def test_ansible_runner_says_unreachable_and_exit(tmp_path: Path) -> None:
     assert group.results["refused"].failure is FailureKind.UNREACHABLE, out
     assert group.results["refused"].detail.startswith("host unreachable")
     assert group.results["here"].failure is FailureKind.EXIT
+
+
+def _long_play(tmp_path: Path) -> tuple[PlaybookRequest, Path]:
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    here:\n      ansible_connection: local\n"
+                   f"      ansible_python_interpreter: {sys.executable}\n")
+    began = tmp_path / "began"
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                    f"    - ansible.builtin.shell: 'touch {began}; sleep 120.5'\n"
+                    "      name: the long one\n")
+    # the runner finds this run's processes by the extravars file on their command line
+    req = PlaybookRequest(playbook=play, hosts=(LOCAL,), inventory=inv,
+                          extravars={"migrate_step": "long"},
+                          artifacts_dir=tmp_path / "art", timeout=None,
+                          on_output=lambda h, line: None)
+    return req, began
+
+
+def test_a_cancel_stops_the_playbook_without_waiting_for_ansible_runner_to_poll(
+        tmp_path: Path) -> None:
+    """ansible-runner asks cancel_callback only when its read loop wakes (here every 60 s);
+    the runner kills the play itself the moment the token fires, and says CANCELLED."""
+    req, began = _long_play(tmp_path)
+    cancel = CancelToken()
+    box: list[GroupResult] = []
+    worker = threading.Thread(target=lambda: box.append(
+        AnsiblePlaybookRunner(poll=60).run_playbook(req, cancel)))
+    worker.start()
+    deadline = time.monotonic() + 90
+    while not began.exists() and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert began.exists(), "the task never started"
+    time.sleep(1.5)  # the read loop is now asleep in its 60 s wait
+    t0 = time.monotonic()
+    cancel.cancel("a trigger fired")
+    worker.join(45)
+    assert not worker.is_alive() and time.monotonic() - t0 < 30
+    result = box[0].results["here"]
+    assert result.failure is FailureKind.CANCELLED, result
+    assert "a trigger fired" in result.detail and "the long one" in result.detail
+    assert running("sleep 120.5") == []
+
+
+def test_a_step_timeout_stops_the_playbook_without_waiting_for_ansible_runner_to_poll(
+        tmp_path: Path) -> None:
+    req, began = _long_play(tmp_path)
+    req = dataclasses.replace(req, timeout=8.0)
+    t0 = time.monotonic()
+    group = AnsiblePlaybookRunner(poll=60).run_playbook(req, CancelToken())
+    assert time.monotonic() - t0 < 40
+    assert group.results["here"].failure is FailureKind.TIMEOUT, group.results["here"]
+    assert running("sleep 120.5") == []
 
 
 # --- SSH: the remote wrapper, run by a real /bin/sh ----------------------------------------
