@@ -17,15 +17,25 @@ carrying a short reason, so callers turn one exception into "no data". Non-2xx a
 are answers (`HttpAnswer.status`), not errors. No retries: the next poll is the retry,
 and the notifier has its own backoff.
 
-urllib3 is imported on the first request, so building a client costs nothing on the
+A poll cycle's many GETs (`get_many`: every host's URL of an `http` or `exporter`
+metric) go through libcurl's multi interface (pycurl) instead: all of them in flight at
+once from one thread, its own keep-alive connections, the same per-host bound. Through
+urllib3 and a thread pool a GET cost about 0.2 ms of CPU (http.client's header parsing,
+urllib3's response objects, a thread hand-off each); through libcurl about 0.04 ms,
+which is what brings `watch` over 200 hosts under its CPU goal.
+
+urllib3 and pycurl are imported on first use, so building a client costs nothing on the
 paths that never speak HTTP (`migrate status`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +44,9 @@ from urllib.parse import urlsplit
 MAX_BODY = 16 * 1024 * 1024
 PER_HOST = 16  # the trigger monitor's readers: one connection each at most
 HOSTS = 64
+#: Connections a batch (`get_many`) keeps alive for the next poll, all origins together:
+#: a fleet of 200 hosts each with its own endpoint reuses them all.
+KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,8 @@ class HttpClient:
         self.headers = {"User-Agent": user_agent}
         self._origins: OrderedDict[tuple[str, str], _Origin] = OrderedDict()
         self._lock = threading.Lock()
+        self._batches: list[_Batch] = []  # idle ones, each with its kept-alive connections
+        self._closed = False
 
     def _origin(self, scheme: str, netloc: str, host: str, port: int | None) -> _Origin:
         key = (scheme, netloc)
@@ -126,13 +141,7 @@ class HttpClient:
     def request(self, method: str, url: str, timeout: float, *, body: bytes | None = None,
                 headers: dict[str, str] | None = None, limit: int = MAX_BODY) -> HttpAnswer:
         """One request; the answer whatever its status, or HttpUnavailable."""
-        try:
-            parts = urlsplit(url)
-            host, port = parts.hostname, parts.port
-            if parts.scheme not in ("http", "https") or not host:
-                raise ValueError("not an http(s) URL")
-        except ValueError as exc:
-            raise HttpUnavailable(f"{method} {url}: {exc}") from exc
+        parts, host, port = _split(url, method)
         origin = self._origin(parts.scheme, parts.netloc, host, port)
         conn = origin.take(timeout)
         if conn is None:
@@ -163,22 +172,242 @@ class HttpClient:
             limit: int = MAX_BODY) -> HttpAnswer:
         return self.request("GET", url, timeout, headers=headers, limit=limit)
 
+    def get_many(self, urls: Sequence[str], timeout: float,
+                 headers: dict[str, str] | None = None,
+                 limit: int = MAX_BODY) -> dict[str, HttpAnswer | HttpUnavailable]:
+        """GET every one of `urls` at once: each URL's answer, or the `HttpUnavailable`
+        saying why there is none (returned, not raised). All within `timeout`, at most
+        `per_host` connections to one origin at a time (the rest wait their turn within
+        that timeout), kept alive for the next call."""
+        out: dict[str, HttpAnswer | HttpUnavailable] = {}
+        todo = []
+        for url in dict.fromkeys(urls):
+            try:
+                parts, _, _ = _split(url, "GET")
+            except HttpUnavailable as exc:
+                out[url] = exc
+                continue
+            todo.append((url, f"{parts.scheme}://{parts.netloc}"))
+        if not todo:
+            return out
+        with self._lock:
+            batch = self._batches.pop() if self._batches else None
+        if batch is None:
+            batch = _Batch(self.per_host, self.headers)
+        try:
+            out.update(batch.get(todo, timeout, headers or {}, limit))
+        finally:
+            with self._lock:
+                if len(self._batches) < 4 and not self._closed:
+                    self._batches.append(batch)
+                    batch = None
+            if batch is not None:
+                batch.close()
+        return out
+
     def post_json(self, url: str, payload: Any, timeout: float) -> HttpAnswer:
         return self.request("POST", url, timeout, body=json.dumps(payload).encode(),
                             headers={"Content-Type": "application/json"})
 
     def close(self) -> None:
+        """Close every kept-alive connection. The client stays usable (a later request
+        opens new ones), but batches are no longer kept."""
         with self._lock:
             origins = list(self._origins.values())
             self._origins.clear()
+            batches, self._batches = self._batches, []
         for origin in origins:
             origin.close()
+        for batch in batches:
+            batch.close()
 
     def __enter__(self) -> HttpClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _split(url: str, method: str) -> tuple[Any, str, int | None]:
+    """The URL's parts, host and port; HttpUnavailable when it is no http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("not an http(s) URL")
+    except ValueError as exc:
+        raise HttpUnavailable(f"{method} {url}: {exc}") from exc
+    return parts, host, port
+
+
+class _Body:
+    """A transfer's body as it arrives; past `limit` bytes the transfer is aborted."""
+
+    __slots__ = ("parts", "size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.limit = limit
+
+    def write(self, data: bytes) -> int | None:
+        self.size += len(data)
+        if self.size > self.limit:
+            return 0  # fewer bytes taken than given: libcurl aborts (CURLE_WRITE_ERROR)
+        self.parts.append(data)
+        return None
+
+
+class _Batch:
+    """One libcurl multi handle and its easy handles: many GETs driven from one thread,
+    the connections kept alive in the multi handle's cache between calls. Used by one
+    thread at a time (the client hands each call an idle one)."""
+
+    def __init__(self, per_host: int, headers: dict[str, str]) -> None:
+        import pycurl
+
+        self.pycurl = pycurl
+        self.multi = pycurl.CurlMulti()
+        self.per_host = per_host
+        self.multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, per_host)
+        self.multi.setopt(pycurl.M_MAXCONNECTS, KEPT)
+        self.base = headers
+        self.idle: list[Any] = []
+        self.ca = _ca_paths()
+
+    def _handle(self) -> Any:
+        if self.idle:
+            return self.idle.pop()
+        pycurl = self.pycurl
+        c = pycurl.Curl()
+        c.setopt(pycurl.NOSIGNAL, 1)
+        c.setopt(pycurl.PROXY, "")  # as urllib3's connections: no proxy from the environment
+        c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        c.setopt(pycurl.NOPROGRESS, 1)
+        cafile, capath = self.ca
+        if cafile:
+            c.setopt(pycurl.CAINFO, cafile)
+        if capath:
+            c.setopt(pycurl.CAPATH, capath)
+        return c
+
+    def get(self, urls: list[tuple[str, str]], timeout: float, headers: dict[str, str],
+            limit: int) -> dict[str, HttpAnswer | HttpUnavailable]:
+        """GET each (url, origin): at most `per_host` in flight to one origin, the next
+        one started as one ends (so each transfer's timeout counts from its own start, as
+        a pooled connection's does); one that waits longer than `timeout` for its turn
+        gets no answer, as a read that finds every connection busy."""
+        pycurl, multi = self.pycurl, self.multi
+        lines = [f"{k}: {v}" for k, v in {**self.base, **headers}.items()]
+        ms = max(1, int(timeout * 1000))
+        queues: dict[str, deque[str]] = {}
+        for url, origin in urls:
+            queues.setdefault(origin, deque()).append(url)
+        busy = dict.fromkeys(queues, 0)
+        running: dict[Any, tuple[str, str, _Body]] = {}
+        out: dict[str, HttpAnswer | HttpUnavailable] = {}
+
+        def feed(origin: str) -> None:
+            queue = queues[origin]
+            while queue and busy[origin] < self.per_host:
+                url = queue.popleft()
+                c, body = self._handle(), _Body(limit)
+                c.setopt(pycurl.URL, url)
+                c.setopt(pycurl.HTTPHEADER, lines)
+                c.setopt(pycurl.WRITEFUNCTION, body.write)
+                c.setopt(pycurl.TIMEOUT_MS, ms)
+                c.setopt(pycurl.CONNECTTIMEOUT_MS, ms)
+                multi.add_handle(c)
+                running[c] = (url, origin, body)
+                busy[origin] += 1
+
+        for origin in queues:
+            feed(origin)
+        waited_out = time.monotonic() + timeout  # a queued GET not started by then: busy
+        try:
+            while running:
+                ret, _ = multi.perform()
+                if ret == pycurl.E_CALL_MULTI_PERFORM:
+                    continue
+                for origin in self._finished(running, out, limit):
+                    busy[origin] -= 1
+                    feed(origin)
+                if time.monotonic() > waited_out:
+                    for queue in queues.values():
+                        while queue:
+                            url = queue.popleft()
+                            out[url] = HttpUnavailable(
+                                f"GET {url}: every connection to the host is busy")
+                if running:  # until a socket is ready or libcurl's next timer is due
+                    due = multi.timeout()  # ms; -1: no timer set
+                    if due:
+                        multi.select(1.0 if due < 0 else min(due / 1000, 1.0))
+        finally:
+            for c, (url, _, _) in running.items():  # an error of ours: no answer
+                multi.remove_handle(c)
+                self.idle.append(c)
+                out[url] = HttpUnavailable(f"GET {url}: not completed")
+            for queue in queues.values():
+                for url in queue:
+                    out[url] = HttpUnavailable(f"GET {url}: not started")
+        return out
+
+    def _finished(self, running: dict[Any, tuple[str, str, _Body]],
+                  out: dict[str, HttpAnswer | HttpUnavailable], limit: int) -> list[str]:
+        """Collect the transfers libcurl has ended; the origins they free."""
+        pycurl, multi = self.pycurl, self.multi
+        freed = []
+        while True:
+            queued, ok, failed = multi.info_read()
+            for c in ok:
+                url, origin, body = running.pop(c)
+                out[url] = HttpAnswer(c.getinfo(pycurl.RESPONSE_CODE), b"".join(body.parts))
+                multi.remove_handle(c)
+                self.idle.append(c)
+                freed.append(origin)
+            for c, code, message in failed:
+                url, origin, body = running.pop(c)
+                why = f"body over {limit} bytes" if body.size > limit \
+                    else _curl_reason(c, code, message)
+                out[url] = HttpUnavailable(f"GET {url}: {why}")
+                multi.remove_handle(c)
+                self.idle.append(c)
+                freed.append(origin)
+            if not queued:
+                return freed
+
+    def close(self) -> None:
+        for c in self.idle:
+            c.close()
+        self.idle = []
+        self.multi.close()
+
+
+def _ca_paths() -> tuple[str | None, str | None]:
+    """The CA file and directory Python's ssl module verifies with (urllib3's
+    default), for libcurl, whose built-in paths may not exist on this system."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    cafile = paths.cafile or paths.openssl_cafile
+    capath = paths.capath or paths.openssl_capath
+    return (cafile if cafile and os.path.isfile(cafile) else None,
+            capath if capath and os.path.isdir(capath) else None)
+
+
+def _curl_reason(c: Any, code: int, message: str) -> str:
+    """libcurl's error, in the words `_reason` uses for urllib3's: 'Connection refused',
+    'read timed out', 'connect timed out'."""
+    import pycurl
+
+    errno = c.getinfo(pycurl.OS_ERRNO)
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        connected = c.getinfo(pycurl.CONNECT_TIME) > 0
+        return "read timed out" if connected else "connect timed out"
+    if code == pycurl.E_COULDNT_CONNECT and errno:
+        return os.strerror(errno)
+    text = message or f"libcurl error {code}"
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _reason(exc: BaseException) -> str:

@@ -21,11 +21,17 @@ from typing import Any
 import pytest
 
 from orchestrator.config.inventory import Host
-from orchestrator.core.http import HttpClient, HttpUnavailable
+from orchestrator.core.http import HttpAnswer, HttpClient, HttpUnavailable
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.alerts.book import AlertBook
 from orchestrator.metrics.alerts.pull import AlertPuller
-from orchestrator.metrics.sources.base import CycleMemo, ReadContext, read_metric
+from orchestrator.metrics.sources.base import (
+    CycleMemo,
+    ReadContext,
+    batched,
+    read_hosts,
+    read_metric,
+)
 from orchestrator.notify.sender import PooledPost
 
 
@@ -223,3 +229,95 @@ def test_alertmanager_polls_reuse_one_connection_and_errors_are_pull_errors() ->
     finally:
         puller.close()
     assert error is not None and "refused" in error.lower()
+
+
+# --- a poll cycle's GETs at once (`get_many`, the `http` source's `read_many`) -------------
+
+def test_get_many_answers_every_url_bounded_per_host_and_reuses_connections() -> None:
+    with serving(delay=0.02) as srv, HttpClient(per_host=3) as http:
+        urls = [f"{srv.url}/health?h={i}" for i in range(24)]
+        got = http.get_many(urls + urls[:2], 2)  # a URL asked twice is fetched once
+        assert sorted(got) == sorted(urls)
+        assert all(isinstance(a, HttpAnswer) and a.status == 200
+                   and json.loads(a.body)["vram"] == 1234 for a in got.values())
+        assert srv.requests == 24
+        assert srv.most_open <= 3 and srv.connections <= 3
+        opened = srv.connections
+        assert len(http.get_many(urls, 2)) == 24  # the next poll: the same connections
+        assert (srv.requests, srv.connections) == (48, opened)
+
+
+def test_get_many_returns_each_failure_as_one_error_beside_the_answers() -> None:
+    refused = f"http://127.0.0.1:{free_port()}/health"
+    with serving(status=503) as bad, serving(body=b"x" * 5000) as big, \
+            serving(delay=1.5) as slow, HttpClient() as http:
+        started = time.monotonic()
+        got = http.get_many([refused, f"{bad.url}/h", f"{big.url}/b", f"{slow.url}/s",
+                             "ftp://example.org/x"], 0.4, limit=100)
+        assert time.monotonic() - started < 1.2
+    assert isinstance(got[refused], HttpUnavailable) and "refused" in str(got[refused]).lower()
+    answer = got[f"{bad.url}/h"]
+    assert isinstance(answer, HttpAnswer) and (answer.status, answer.ok) == (503, False)
+    assert "over 100 bytes" in str(got[f"{big.url}/b"])
+    assert "timed out" in str(got[f"{slow.url}/s"])
+    assert isinstance(got["ftp://example.org/x"], HttpUnavailable)
+
+
+def test_a_read_queued_past_its_timeout_behind_busy_connections_is_busy_not_hung() -> None:
+    with serving(delay=0.3) as srv, HttpClient(per_host=1) as http:
+        urls = [f"{srv.url}/x{i}" for i in range(6)]
+        started = time.monotonic()
+        got = http.get_many(urls, 0.5)
+        took = time.monotonic() - started
+    answered = [u for u in urls if isinstance(got[u], HttpAnswer)]
+    busy = [u for u in urls if "busy" in str(got[u])]
+    assert answered[:1] == urls[:1] and len(answered) + len(busy) == 6 and busy
+    assert took < 1.5  # not six reads one after the other at their full timeout
+
+
+def test_the_http_source_reads_a_cycle_in_one_batch_one_get_per_distinct_url() -> None:
+    hosts = [Host(f"h{i}", {}) for i in range(20)]
+    with serving() as srv, HttpClient() as http:
+        vram = metric("http", url=f"{srv.url}/h/{{{{ host }}}}", field="vram")
+        status = metric("http", url=f"{srv.url}/h/{{{{ host }}}}", expect={"status": "ok"})
+        missing = metric("http", url=f"{srv.url}/h/{{{{ host }}}}", field="nope")
+        ctx = ReadContext(host=hosts[0], hostvars={h.name: {} for h in hosts}, phase=1,
+                          run_id="r", elapsed=0.0, timeout=2.0, memo=CycleMemo(), http=http)
+        assert batched(vram) and not batched(metric("http", url="x", field="v", **{"from": "a"}))
+        got = [read_hosts(m, hosts, ctx) for m in (vram, status, missing)]
+        assert srv.requests == 20  # three metrics, one GET per host's URL in the cycle
+        one = [read_metric(m, context(http, "h3")) for m in (vram, status, missing)]
+    assert [g["h3"] for g in got] == one  # the same readings as one host's own read
+    assert {r.value for r in got[0].values()} == {1234.0}
+    assert {r.value for r in got[1].values()} == {1.0}
+    assert all(r.value is None and "no numeric field nope" in (r.error or "")
+               for r in got[2].values())
+
+
+def test_a_refused_batch_is_no_data_for_each_host_and_fails_passfail() -> None:
+    url = f"http://127.0.0.1:{free_port()}/{{{{ host }}}}"
+    hosts = [Host("a", {}), Host("b", {})]
+    with HttpClient() as http:
+        ctx = ReadContext(host=hosts[0], hostvars={"a": {}, "b": {}}, phase=1, run_id="r",
+                          elapsed=0.0, timeout=1.0, memo=CycleMemo(), http=http)
+        number = read_hosts(metric("http", url=url, field="v"), hosts, ctx)
+        passfail = read_hosts(metric("http", url=url, expect={"ok": True}), hosts, ctx)
+    assert all(r.value is None and "refused" in (r.error or "").lower()
+               for r in number.values())
+    assert all(r.value == 0.0 and "refused" in (r.error or "").lower()
+               for r in passfail.values())
+
+
+def test_exporter_read_many_scrapes_each_distinct_url_once_in_one_batch() -> None:
+    body = b'X{Hostname="a"} 1\nX{Hostname="b"} 2\n'
+    hosts = [Host("a", {}), Host("b", {})]
+    with serving(body=body, ctype="text/plain; version=0.0.4") as one, \
+            serving(body=body, ctype="text/plain; version=0.0.4") as two, HttpClient() as http:
+        ctx = ReadContext(host=hosts[0], hostvars={"a": {"u": one.url}, "b": {"u": two.url}},
+                          phase=1, run_id="r", elapsed=0.0, timeout=2.0, memo=CycleMemo(),
+                          http=http)
+        m = metric("exporter", url="{{ vars.u }}/metrics",
+                   series='X{Hostname="{{ host }}"}')
+        got = read_hosts(m, hosts, ctx)
+        assert (one.requests, two.requests) == (1, 1)
+    assert (got["a"].value, got["b"].value) == (1.0, 2.0)

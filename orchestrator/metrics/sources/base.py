@@ -29,7 +29,7 @@ Pass/fail metrics read as 1.0 (pass) or 0.0 (fail); numeric ones as their value.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -107,6 +107,46 @@ class CycleMemo:
             raise entry.error
         result: T = entry.value
         return result
+
+    def get_many(self, keys: Sequence[Hashable],
+                 compute: Callable[[list[Hashable]], Mapping[Hashable, Any]],
+                 ) -> dict[Hashable, Any]:
+        """Each key's value, the keys nobody asked for yet computed by one call of
+        `compute(those keys)` (a batch: many GETs at once); keys another reader is
+        computing are waited for. A value that is an exception is that key's failure
+        (`get` raises it); here every key's value or exception is returned."""
+        mine: list[Hashable] = []
+        entries: dict[Hashable, CycleMemo._Entry] = {}
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._entries[key] = CycleMemo._Entry()
+                    mine.append(key)
+                entries[key] = entry
+        if mine:
+            try:
+                got = compute(mine)
+            except BaseException as exc:
+                got = {}
+                for key in mine:
+                    entries[key].error = exc
+                raise
+            finally:
+                for key in mine:
+                    entry = entries[key]
+                    if entry.error is None:
+                        value = got.get(key, LookupError(f"{key!r}: not computed"))
+                        if isinstance(value, BaseException):
+                            entry.error = value
+                        else:
+                            entry.value = value
+                    entry.done.set()
+        out: dict[Hashable, Any] = {}
+        for key, entry in entries.items():
+            entry.done.wait()
+            out[key] = entry.error if entry.error is not None else entry.value
+        return out
 
 
 @dataclass(frozen=True)
@@ -212,8 +252,14 @@ def read_metric(metric: Metric, ctx: ReadContext) -> Reading:
 
 
 def batched(metric: Metric) -> bool:
-    """Does the metric's source read many hosts in one go (`read_many`)?"""
-    return hasattr(reader_of(metric), "read_many")
+    """Does the metric's source read many hosts in one go (`read_many`)? A source whose
+    batching depends on the metric says so with `batches(metric)` (`http` with `from:`
+    probes over SSH, one host at a time)."""
+    source = reader_of(metric)
+    if not hasattr(source, "read_many"):
+        return False
+    batches = getattr(source, "batches", None)
+    return batches is None or bool(batches(metric))
 
 
 def read_hosts(metric: Metric, hosts: Sequence[Host], ctx: ReadContext,
@@ -224,7 +270,7 @@ def read_hosts(metric: Metric, hosts: Sequence[Host], ctx: ReadContext,
     from orchestrator._exceptions import NvmlUnavailableError
 
     source = reader_of(metric)
-    many = getattr(source, "read_many", None)
+    many = getattr(source, "read_many", None) if batched(metric) else None
     if many is not None and hosts:
         try:
             got: dict[str, Reading] = many(metric, hosts, ctx)

@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.config.inventory import Host
 from orchestrator.config.templating import render
 from orchestrator.config.yamlsource import YDict
-from orchestrator.core.http import HttpClient, HttpUnavailable
+from orchestrator.core.http import HttpAnswer, HttpClient, HttpUnavailable
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import (
     CycleMemo,
@@ -37,8 +37,6 @@ from orchestrator.metrics.sources.base import (
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 EXPOSITION = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
-#: At most this many different exporter URLs are scraped at once by one `read_many`.
-PARALLEL_SCRAPES = 32
 
 
 def parse_series(text: str) -> tuple[str, dict[str, str]]:
@@ -93,6 +91,13 @@ def scrape(client: HttpClient, url: str, timeout: float) -> Exposition | str:
         answer = client.get(url, timeout, headers=EXPOSITION)
     except HttpUnavailable as exc:
         return str(exc)
+    return parsed(url, answer)
+
+
+def parsed(url: str, answer: HttpAnswer | HttpUnavailable) -> Exposition | str:
+    """The exposition an answer holds, or why there is none."""
+    if isinstance(answer, HttpUnavailable):
+        return str(answer)
     if not answer.ok:
         return f"GET {url}: HTTP {answer.status}"
     try:
@@ -119,8 +124,8 @@ class ExporterSource:
 
     def read_many(self, metric: Metric, hosts: Sequence[Host],
                   ctx: ReadContext) -> dict[str, Reading]:
-        """Every distinct URL scraped once (concurrently), then each host's series
-        looked up in its scrape."""
+        """Every distinct URL scraped once (all at once: one batch of the pooled client),
+        then each host's series looked up in its scrape."""
         if ctx.memo is None:
             ctx = replace(ctx, memo=CycleMemo())
         urls: dict[str, str] = {}
@@ -134,16 +139,14 @@ class ExporterSource:
         distinct = sorted(set(urls.values()))
         memo = ctx.memo
         assert memo is not None
+        http, timeout = ctx.http, ctx.timeout
 
-        def one(url: str) -> None:
-            memo.get(("scrape", url), lambda: scrape(ctx.http, url, ctx.timeout))
+        def scrape_all(keys: list[Any]) -> dict[Any, Exposition | str]:
+            got = http.get_many([url for _, url in keys], timeout, headers=EXPOSITION)
+            return {key: parsed(key[1], got[key[1]]) for key in keys}
 
         if len(distinct) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(PARALLEL_SCRAPES, len(distinct)),
-                                    thread_name_prefix="scrape") as pool:
-                list(pool.map(one, distinct))
+            memo.get_many([("scrape", url) for url in distinct], scrape_all)
         for host in hosts:
             if host.name not in out:
                 try:

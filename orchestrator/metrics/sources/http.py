@@ -5,19 +5,23 @@ health check is what that host sees.
 Within one poll cycle a URL is fetched once, however many metrics read it (the
 default project reads `agent_health` and `model_load_failures` from one `/health`).
 Reads go through the reader's pooled client (`core.http`, `ctx.http`): keep-alive
-connections reused from one poll to the next, a bounded number per host.
+connections reused from one poll to the next, a bounded number per host. A poll cycle
+reads every host's URL in one batch (`read_many`, the client's `get_many`): all in
+flight at once from one thread, not one thread hand-off per GET.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.config.templating import render
+from orchestrator.config.inventory import Host
+from orchestrator.config.templating import context_for, render
 from orchestrator.core.http import HttpAnswer, HttpClient, HttpUnavailable
 from orchestrator.core.model import Metric, MetricKind
 from orchestrator.metrics.sources.base import (
+    CycleMemo,
     Key,
     ReadContext,
     Reading,
@@ -97,35 +101,80 @@ class HttpSource:
                                 lambda: fetch_from(origin, url, ctx) if remote
                                 else fetch(ctx.http, url, ctx.timeout))
         except HttpUnavailable as exc:  # refused, timeout, DNS, bad URL
-            why = str(exc)
-            return Reading.passed(False, why) if passfail else Reading(None, why)
+            return judge(metric, url, exc)
         except OSError as exc:  # the `from:` host's probe could not run
             why = f"GET {url}: {exc}"
             return Reading.passed(False, why) if passfail else Reading(None, why)
-        status, body = answer.status, answer.body
-        if not answer.ok:
-            why = f"GET {url}: HTTP {status}"
-            return Reading.passed(False, why) if passfail else Reading(None, why)
-        try:
-            doc = json.loads(body) if body.strip() else None
-        except ValueError:
-            doc = None
-        if passfail:
-            expect = metric.config.get("expect") or {}
-            for key, want in expect.items():
-                got = dotted(doc, str(key))
-                if got is _MISSING or got != want:
-                    shown = "missing" if got is _MISSING else repr(got)
-                    return Reading.passed(False, f"{key} is {shown}, expected {want!r}")
-            return Reading.passed(True)
-        field = str(metric.config["field"])
-        value = dotted(doc, field)
-        if value is _MISSING or isinstance(value, bool):
-            return Reading(None, f"GET {url}: no numeric field {field}")
-        try:
-            return Reading(float(value))
-        except (TypeError, ValueError):
-            return Reading(None, f"GET {url}: {field} is {value!r}, not a number")
+        return judge(metric, url, answer)
+
+    def batches(self, metric: Metric) -> bool:
+        """Read many hosts at once, unless each GET runs on a `from:` host (over SSH)."""
+        return "from" not in metric.config
+
+    def read_many(self, metric: Metric, hosts: Sequence[Host],
+                  ctx: ReadContext) -> dict[str, Reading]:
+        """Every host's URL rendered, the distinct ones fetched at once (one batch of the
+        pooled client, shared through the cycle's memo with the other metrics that read
+        the same URLs), then each host's reading from its answer."""
+        template = str(metric.config["url"])
+        urls: dict[str, str] = {}
+        out: dict[str, Reading] = {}
+        for host in hosts:
+            try:
+                urls[host.name] = render(template, context_for(host.name, ctx.hostvars,
+                                                               ctx.phase, ctx.run_id))
+            except Exception as exc:  # an undefined template variable on this host
+                out[host.name] = Reading(None, f"http source error: {type(exc).__name__}: "
+                                               f"{exc}")
+        memo = ctx.memo if ctx.memo is not None else CycleMemo()
+        http, timeout = ctx.http, ctx.timeout
+
+        def fetch_all(keys: list[Any]) -> dict[Any, Any]:
+            got = http.get_many([url for _, url, _ in keys], timeout, headers=ACCEPT)
+            return {key: got[key[1]] for key in keys}
+
+        answers = memo.get_many([("GET", url, None) for url in dict.fromkeys(urls.values())],
+                                fetch_all)
+        for name, url in urls.items():
+            got = answers[("GET", url, None)]
+            if isinstance(got, HttpAnswer | HttpUnavailable):
+                out[name] = judge(metric, url, got)
+            else:  # the batch itself failed: a source bug, no data for its hosts
+                out[name] = Reading(None, f"http source error: {type(got).__name__}: {got}")
+        return out
+
+
+def judge(metric: Metric, url: str, answer: HttpAnswer | HttpUnavailable) -> Reading:
+    """The reading an answer (or its absence) gives: pass/fail on 2xx and `expect`ed
+    fields, or the number at `field`."""
+    passfail = "field" not in metric.config
+    if isinstance(answer, HttpUnavailable):  # refused, timeout, DNS, bad URL
+        why = str(answer)
+        return Reading.passed(False, why) if passfail else Reading(None, why)
+    status, body = answer.status, answer.body
+    if not answer.ok:
+        why = f"GET {url}: HTTP {status}"
+        return Reading.passed(False, why) if passfail else Reading(None, why)
+    try:
+        doc = json.loads(body) if body.strip() else None
+    except ValueError:
+        doc = None
+    if passfail:
+        expect = metric.config.get("expect") or {}
+        for key, want in expect.items():
+            got = dotted(doc, str(key))
+            if got is _MISSING or got != want:
+                shown = "missing" if got is _MISSING else repr(got)
+                return Reading.passed(False, f"{key} is {shown}, expected {want!r}")
+        return Reading.passed(True)
+    field = str(metric.config["field"])
+    value = dotted(doc, field)
+    if value is _MISSING or isinstance(value, bool):
+        return Reading(None, f"GET {url}: no numeric field {field}")
+    try:
+        return Reading(float(value))
+    except (TypeError, ValueError):
+        return Reading(None, f"GET {url}: {field} is {value!r}, not a number")
 
 
 def _kind(body: Mapping[str, Any]) -> MetricKind:
