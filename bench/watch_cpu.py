@@ -130,13 +130,16 @@ def measure(root: Path, warmup: float, window: float, per_cycle: int) -> dict[st
     subprocess.run([*migrate_cmd(), "--project", str(root), "phase", "1", "--host", "all",
                     "--yes"], check=True, capture_output=True, env=env,
                    stdin=subprocess.DEVNULL, timeout=600)
-    total = warmup + window + 5
+    total = warmup + window + 15  # room for a slow start; the window is what is measured
     proc = subprocess.Popen([*migrate_cmd(), "--project", str(root), "--output", "json",
                              "watch", "--host", "all", "--for", f"{total:g}s"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                             stdin=subprocess.DEVNULL, text=True)
     try:
         time.sleep(warmup)
+        first = samples(root)  # past startup (slow on a loaded machine): two cycles seen
+        while samples(root) < first + 2 * per_cycle and proc.poll() is None:
+            time.sleep(0.2)
         cpu0, t0, n0 = cpu_seconds(proc.pid), time.monotonic(), samples(root)
         load0 = os.getloadavg()[0]
         time.sleep(window)

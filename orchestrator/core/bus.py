@@ -70,7 +70,7 @@ Inbound = Fire | WorkerDied | JournalLost | Cancel
 
 
 # --- outbound -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TriggerValue:
     """One trigger on one host after a cycle: what /metrics and the live view show."""
 

@@ -22,7 +22,7 @@ class TriggerStatus(enum.Enum):
     FIRING = "firing"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TriggerState:
     status: TriggerStatus = TriggerStatus.OK
     breach_since: float | None = None
@@ -33,7 +33,7 @@ class TriggerState:
     last_error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What one sample did to one trigger."""
 

@@ -17,13 +17,22 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.events import EventKind, Firing
-from orchestrator.core.model import Metric, Trigger, TriggerAction
+from orchestrator.core.model import Condition, Metric, Trigger, TriggerAction
 from orchestrator.metrics.sources.base import Reading
-from orchestrator.metrics.triggers import TriggerState, TriggerStatus, Verdict, evaluate
+from orchestrator.metrics.triggers import (
+    TriggerState,
+    TriggerStatus,
+    Verdict,
+    _fmt,
+    describe_breach,
+    effective_threshold,
+    evaluate,
+    is_breaching,
+)
 from orchestrator.monitor.baselines import PHASE_START, needs_baseline
 from orchestrator.state.journal import utc_stamp
 
@@ -34,7 +43,7 @@ StateRow = tuple[str, int, str, str, str, float | None, float | None, float | No
                  str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Live:
     """One trigger on one host: its state and the baseline it is judged against."""
 
@@ -71,9 +80,10 @@ class Poll:
     skip: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Folded:
-    """One sample folded into one trigger: what to journal, then what to announce."""
+class Folded(NamedTuple):
+    """One sample folded into one trigger: what to journal, then what to announce. (A
+    named tuple: 30,000 are made a cycle at 10,000 hosts, at a fifth of a frozen
+    dataclass's cost.)"""
 
     host: Host
     trigger: Trigger
@@ -127,21 +137,84 @@ def fold_poll(poll: Poll, book: Book, frame: Frame) -> tuple[dict[tuple[str, str
                                                              list[Folded]]:
     """Fold a whole poll: every watched host x numeric trigger read this cycle, then
     every host x `alert:` trigger the poll has a reading for. The new book and the
-    folded samples, in that order."""
+    folded samples, in that order.
+
+    Most samples of a big fleet change nothing but the value: a trigger that is `ok`
+    reads a value that does not breach. Those take `_quiet` (the state `evaluate`
+    would give, built at once, with what the trigger fixes worked out once a poll);
+    every other sample goes through `evaluate`."""
     new = dict(book)
     out: list[Folded] = []
-    numeric = [t for t in frame.triggers if t.metric in frame.metrics and t.name not in poll.skip]
+    plans = [_Plan.of(t) for t in frame.triggers
+             if t.metric in frame.metrics and t.name not in poll.skip]
+    readings, now, empty = poll.readings, poll.at, Live()
     for host in poll.hosts:
-        for t in numeric:
-            reading = poll.readings.get((host.name, t.metric))
+        name = host.name
+        for plan in plans:
+            t = plan.trigger
+            reading = readings.get((name, t.metric))
             if reading is None:
                 continue
-            key = (host.name, t.name)
-            new[key], folded = fold_one(host, t, new.get(key) or Live(), reading, poll.at,
-                                        frame)
+            key = (name, t.name)
+            live = new.get(key) or empty
+            quiet = _quiet(host, plan, live, reading, now, frame)
+            if quiet is None:
+                quiet = fold_one(host, t, live, reading, now, frame)
+            new[key], folded = quiet
             out.append(folded)
     out += _fold_alerts(poll, new, frame)
     return new, out
+
+
+_OK = TriggerStatus.OK  # an enum member's lookup costs more than a name's: 30,000 a cycle
+
+
+class _Plan(NamedTuple):
+    """What a trigger fixes for every sample of a poll, worked out once."""
+
+    trigger: Trigger
+    first_good: bool  # the first good sample is its baseline (phase start had no data)
+    above: bool | None  # a fixed limit: True above it breaches, False below; None: other
+    limit_text: str  # the fixed limit as `describe_breach` writes it
+
+    @classmethod
+    def of(cls, t: Trigger) -> _Plan:
+        fixed = t.condition in (Condition.ABOVE, Condition.BELOW)
+        return cls(t, needs_baseline(t) and t.baseline == PHASE_START,
+                   t.condition is Condition.ABOVE if fixed else None,
+                   _fmt(t.threshold) if fixed else "")
+
+
+def _quiet(host: Host, plan: _Plan, live: Live, reading: Reading, now: float,
+           frame: Frame) -> tuple[Live, Folded] | None:
+    """`fold_one` for a sample that changes nothing but the value (the trigger is `ok`
+    and the value does not breach), without `evaluate`'s two copies of the state; None
+    for any other sample. Same result as `fold_one`, field for field (test_fold_quiet)."""
+    value = reading.value
+    if value is None or live.state.status is not _OK:
+        return None
+    t = plan.trigger
+    baseline = live.baseline
+    if baseline is None and plan.first_good:
+        baseline = value
+    if plan.above is not None:  # above/below: the limit is the threshold
+        limit: float | None = t.threshold
+        if value > t.threshold if plan.above else value < t.threshold:
+            return None
+        text = f"{_fmt(value)} {'>' if plan.above else '<'} {plan.limit_text}"
+    else:
+        limit = effective_threshold(t, baseline)
+        if is_breaching(t, value, limit):
+            return None
+        text = describe_breach(t, value, limit, baseline, reading.error)
+    state = TriggerState(_OK, None, value, now, None, False, None)
+    verdict = Verdict(False, False, limit, text, None, False, False)
+    sample: SampleRow = (frame.run_id, host.name, frame.phase, t.name, t.metric,
+                         now - frame.t0, value, False, "ok", limit, baseline)
+    row: StateRow = (host.name, frame.phase, t.name, frame.run_id, "ok", value, limit,
+                     baseline, None, text)
+    return Live(state, baseline), Folded(host, t, reading, live.state, verdict, baseline,
+                                         sample, row)
 
 
 def fold_events(host: Host, triggers: list[Trigger], book: Book, count: float, now: float,

@@ -22,11 +22,13 @@ def cycle_value(run_id: str, phase: int, at: float, book: Mapping[tuple[str, str
                 samples: tuple[tuple[str, str, float | None], ...] = ()) -> Cycle:
     """Every watched trigger's state now, as a value (what /metrics and views show)."""
     values = []
+    ok, text = TriggerStatus.OK, {s: s.value for s in TriggerStatus}  # enum lookups, hoisted
     for (host, name), live in sorted(book.items()):
         state = live.state
-        breaching = None if state.breach_since is None or state.status is TriggerStatus.OK \
+        status = state.status
+        breaching = None if state.breach_since is None or status is ok \
             else at - state.breach_since
-        values.append(TriggerValue(phase, name, host, state.status.value, state.last_value,
+        values.append(TriggerValue(phase, name, host, text[status], state.last_value,
                                    effective_threshold(triggers[name], live.baseline),
                                    live.baseline, breaching))
     return Cycle(run_id, phase, at, tuple(values), samples)
