@@ -59,14 +59,23 @@ def answered(prom: str) -> float:
                and 'handler="/api/v1/query"' in line)
 
 
-def cycle_spans(monitor: Any, cycles: int, pause: float) -> list[float]:
+def cycle_spans(monitor: Any, cycles: int, pause: float,
+                cpu: bool = False) -> Any:
     """The wall time of each of `cycles` + 1 TriggerMonitor cycles (the first one pays for
-    connections and baselines), `pause` seconds apart, with the watch's 16 readers."""
-    spans = []
+    connections and baselines), `pause` seconds apart, with the watch's 16 readers. With
+    `cpu`, also each cycle's CPU time of this process (all its threads): (walls, cpus)."""
+    import resource
+
+    def used() -> float:
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        return use.ru_utime + use.ru_stime
+
+    spans, cpus = [], []
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
         for _ in range(cycles + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), used()
             monitor.cycle(pool)
             spans.append(time.perf_counter() - t0)
+            cpus.append(used() - c0)
             time.sleep(pause)
-    return spans
+    return (spans, cpus) if cpu else spans

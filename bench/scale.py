@@ -233,7 +233,7 @@ def bench_c(tmp: Path, url: str, n: int, cycles: int, label: str) -> dict[str, A
             monitor.prepare(RunBus(f"poll-{label}"), project.phases[1], hosts, False)
             series = head_series(prom)
             before = answered(prom)
-            spans = cycle_spans(monitor, cycles, 0.5)
+            spans, cpus = cycle_spans(monitor, cycles, 0.5, cpu=True)
             queries = (answered(prom) - before) / (cycles + 1)
             samples = journal.samples(f"poll-{label}")
             journal.close()
@@ -242,7 +242,8 @@ def bench_c(tmp: Path, url: str, n: int, cycles: int, label: str) -> dict[str, A
         server.wait(10)
     nodata = sum(1 for s in samples if s["value"] is None)
     return {"first": spans[0], "median": statistics.median(spans[1:]), "queries": queries,
-            "series": series, "samples": len(samples), "nodata": nodata}
+            "cpu": statistics.median(cpus[1:]), "series": series, "samples": len(samples),
+            "nodata": nodata}
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -308,7 +309,10 @@ def main() -> None:
                 c = bench_c(tmp, url, n, args.cycles, label)
                 report(f"(c) poll cycle, 3 prometheus metrics x {n} ({label}): first",
                        f"{c['first']:.3f} s")
-                report("(c)   median of the next cycles", f"{c['median']:.3f} s", "goal <= 1 s")
+                report("(c)   median of the next cycles: wall", f"{c['median']:.3f} s",
+                       "goal <= 1 s")
+                report("(c)   median of the next cycles: CPU of this process",
+                       f"{c['cpu']:.3f} s", "(Prometheus's and PostgreSQL's own not counted)")
                 report("(c)   queries Prometheus answered per cycle", f"{c['queries']:.1f}",
                        "goal: 3 (one per metric)")
                 report("(c)   series in Prometheus; samples journaled; no data",
