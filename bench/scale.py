@@ -8,7 +8,8 @@ runners (runners/fake.py), so what is measured is the engine's own cost, not Ans
     (fsync on): the engine's wall and CPU time per host per step, and the journal's writes
     per host per step (transactions committed and rows written, from pg_stat_database);
 (b) `migrate status` and `migrate status --all` with 10,000 hosts x 4 phases, each a new
-    process as an operator runs it (goal: at most 1 s each);
+    process as an operator runs it, our modules from cached bytecode as installed
+    (--cold: compiled on every run) (goal: at most 1 s each);
 (c) one poll cycle of 3 `prometheus` metrics over 10,000 hosts (TriggerMonitor.cycle,
     samples journaled on the same PostgreSQL) against a real Prometheus holding 30,000
     series (10,000 hosts x 3 DCGM series, served by bench/fleet.py's server), with the
@@ -16,7 +17,7 @@ runners (runners/fake.py), so what is measured is the engine's own cost, not Ans
 (d) the controller's memory: peak RSS of this process over (a) and (c) (goal: at most
     500 MB).
 
-Run: python bench/scale.py [--hosts 10000] [--cycles 5] [--only abc]
+Run: python bench/scale.py [--hosts 10000] [--cycles 5] [--only abc] [--cold]
 Needs root (PostgreSQL runs as the postgres user), Debian's postgresql and prometheus.
 """
 
@@ -160,13 +161,13 @@ def child_cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def timed(cmd: list[str], runs: int) -> tuple[float, str, float]:
+def timed(cmd: list[str], runs: int, env: dict[str, str]) -> tuple[float, str, float]:
     """Median wall time, the last output, and the median CPU time (user + system) of the
     command: on a machine shared with other work the CPU time is the steadier figure."""
     times, cpus, out = [], [], ""
     for _ in range(runs):
         t0, c0 = time.perf_counter(), child_cpu()
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - t0)
         cpus.append(child_cpu() - c0)
         assert res.returncode == 0, res.stderr[-2000:]
@@ -174,14 +175,23 @@ def timed(cmd: list[str], runs: int) -> tuple[float, str, float]:
     return statistics.median(times), out, statistics.median(cpus)
 
 
-def bench_b(root: Path, n: int, runs: int) -> dict[str, float]:
+def bench_b(root: Path, n: int, runs: int, bytecode: Path | None) -> dict[str, float]:
+    """Each command a new process; our modules from cached bytecode as an installed
+    package's are (a cache of their own, filled by a warm-up run), unless `bytecode` is
+    None (--cold: every module compiled on every run, as an editable checkout under
+    PYTHONDONTWRITEBYTECODE)."""
     base = [sys.executable, "-m", "orchestrator", "--project", str(root)]
-    status, _, status_cpu = timed(base + ["status"], runs)
-    status_json, out, json_cpu = timed(base + ["--output", "json", "status"], runs)
+    env = dict(os.environ)
+    if bytecode is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(bytecode)
+        timed(base + ["status", "--all"], 1, env)
+    status, _, status_cpu = timed(base + ["status"], runs, env)
+    status_json, out, json_cpu = timed(base + ["--output", "json", "status"], runs, env)
     doc = json.loads(out)
     assert len(doc["hosts"]) == n and all(
         p["state"] == "completed" for h in doc["hosts"].values() for p in h["phases"].values())
-    every, _, every_cpu = timed(base + ["status", "--all"], runs)
+    every, _, every_cpu = timed(base + ["status", "--all"], runs, env)
     return {"status": status, "status_json": status_json, "status_all": every,
             "status_cpu": status_cpu, "status_json_cpu": json_cpu, "status_all_cpu": every_cpu}
 
@@ -253,6 +263,8 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", default="abc")
+    ap.add_argument("--cold", action="store_true",
+                    help="(b) without cached bytecode: every module compiled on every run")
     args = ap.parse_args()
     from tests.support.pg import running_server
 
@@ -298,7 +310,7 @@ def main() -> None:
                    "goal <= 500 MB")
         if "b" in args.only:
             fill_later_phases(url, root, n, (2, 3, 4) if "a" in args.only else (1, 2, 3, 4))
-            b = bench_b(root, n, args.runs)
+            b = bench_b(root, n, args.runs, None if args.cold else tmp / "bytecode")
             for key, what in (("status", f"migrate status, {n} hosts x 4 phases"),
                               ("status_json", "migrate --output json status"),
                               ("status_all", "migrate status --all")):
