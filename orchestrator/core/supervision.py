@@ -91,15 +91,21 @@ def supervising(sink: DeathSink) -> Iterator[None]:
 def spawn(name: str, target: Callable[..., Any], *args: Any,
           on_death: DeathSink | None = None, daemon: bool = True) -> threading.Thread:
     """Start `target(*args)` on a thread named `name`, supervised: an exception that escapes
-    it goes to `on_death` (else to the sink of the run that spawned it), never to stderr
-    as a traceback."""
+    it goes to `on_death` (else to the sink of the run that spawned it; spawned where no
+    run's context is, to the installed `threading.excepthook`, the Supervisor's), never
+    to stderr as a traceback."""
     context = contextvars.copy_context()
 
     def body() -> None:
         try:
             context.run(target, *args)
         except BaseException as exc:  # noqa: BLE001 - a worker's death is reported, whatever it is
-            _report(on_death or context.get(_run_sink), name, exc)
+            sink = on_death or context.get(_run_sink)
+            if sink is None and threading.excepthook is not threading.__excepthook__:
+                # spawned from a thread of no run (a fan-out pool's): as an unspawned
+                # thread's death, through the hook the app's Supervisor installed
+                raise
+            _report(sink, name, exc)
 
     thread = threading.Thread(target=body, name=name, daemon=daemon)
     thread.start()

@@ -43,7 +43,10 @@ class LocalCommandRunner:
                     log.write(line)
                     request.on_output(host, line.rstrip("\n"))
 
-        reader = threading.Thread(target=pump, daemon=True)
+        # not `spawn`ed: it runs on a fan-out pool's thread, which carries no run's
+        # context; its death reaches the running run through the app's Supervisor
+        # (threading.excepthook), named for its host
+        reader = threading.Thread(target=pump, daemon=True, name=f"output-{host}")
         reader.start()
         deadline = time.monotonic() + request.timeout if request.timeout else None
         why = ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator._exceptions import LockHeldError
 from orchestrator.core.states import ACTIVE, PHASE_EDGES, PhaseState, advance
@@ -47,22 +47,23 @@ class LockRows(JournalCore):
 
             def body(db: Conn) -> list[Interrupted]:
                 interrupted: list[Interrupted] = []
+                rows = self._lock_rows(db, list(dict.fromkeys(hosts)))
+                gone: set[str] = set()  # dead runs whose every lock row _interrupt removed
                 for host in hosts:
-                    row = db.execute("SELECT run_id, pid, pid_start, machine, command, since, "
-                                     "migration FROM locks WHERE host = ?", (host,)).fetchone()
-                    if row is None:
+                    row = rows.pop(host, None)
+                    if row is None or row[0] in gone:
                         continue
                     if not claim.exclusive:
                         raise LockHeldError(host, row[1], row[3], row[4], row[5], row[6])
                     # we hold the host's advisory lock, so the row is a dead run's
                     interrupted += self._interrupt(db, row[0])
+                    gone.add(row[0])
                     db.execute("DELETE FROM locks WHERE host = ?", (host,))
                 now = utc_stamp()
-                for host in dict.fromkeys(hosts):
-                    db.execute("INSERT INTO locks (host, run_id, pid, pid_start, machine, "
+                db.executemany("INSERT INTO locks (host, run_id, pid, pid_start, machine, "
                                "command, since, migration) VALUES (?,?,?,?,?,?,?,?)",
-                               (host, run_id, me.pid, me.start, me.machine, command, now,
-                                self.migration))
+                               [(host, run_id, me.pid, me.start, me.machine, command, now,
+                                 self.migration) for host in dict.fromkeys(hosts)])
                 return interrupted
 
             self._tell_interrupted(self._write(body))
@@ -70,6 +71,21 @@ class LockRows(JournalCore):
             claim.release()
             raise
         self._claims.setdefault(run_id, []).append(claim)
+
+    @staticmethod
+    def _lock_rows(db: Conn, hosts: list[str]) -> dict[str, tuple[Any, ...]]:
+        """{host: (run_id, pid, pid_start, machine, command, since, migration)} of the
+        hosts' lock rows, 500 hosts a query (a run on 10,000 hosts read them one round
+        trip each)."""
+        out: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(hosts), 500):
+            part = hosts[start:start + 500]
+            for host, *row in db.execute(
+                    "SELECT host, run_id, pid, pid_start, machine, command, since, migration "
+                    f"FROM locks WHERE host IN ({','.join('?' * len(part))})",
+                    tuple(part)).fetchall():
+                out[host] = tuple(row)
+        return out
 
     def _held_error(self, host: str, wait: float = 2.0) -> LockHeldError:
         """The refusal, naming the holder (whose row may lag its lock by a moment)."""

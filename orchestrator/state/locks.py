@@ -136,16 +136,23 @@ class AdvisorySession:
 
     # --- taking and giving back ------------------------------------------------------------
     def _try_all(self, conn: Any) -> list[str]:
-        """Try every lock; on the first refusal give back those taken and name the busy one."""
-        taken: list[tuple[int, int]] = []
-        for label, ns, key in self.keys:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (ns, key)).fetchone()[0]
-            if not got:
-                for t_ns, t_key in taken:
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (t_ns, t_key))
-                return [label]
-            taken.append((ns, key))
-        return []
+        """Try every lock; if one is refused give back those taken and name the first busy
+        one. One statement each way: a run on 10,000 hosts took its locks in 10,000 round
+        trips, one `pg_try_advisory_lock` at a time."""
+        if not self.keys:
+            return []
+        got = conn.execute(
+            "SELECT array_agg(pg_try_advisory_lock(ns, key) ORDER BY i) FROM "
+            "unnest(%s::int4[], %s::int4[]) WITH ORDINALITY AS t(ns, key, i)",
+            ([ns for _, ns, _ in self.keys], [key for _, _, key in self.keys])).fetchone()[0]
+        if all(got):
+            return []
+        taken = [(ns, key) for (_, ns, key), ok in zip(self.keys, got, strict=True) if ok]
+        if taken:
+            conn.execute("SELECT count(pg_advisory_unlock(ns, key)) FROM "
+                         "unnest(%s::int4[], %s::int4[]) AS t(ns, key)",
+                         ([ns for ns, _ in taken], [key for _, key in taken]))
+        return [next(label for (label, _, _), ok in zip(self.keys, got, strict=True) if not ok)]
 
     def take(self) -> list[str]:
         """Connect and take every lock: [] on success, else the labels that are busy."""
