@@ -232,17 +232,21 @@ class Rehearsal:
                      f"{1 / scale:g}x faster; thresholds unchanged")
             for line in assumed:
                 self.say(line)
-            sandbox.fresh(list(inventory.hosts.values()), upfront)
+            every = list(inventory.hosts.values())
+            restored = sandbox.fresh(every, upfront)
             drill.injected = [f"{h}: {', '.join(sorted(f))} (from the start)"
                               for h, f in upfront.items()]
-            busy = sandbox.busy_ports(list(inventory.hosts.values()))
+            busy = sandbox.busy_ports(every)
             if busy:
                 raise RefusedError(f"the sandbox's ports are held by other processes: "
                                    f"{', '.join(busy)}; stop them (another sandbox's "
                                    f"`ansible-playbook -i INVENTORY playbooks/sandbox/"
                                    f"teardown.yml`), or give {inventory_path.name} free ports")
             try:
-                sandbox.provision()
+                if restored:
+                    sandbox.start()
+                else:
+                    sandbox.provision(every)
                 self._run_phases(app, scenario, hosts, drill)
                 drill.exit_code = (exit_code_for(drill.reports[-1].outcome)
                                    if drill.reports and drill.refused is None

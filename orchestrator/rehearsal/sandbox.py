@@ -6,10 +6,20 @@ on every request. This module knows the conventions a sandbox inventory follows
 (variables `sandbox_dir`, `faults_file`; playbooks `playbooks/sandbox/provision.yml`
 and `teardown.yml`) and asks the real processes for the facts a drill is judged on:
 which revision an agent runs, whether a port answers. It knows no host or port.
+
+Provisioning is the dearest part of a drill's setup (a dozen Ansible tasks a host). A
+project that ships `playbooks/sandbox/start.yml` says that a provisioned sandbox can be
+started again from its files: after a provision, every host's directory is kept under
+`.migrate/sandbox-provisioned/` (without `run/`, where the stand-ins keep pid files and
+logs, and without the faults file), and the next drill on the same inventory, with the
+project's files and the interpreter unchanged, restores those directories, writes its
+faults and runs start.yml instead of provision.yml. start.yml redoes whatever of the
+provisioning depends on the faults.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +30,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,14 @@ from orchestrator.rehearsal.scenario import DEFAULT_HEALTH_URL, Injection
 
 PROVISION = "playbooks/sandbox/provision.yml"
 TEARDOWN = "playbooks/sandbox/teardown.yml"
+START = "playbooks/sandbox/start.yml"
+#: under a host's sandbox dir: its stand-ins' pid files and logs, never kept or restored
+RUN_DIR = "run"
+#: under the project: each sandbox inventory's provisioned host directories (start.yml)
+PROVISIONED = Path(".migrate") / "sandbox-provisioned"
+#: project directories whose files do not change what a provision installs
+_NOT_INPUTS = frozenset({".migrate", ".git", "__pycache__", "rehearsals", ".mypy_cache",
+                         ".ruff_cache", ".pytest_cache", "node_modules"})
 FAULTS_NAME = "faults.json"
 #: seconds a sandbox playbook (provision, teardown) may run before it is stopped
 PLAYBOOK_TIMEOUT = 300.0
@@ -166,21 +184,100 @@ class Sandbox:
     def faults_of(self, host: Host) -> Path:
         return faults_file(host, self.inventory, self.root)
 
-    def fresh(self, hosts: list[Host], upfront: dict[str, dict[str, Any]]) -> None:
-        """Stop what a previous drill left, empty every host's directory, write the faults
-        that hold from the start."""
-        if any(self.dir_of(h).exists() for h in hosts):
+    def fresh(self, hosts: list[Host], upfront: dict[str, dict[str, Any]]) -> bool:
+        """Stop what a previous drill left, give every host an empty directory, or the one
+        provision.yml left when that copy is current, and write the faults that hold from
+        the start. True when the copy was restored: `start`, not `provision`, follows."""
+        if self._running(hosts):
             self.teardown()  # stand-ins run from their directories: none there, none running
+        kept = self._kept(hosts)
         for host in hosts:
             d = self.dir_of(host)
             if d.exists():
                 shutil.rmtree(d)
-            d.mkdir(parents=True, mode=0o700)
+            if kept is None:
+                d.mkdir(parents=True, mode=0o700)
+            else:
+                d.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(kept / host.name, d, symlinks=True)
             faults = self.faults_of(host)
             if faults.exists():
                 faults.unlink()
             if host.name in upfront:
                 write_faults(faults, upfront[host.name])
+        return kept is not None
+
+    def _running(self, hosts: list[Host]) -> bool:
+        """Whether a previous drill may have left a stand-in: a pid file in a host's run/
+        directory, or a port of the sandbox that answers. A directory alone (the stand-ins
+        stopped by the last drill's teardown) needs no teardown."""
+        for host in hosts:
+            run = self.dir_of(host) / RUN_DIR
+            if run.is_dir() and any(run.glob("*.pid")):
+                return True
+            if not self.dir_of(host).exists():
+                continue
+            if any(port_open(host.address, int(value)) for var, value in host.vars.items()
+                   if var.endswith("_port") and not isinstance(value, bool)
+                   and isinstance(value, int | str) and str(value).isdigit()):
+                return True
+        return False
+
+    def _kept_dir(self) -> Path:
+        """Where this inventory's provisioned directories are kept."""
+        name = hashlib.sha256(str(self.inventory).encode()).hexdigest()[:16]
+        return self.root / PROVISIONED / name
+
+    def _inputs(self, hosts: Sequence[Host]) -> str:
+        """What a provision depends on: the project's files (by name, size and time), the
+        inventory's hosts and their directories, the interpreter. The faults are not in it:
+        start.yml derives again what depends on them."""
+        digest = hashlib.sha256()
+        digest.update(f"{sys.executable}\n{self.inventory}\n".encode())
+        for host in hosts:
+            digest.update(f"{host.name}={self.dir_of(host)}\n".encode())
+        for top, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if d not in _NOT_INPUTS)
+            for name in sorted(files):
+                path = Path(top) / name
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+    def _kept(self, hosts: list[Host]) -> Path | None:
+        """The provisioned copy to restore, when the project has start.yml and the copy was
+        made from the same inputs for every host; else None (provision again)."""
+        kept = self._kept_dir()
+        if not (self.root / START).exists() or not (kept / "INPUTS").is_file():
+            return None
+        if (kept / "INPUTS").read_text() != self._inputs(hosts):
+            return None
+        if not all((kept / h.name).is_dir() for h in hosts):
+            return None
+        return kept
+
+    def keep_provisioned(self, hosts: Sequence[Host]) -> None:
+        """After a provision: keep every host's directory (without run/ and the faults
+        file) for the next drill to restore, when the project has start.yml."""
+        if not (self.root / START).exists():
+            return
+        kept = self._kept_dir()
+        tmp = kept.with_name(kept.name + ".tmp")
+        for old in (tmp, kept):
+            if old.exists():
+                shutil.rmtree(old)
+        tmp.mkdir(parents=True, mode=0o700)
+        for host in hosts:
+            d = self.dir_of(host)
+            skip = {d / RUN_DIR, self.faults_of(host)}
+            shutil.copytree(d, tmp / host.name, symlinks=True,
+                            ignore=lambda top, names, skip=skip: [
+                                n for n in names if Path(top) / n in skip])
+        (tmp / "INPUTS").write_text(self._inputs(hosts))
+        os.replace(tmp, kept)
 
     def busy_ports(self, hosts: list[Host]) -> list[str]:
         """Ports the sandbox's hosts will listen on (host variables named `*_port`) that
@@ -197,14 +294,26 @@ class Sandbox:
         return [f"{address}:{port} ({', '.join(names)})"
                 for (address, port), names in wanted.items() if port_open(address, port)]
 
-    def provision(self) -> None:
+    def provision(self, hosts: Sequence[Host] = ()) -> None:
+        """Install and start the original agent on every host (provision.yml), then keep
+        `hosts`' directories for the next drill (see `keep_provisioned`)."""
         self.say("provisioning the sandbox: the original agent on every host")
-        res = self._playbook(PROVISION)
+        self._must_run(PROVISION, "a sandbox needs it")
+        if hosts:
+            self.keep_provisioned(hosts)
+
+    def start(self) -> None:
+        """Start the stand-ins of a sandbox restored by `fresh` (start.yml)."""
+        self.say("starting the provisioned sandbox again: the original agent on every host")
+        self._must_run(START, "restoring a provisioned sandbox needs it")
+
+    def _must_run(self, rel: str, why: str) -> None:
+        res = self._playbook(rel)
         if res is None:
-            raise ConfigError(f"{PROVISION} does not exist in {self.root}: a sandbox needs it")
+            raise ConfigError(f"{rel} does not exist in {self.root}: {why}")
         if res.returncode != 0:
             tail = (res.stdout + res.stderr).strip().splitlines()[-15:]
-            raise ConfigError(f"{PROVISION} failed (exit {res.returncode}):\n" + "\n".join(tail))
+            raise ConfigError(f"{rel} failed (exit {res.returncode}):\n" + "\n".join(tail))
 
     def teardown(self) -> None:
         try:

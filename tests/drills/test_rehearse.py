@@ -1,6 +1,6 @@
 """`migrate rehearse` end to end: the shipped migration project, its real playbooks, its
 scenario files (rehearsals/*.yaml) and the stand-in agent, one scenario at a time from
-a fresh sandbox. Every assertion on the outcome reads the sandbox's real state: the
+a sandbox reset to what provisioning installed. Every assertion on the outcome reads the sandbox's real state: the
 revision the running agent process reports, the files on disk and the drill's own
 journal, not the engine's report."""
 
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -23,51 +21,11 @@ from orchestrator.state.journal import open_journal
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("migration.yaml", "phases", "playbooks", "rollback", "inventory", "sandbox",
-         "rehearsals", "deploy")
-_PORT = re.compile(r"(\b\w+_port:\s*)(\d+)")
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free on this machine now, from the kernel; held open together so they differ."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _move_ports(paths: list[Path]) -> None:
-    """Give the sandbox inventories' fixed ports fresh free ones (the same port stays the
-    same port across variables and files), so that drills running at once, in this
-    session or another, never meet on a port."""
-    texts = {p: p.read_text() for p in paths}
-    fixed = sorted({int(m.group(2)) for t in texts.values() for m in _PORT.finditer(t)})
-    moved = dict(zip(fixed, _free_ports(len(fixed)), strict=True))
-    for path, text in texts.items():
-        path.write_text(_PORT.sub(lambda m: f"{m.group(1)}{moved[int(m.group(2))]}", text))
-
-
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the repository's migration project, so the drill's state stays in tmp,
-    with the sandbox inventories' ports moved to free ones."""
-    root = tmp_path / "mma"
-    root.mkdir()
-    for part in PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, root / part)
-        else:
-            shutil.copy(src, root / part)
-    _move_ports([root / "inventory" / "sandbox.yml", root / "inventory" / "fleet-sandbox.yml"])
-    return root
+def project(drill_project: Path) -> Path:
+    """The drills share their worker's copy of the project: each drill resets the sandbox
+    from the provisioned copy the first one kept (tests/drills/conftest.py)."""
+    return drill_project
 
 
 def rehearse(project: Path, scenario: str, keep: bool = True) -> tuple[int, dict[str, object]]:
@@ -117,7 +75,8 @@ def failed_checks(doc: dict[str, object]) -> list[object]:
     return [c for c in doc["checks"] if not c["ok"]]  # type: ignore[attr-defined,index]
 
 
-def test_list_reads_the_scenario_files(project: Path) -> None:
+def test_list_reads_the_scenario_files(own_project: Path) -> None:
+    project = own_project  # it changes the project's scenario files
     def listed() -> tuple[int, list[str], str]:
         res = subprocess.run([sys.executable, "-m", "orchestrator", "--project", str(project),
                               "rehearse", "--list"], capture_output=True, text=True)
