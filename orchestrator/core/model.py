@@ -275,6 +275,9 @@ class AlertmanagerConfig:
     token_env: str | None  # environment variable holding the Bearer token
     url: str | None  # Alertmanager base URL, polled at /api/v2/alerts every poll interval
     line: int = 0
+    #: the Bearer token itself, for a drill's own receiver (migration.yaml never holds it:
+    #: it names `token_env`); given, it is used instead of the environment's
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

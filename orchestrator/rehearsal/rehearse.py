@@ -108,12 +108,12 @@ def no_scenarios(root: Path) -> str:
             "these into a new project to copy from")
 
 
-DRILL_TOKEN_ENV = "MIGRATE_REHEARSAL_ALERT_TOKEN"
 
 
 @dataclass(frozen=True)
 class _DrillReceiver:
-    """The drill's own alert receiver: a free loopback port and a fresh token."""
+    """The drill's own alert receiver: a free loopback port and a fresh token, given to the
+    receiver in its configuration (never through the process's environment)."""
 
     port: int
     token: str
@@ -130,7 +130,7 @@ class _DrillReceiver:
 
     @property
     def config(self) -> AlertmanagerConfig:
-        return AlertmanagerConfig(f"127.0.0.1:{self.port}", DRILL_TOKEN_ENV, None)
+        return AlertmanagerConfig(f"127.0.0.1:{self.port}", None, None, token=self.token)
 
 
 class Rehearsal:
@@ -270,7 +270,6 @@ class Rehearsal:
         a real Prometheus with the project's rules and a real Alertmanager pushing to it."""
         if project.alertmanager != receiver.config:
             return None
-        os.environ[DRILL_TOKEN_ENV] = receiver.token  # what the receiver checks pushes with
         if "alertmanager" not in scenario.requires_services:
             return None
         from orchestrator.rehearsal.alert_lab import LabUnavailable, start_sandbox_lab

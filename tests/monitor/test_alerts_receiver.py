@@ -205,6 +205,17 @@ def test_a_token_is_required_off_loopback_and_from_the_environment() -> None:
     assert not AlertReceiver.from_config(loop, book, environ={}).requires_token
 
 
+def test_a_drill_s_token_comes_in_its_configuration_not_the_environment() -> None:
+    """A rehearsal gives its own receiver its token in the configuration: no environment
+    variable of the process is set or read; pushes without it are refused."""
+    cfg = AlertmanagerConfig("127.0.0.1:0", None, None, token=TOKEN)
+    assert TOKEN not in repr(cfg)  # a secret never printed with the configuration
+    with AlertReceiver.from_config(cfg, AlertBook(), environ={}) as rx:
+        assert rx.requires_token
+        assert post(rx, payload())[0] == 401 and not firing(rx)
+        assert post(rx, payload(), bearer())[0] == 200 and firing(rx)
+
+
 def test_the_constructor_does_not_listen_and_a_taken_port_is_a_config_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

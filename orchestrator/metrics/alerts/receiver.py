@@ -158,8 +158,8 @@ class AlertReceiver:
         if not config.listen:
             raise ConfigError([Problem("migration.yaml", config.line,
                                        "alertmanager: no listen address for the receiver")])
-        token = None
-        if config.token_env:
+        token = config.token
+        if token is None and config.token_env:
             token = environ.get(config.token_env, "").strip()
             if not token:
                 raise ConfigError([Problem(
