@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,16 +167,7 @@ def test_a_fired_trigger_says_its_value_against_its_limit(tmp_path: Path,
 def test_a_held_host_and_an_interrupted_run_are_sent(tmp_path: Path,
                                                           sink: WebhookSink) -> None:
     proj = notified(tmp_path, sink)
-    proj.phase(1, "slow", """
-        phase: 1
-        name: Slow
-        steps:
-          - id: slow
-            command: 'touch {{ vars.marker_dir }}/started && sleep 30'
-            rollback_command: 'sleep 30'
-        """)
-    child = proj.spawn("phase", "1", "--host", "main", "--yes")
-    assert proj.reached(child, "started", 60), child.communicate()
+    child = slow_phase_started(proj, "sleep 30", "sleep 30")
     held = proj.migrate("phase", "1", "--host", "main")  # the running phase holds main
     assert held.returncode == 4, held.stderr
     wait_for(sink, "phase_refused")
@@ -260,6 +252,23 @@ def _notifier(url: str) -> Any:
     return Notifier(url, tuple(k.value for k in NOTIFIABLE))
 
 
+def slow_phase_started(proj: Proj, command: str, rollback_command: str
+                       ) -> subprocess.Popen[str]:
+    """`migrate phase 1` (Slow) on main, spawned and waited for until its one step, which
+    marks `started` and then runs `command`, has begun."""
+    proj.phase(1, "slow", f"""
+        phase: 1
+        name: Slow
+        steps:
+          - id: slow
+            command: 'touch {{{{ vars.marker_dir }}}}/started && {command}'
+            rollback_command: '{rollback_command}'
+        """)
+    child = proj.spawn("phase", "1", "--host", "main", "--yes")
+    assert proj.reached(child, "started", 60), child.communicate()
+    return child
+
+
 def wait_for(sink: WebhookSink, event: str, count: int = 1, seconds: float = 15) -> None:
     """The sender posts off the critical path, before the process exits: give the sink's
     thread a moment to record what arrived."""
@@ -304,16 +313,8 @@ def test_a_run_whose_journal_is_lost_says_so(tmp_path: Path, sink: WebhookSink) 
     import sqlite3
 
     proj = notified(tmp_path, sink, extra="state:\n  timeout: 1s\n")
-    proj.phase(1, "slow", """
-        phase: 1
-        name: Slow
-        steps:
-          - id: wait
-            command: 'touch {{ vars.marker_dir }}/started; while [ ! -e {{ vars.marker_dir }}/locked ]; do sleep 0.05; done'
-            rollback_command: 'true'
-        """)  # noqa: E501
-    child = proj.spawn("phase", "1", "--host", "main", "--yes")
-    assert proj.reached(child, "started", 60), child.communicate()
+    child = slow_phase_started(
+        proj, "while [ ! -e {{ vars.marker_dir }}/locked ]; do sleep 0.05; done", "true")
     holder = sqlite3.connect(proj.root / ".migrate" / "state.db", timeout=30,
                              isolation_level=None)
     try:
