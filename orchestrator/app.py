@@ -422,12 +422,13 @@ class App:
         hosts = self.hosts(host_names) if host_names else list(inventory.hosts.values())
         return status_document(project, hosts, self.journal)
 
-    def program(self) -> dict[str, Any]:
-        """`status --all`: every migration of the journal, phase by phase."""
+    def program(self, hosts: bool = True) -> dict[str, Any]:
+        """`status --all`: every migration of the journal, phase by phase (and host by
+        host, unless `hosts` is false: the text view shows counts only)."""
         from orchestrator.reporting.views import program_document
 
         project, _ = self.load()
-        return program_document(project, self.journal)
+        return program_document(project, self.journal, hosts=hosts)
 
     def history(self, host: str | None, run_id: str | None,
                 every_migration: bool = False) -> dict[str, Any]:

@@ -490,7 +490,7 @@ def status(opts: Options, hosts: tuple[str, ...], all_: bool) -> int:
     from orchestrator.reporting.views import program_text, status_text
 
     if all_:
-        doc = opts.app().program()
+        doc = opts.app().program(hosts=opts.output == "json")
         opts.emit(doc, program_text(doc))
         return OK
     doc = opts.app().status(hosts)

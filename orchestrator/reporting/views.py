@@ -16,6 +16,7 @@ from orchestrator.core.states import ACTIVE, PhaseState
 from orchestrator.core.timestamps import parse_time
 from orchestrator.reporting import show_value, trigger_kinds
 from orchestrator.state.journal import Journal
+from orchestrator.state.run_rows import PhaseRow
 
 
 def plan_document(project: Project, phase: Phase, hosts: list[Host],
@@ -319,14 +320,16 @@ def history_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines) or "(no events)"
 
 
-def program_document(project: Project, journal: Journal,
-                     now: datetime | None = None) -> dict[str, Any]:
-    """`status --all`: {"migrations": {NAME: {"hosts": {...as status...}, "phases": {N:
-    {"states": {state: count}, "observed_s", "waited_by": [...]}}}}}.
+def program_document(project: Project, journal: Journal, now: datetime | None = None,
+                     hosts: bool = True) -> dict[str, Any]:
+    """`status --all`: {"migrations": {NAME: {"host_count": N, "hosts": {...as status...},
+    "phases": {N: {"states": {state: count}, "observed_s", "waited_by": [...]}}}}}.
 
-    One query for every phase state of every migration. `observed_s` is how long the
-    phase has been completed on all its completed hosts (the shortest); `waited_by`
-    names what this project's phase files say waits for it."""
+    The phases come folded by the journal's server (`phase_tally`): `observed_s` is how
+    long the phase has been completed on all its completed hosts (since the newest
+    completion); `waited_by` names what this project's phase files say waits for it.
+    `hosts` (every host's phases, one query for every phase state of every migration)
+    only when asked: the text shows counts, and 40,000 rows cost more than the rest."""
     now = now or datetime.now(UTC)
     waiting: dict[tuple[str, int], list[str]] = {}
     for phase in project.phases.values():
@@ -337,50 +340,43 @@ def program_document(project: Project, journal: Journal,
             waiting.setdefault((r.migration, r.phase), []).append(
                 f"{project.name} phase {phase.number}"
                 + (f" (observed {format_duration(r.observed)})" if r.observed else ""))
+    tally = journal.phase_tally()
+    rows = journal.every_phase_row() if hosts else {}
     out: dict[str, Any] = {}
-    for migration, rows in sorted(journal.every_phase_row().items()):
+    for migration in sorted(tally.hosts):
         name = migration or project.name
-        by_host: dict[str, list[tuple[int, tuple[str, str | None, str | None, str | None]]]] = {}
-        for (host, number), row in rows.items():
-            by_host.setdefault(host, []).append((number, row))
-        hosts: dict[str, Any] = {}
-        counts: dict[int, dict[str, int]] = {}
-        latest: dict[int, dict[tuple[int, str], str]] = {}  # completed: the newest stamp
-        for host in sorted(by_host):
-            phases: dict[str, Any] = {}
-            for number, (state, run_id, updated_at, reason) in sorted(by_host[host]):
-                entry = {"state": state, "run_id": run_id, "updated_at": updated_at}
-                if reason:
-                    entry["reason"] = reason
-                phases[str(number)] = entry
-                per = counts.get(number)
-                if per is None:
-                    per = counts[number] = {}
-                per[state] = per.get(state, 0) + 1
-                if state == _COMPLETED and updated_at:
-                    newest = latest.setdefault(number, {})
-                    shape = _stamp_shape(updated_at)
-                    if updated_at > newest.get(shape, ""):
-                        newest[shape] = updated_at
-            hosts[host] = {"phases": phases}
-        phases_doc: dict[str, Any] = {}
-        for number in sorted(counts):
-            stamps = latest.get(number)
-            observed = min((now - parse_time(t)).total_seconds() for t in stamps.values()) \
+        phases: dict[str, Any] = {}
+        completed = tally.completed.get(migration, {})
+        for number, states in sorted(tally.states.get(migration, {}).items()):
+            stamps = completed.get(number)
+            observed = min((now - parse_time(t)).total_seconds() for t in stamps) \
                 if stamps else None
-            phases_doc[str(number)] = {"states": counts[number], "observed_s": observed,
-                                       "waited_by": waiting.get((name, number), [])}
-        out[name] = {"hosts": hosts, "phases": phases_doc}
+            phases[str(number)] = {"states": states, "observed_s": observed,
+                                   "waited_by": waiting.get((name, number), [])}
+        entry: dict[str, Any] = {"host_count": tally.hosts[migration]}
+        if hosts:
+            entry["hosts"] = _program_hosts(rows.get(migration, {}))
+        entry["phases"] = phases
+        out[name] = entry
     return {"migrations": out, "journal": journal.location}
 
 
-def _stamp_shape(stamp: str) -> tuple[int, str]:
-    """Stamps of one shape (length and zone: the journal writes `...HH:MM:SS.mmmZ`) order
-    as text as they order in time, so the newest of 10,000 is found without parsing them
-    all; stamps of another shape (a journal copied from an older writer) are compared
-    apart and parsed once each."""
-    zone = stamp[-6:] if len(stamp) > 6 and stamp[-6] in "+-" else stamp[-1:]
-    return len(stamp), zone
+def _program_hosts(rows: dict[tuple[str, int], PhaseRow]) -> dict[str, Any]:
+    """{host: {"phases": {N: {state, run_id, updated_at[, reason]}}}}, hosts and phases in
+    order."""
+    by_host: dict[str, list[tuple[int, PhaseRow]]] = {}
+    for (host, number), row in rows.items():
+        by_host.setdefault(host, []).append((number, row))
+    out: dict[str, Any] = {}
+    for host in sorted(by_host):
+        phases: dict[str, Any] = {}
+        for number, (state, run_id, updated_at, reason) in sorted(by_host[host]):
+            entry = {"state": state, "run_id": run_id, "updated_at": updated_at}
+            if reason:
+                entry["reason"] = reason
+            phases[str(number)] = entry
+        out[host] = {"phases": phases}
+    return out
 
 
 def program_text(doc: dict[str, Any]) -> str:
@@ -388,7 +384,7 @@ def program_text(doc: dict[str, Any]) -> str:
         return f"no migration in the journal at {doc['journal']} yet"
     lines: list[str] = []
     for name, m in doc["migrations"].items():
-        lines.append(f"{name}  ({len(m['hosts'])} hosts)")
+        lines.append(f"{name}  ({m['host_count']} hosts)")
         for number, p in sorted(m["phases"].items(), key=lambda kv: int(kv[0])):
             counts = ", ".join(f"{n} {state}" for state, n in sorted(p["states"].items()))
             row = f"  phase {number}: {counts}"

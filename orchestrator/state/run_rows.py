@@ -24,6 +24,18 @@ from orchestrator.state.records import (
 PhaseRow = tuple[str, str | None, str | None, str | None]
 
 
+@dataclass(frozen=True)
+class PhaseTally:
+    """Phase states folded per migration (`RunRows.phase_tally`)."""
+
+    #: migration -> how many hosts have a phase state
+    hosts: dict[str, int]
+    #: migration -> phase -> state -> hosts
+    states: dict[str, dict[int, dict[str, int]]]
+    #: migration -> phase -> the candidates for its newest completion stamp (one per shape)
+    completed: dict[str, dict[int, list[str]]]
+
+
 class RunRows(JournalCore):
     """Runs, phase states and steps: the journal's record of what ran, and where it is now."""
 
@@ -146,6 +158,33 @@ class RunRows(JournalCore):
                 mine = out[m] = {}
             mine[(h, p)] = (s, r, u, why)
         return out
+
+    def phase_tally(self) -> PhaseTally:
+        """Every migration's phase states folded by the server (`status --all`, whose text
+        shows counts, not hosts): per migration its host count, per phase its hosts
+        counted by state, and the newest stamp of a `completed` one. Four small answers
+        instead of 40,000 rows at 10,000 hosts x 4 phases.
+
+        Stamps ending in `Z` of one length (ours: `...HH:MM:SS.mmmZ`) order as text as in
+        time, so the server takes their greatest; any other (an explicit offset) comes
+        back whole and is compared by time."""
+        tally = PhaseTally({}, {}, {})
+        for migration, hosts in self._query("SELECT migration, COUNT(DISTINCT host) FROM "
+                                            "phase_states GROUP BY migration"):
+            tally.hosts[migration] = hosts
+        for migration, phase, state, n in self._query(
+                "SELECT migration, phase, state, COUNT(*) FROM phase_states "
+                "GROUP BY migration, phase, state ORDER BY migration, phase, state"):
+            tally.states.setdefault(migration, {}).setdefault(phase, {})[state] = n
+        completed = PhaseState.COMPLETED.value
+        for migration, phase, _, stamp in self._query(
+                "SELECT migration, phase, LENGTH(updated_at), MAX(updated_at) FROM phase_states "
+                "WHERE state = ? AND updated_at LIKE ? GROUP BY migration, phase, "
+                "LENGTH(updated_at)", (completed, "%Z")) + self._query(
+                "SELECT migration, phase, 0, updated_at FROM phase_states WHERE state = ? "
+                "AND updated_at <> '' AND updated_at NOT LIKE ?", (completed, "%Z")):
+            tally.completed.setdefault(migration, {}).setdefault(phase, []).append(stamp)
+        return tally
 
     def move_phase(self, run_id: str, host: str, phase: int, new: PhaseState, kind: str,
                    detail: str | None = None, reason: str | None = None,
