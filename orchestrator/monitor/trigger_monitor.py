@@ -34,6 +34,7 @@ from orchestrator.monitor.fold import (
     fold_events,
     fold_poll,
 )
+from orchestrator.monitor.heap import make_room
 from orchestrator.monitor.poller import Poller
 from orchestrator.monitor.telling import cycle_value, tell
 from orchestrator.monitor.xid import XidWaiters
@@ -136,6 +137,7 @@ class TriggerMonitor:
                 self.book.update({key: Live(baseline=value) for key, value in got.items()})
         with self._lock:
             self.hosts = [*self.hosts, *new]
+        make_room(len(self.hosts) * len(self.triggers))
         if self._xid_on:
             self.xid.watch(new)
 
@@ -241,8 +243,7 @@ class TriggerMonitor:
 
     def _frame(self) -> Frame:
         return Frame(self.bus.run_id, self.phase.number if self.phase else 0,
-                     tuple(self.triggers), self.project.metrics, self.reader.t0,
-                     datetime.now(UTC))
+                     tuple(self.triggers), self.project.metrics, self.reader.t0, datetime.now(UTC))
 
     def snapshot(self) -> dict[tuple[str, str], tuple[Any, float | None]]:
         with self._lock:
