@@ -19,7 +19,10 @@ share a GIL with what is measured): per-host JSON at /h/<host> (also at /a/, /b/
     a real Prometheus (/usr/bin/prometheus, scraping the one server that serves every
     host's series) at 2,000 hosts x 3 metrics (goal: at most 1 s per cycle), with the
     number of queries Prometheus answered per cycle;
-(d) `migrate status` with 200 hosts x 4 phases (goal: at most 0.5 s).
+(d) `migrate status` with 200 hosts x 4 phases (goal: at most 0.5 s);
+(e) the CPU migrate's local runner spends a second while 200 local commands run (each
+    waits in waitpid; one thread per command wakes twice a second for the cancel token
+    and the deadline).
 
 Run: python bench/fleet.py [--hosts 200] [--prom-hosts 2000] [--only abcd] [--runs N]
 """
@@ -340,6 +343,33 @@ def bench_d(tmp: Path, url: str, n: int, runs: int) -> tuple[float, float, dict[
     return statistics.median(text), statistics.median(js), runs_took
 
 
+# --- (e) --------------------------------------------------------------------------------------
+def bench_e(tmp: Path, n: int) -> float:
+    """CPU seconds a second of LocalCommandRunner over n concurrent local commands: the
+    CPU of n x `sleep 6` less that of n x `sleep 1`, over the 5 s between them."""
+    import threading
+
+    from orchestrator.config.inventory import Host
+    from orchestrator.core.clock import CancelToken
+    from orchestrator.runners.base import CommandRequest
+    from orchestrator.runners.local import LocalCommandRunner
+
+    def cpu(seconds: int) -> float:
+        runner, cancel = LocalCommandRunner(), CancelToken()
+        requests = [CommandRequest(Host(h, {"ansible_connection": "local"}),
+                                   f"sleep {seconds}", tmp / "e") for h in host_names(n)]
+        threads = [threading.Thread(target=runner.run_command, args=(r, cancel))
+                   for r in requests]
+        c0 = time.process_time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.process_time() - c0
+
+    return (cpu(6) - cpu(1)) / 5
+
+
 def python_startup() -> float:
     out = []
     for _ in range(5):
@@ -354,7 +384,7 @@ def main() -> None:
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--hosts", type=int, default=200)
     ap.add_argument("--prom-hosts", type=int, default=2000)
-    ap.add_argument("--only", default="abcd")
+    ap.add_argument("--only", default="abcde")
     ap.add_argument("--runs", type=int, default=1, help="runs of (a) and (b); median shown")
     args = ap.parse_args()
     if args.serve:
@@ -402,6 +432,9 @@ def main() -> None:
                 report("(d) migrate --output json status", f"{js:.3f} s", "<= 0.5 s")
                 report(f"    (4 phases of one 100ms wait on {n} hosts took)",
                        ", ".join(f"{v:.1f}" for v in took.values()) + " s", "")
+            if "e" in args.only:
+                report(f"(e) local runner, {n} commands running: CPU a second",
+                       f"{bench_e(tmp, n):.3f} s", "")
         if "c" in args.only and args.prom_hosts:
             p = bench_c_prometheus(tmp, args.prom_hosts)
             report(f"(c) poll cycle {args.prom_hosts} x 3 prometheus metrics",
