@@ -11,19 +11,18 @@ import pytest
 from orchestrator.state.journal import Journal
 from orchestrator.state.open import StateSettings, open_state
 from orchestrator.state.postgres import _multi_row
+from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journal]:
-    from tests.support.pg import running_server
-
-    with running_server() as server:
-        j = open_state(tmp_path_factory.mktemp("pg") / ".migrate",
-                       StateSettings(url=server.create_database()))
-        yield j
-        j.close()
+def journal(tmp_path_factory: pytest.TempPathFactory, pg_server: PgServer) -> Iterator[Journal]:
+    """A database of its own on the worker's shared server (tests/conftest.py)."""
+    j = open_state(tmp_path_factory.mktemp("pg") / ".migrate",
+                   StateSettings(url=pg_server.create_database()))
+    yield j
+    j.close()
 
 
 def test_many_rows_and_a_repeated_key_read_as_if_written_one_by_one(journal: Journal) -> None:
