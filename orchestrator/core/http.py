@@ -47,6 +47,8 @@ HOSTS = 64
 #: Connections a batch (`get_many`) keeps alive for the next poll, all origins together:
 #: a fleet of 200 hosts each with its own endpoint reuses them all.
 KEPT = 256
+#: Idle batches kept (one per metric read at once: a cycle's distinct URL sets)
+IDLE_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,6 @@ class HttpClient:
         self._origins: OrderedDict[tuple[str, str], _Origin] = OrderedDict()
         self._lock = threading.Lock()
         self._batches: list[_Batch] = []  # idle ones, each with its kept-alive connections
-        self._closed = False
 
     def _origin(self, scheme: str, netloc: str, host: str, port: int | None) -> _Origin:
         key = (scheme, netloc)
@@ -198,7 +199,7 @@ class HttpClient:
             out.update(batch.get(todo, timeout, headers or {}, limit))
         finally:
             with self._lock:
-                if len(self._batches) < 4 and not self._closed:
+                if len(self._batches) < IDLE_BATCHES:
                     self._batches.append(batch)
                     batch = None
             if batch is not None:
@@ -210,8 +211,8 @@ class HttpClient:
                             headers={"Content-Type": "application/json"})
 
     def close(self) -> None:
-        """Close every kept-alive connection. The client stays usable (a later request
-        opens new ones), but batches are no longer kept."""
+        """Close every kept-alive connection, the batches' too. The client stays usable:
+        a later request opens new ones."""
         with self._lock:
             origins = list(self._origins.values())
             self._origins.clear()

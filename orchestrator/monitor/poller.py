@@ -1,7 +1,8 @@
 """The trigger monitor's reads: every (host, metric) a cycle needs, at once, as a `Poll`.
 
-A metric whose source reads many hosts at once (`prometheus`: one query for the fleet)
-is one job; any other is one job per host, all on the cycle's thread pool. The
+A metric whose source reads many hosts at once (`prometheus`: one query for the fleet;
+`http` and `exporter`: every host's GET at once from one thread, through libcurl) is one
+job; any other is one job per host, all on the cycle's thread pool. The
 cycle's reads share a `CycleMemo`, so an exporter or URL several hosts or metrics
 name is fetched once. The alert triggers' readings come from one snapshot of the
 alert book. Reading is all this module does: folding is `monitor.fold`'s.
