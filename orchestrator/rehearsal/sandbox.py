@@ -46,9 +46,9 @@ START = "playbooks/sandbox/start.yml"
 RUN_DIR = "run"
 #: under the project: each sandbox inventory's provisioned host directories (start.yml)
 PROVISIONED = Path(".migrate") / "sandbox-provisioned"
-#: project directories whose files do not change what a provision installs
-_NOT_INPUTS = frozenset({".migrate", ".git", "__pycache__", "rehearsals", ".mypy_cache",
-                         ".ruff_cache", ".pytest_cache", "node_modules"})
+#: project directories whose files do not change what a provision installs (and every
+#: directory whose name starts with a dot: .migrate, .git, .venv, caches)
+_NOT_INPUTS = frozenset({"__pycache__", "rehearsals", "node_modules"})
 FAULTS_NAME = "faults.json"
 #: seconds a sandbox playbook (provision, teardown) may run before it is stopped
 PLAYBOOK_TIMEOUT = 300.0
@@ -234,12 +234,17 @@ class Sandbox:
         start.yml derives again what depends on them."""
         digest = hashlib.sha256()
         digest.update(f"{sys.executable}\n{self.inventory}\n".encode())
+        boxes = set()  # the hosts' own directories and faults: a drill's, not inputs
         for host in hosts:
+            boxes |= {self.dir_of(host), self.faults_of(host)}
             digest.update(f"{host.name}={self.dir_of(host)}\n".encode())
         for top, dirs, files in os.walk(self.root):
-            dirs[:] = sorted(d for d in dirs if d not in _NOT_INPUTS)
+            dirs[:] = sorted(d for d in dirs if d not in _NOT_INPUTS and not d.startswith(".")
+                             and Path(top, d) not in boxes)
             for name in sorted(files):
                 path = Path(top) / name
+                if path in boxes:
+                    continue
                 try:
                     st = path.stat()
                 except OSError:
