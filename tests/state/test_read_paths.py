@@ -100,3 +100,41 @@ def test_the_team_journal_plans_batched_reads_for_their_hosts(
         assert {journal.step_state("r", h, "s") for h in hosts} == {StepState.SUCCEEDED}
     finally:
         journal.close()
+
+
+def test_rollback_targets_follow_each_hosts_chain_in_a_few_queries(journal: Journal) -> None:
+    hosts = [f"h{i:03d}" for i in range(600)]  # past one 500-host query
+    journal.create_run("r1", 1, hosts, "migrate phase 1", "phase", False, {})
+    with journal.batch():
+        for h in hosts:
+            journal.move_phase("r1", h, 1, PhaseState.RUNNING, "run_started")
+    # a rollback run that undoes r1's steps on the first 300 hosts only
+    journal.create_run("rb", 1, hosts, "migrate rollback", "rollback", False, {},
+                       origin_runs={"r1": hosts[:300]})
+    # a rollback of that rollback on 10 hosts, and two runs naming each other
+    journal.create_run("rb2", 1, hosts[:10], "migrate rollback", "rollback", False, {},
+                       origin_runs={"rb": hosts[:10]})
+    journal.create_run("c1", 1, ["loop"], "x", "rollback", False, {}, origin_runs={"c2": ["loop"]})
+    journal.create_run("c2", 1, ["loop"], "x", "rollback", False, {}, origin_runs={"c1": ["loop"]})
+    queries = count_queries(journal)
+
+    assert journal.rollback_targets(hosts, "rb") == {"r1": hosts[:300], "rb": hosts[300:]}
+    assert journal.rollback_targets(hosts[:20], "rb2") == {"r1": hosts[:10], "rb2": hosts[10:20]}
+    assert queries[0] <= 2 + 1 + 3, queries  # 2 chunks, then 1 chunk a link (rb2 -> rb -> r1)
+    # from the run holding each host's phase: r1 everywhere; a host with none: the given run
+    assert journal.rollback_targets(["h001", "zz", "h599"], "x", phase=1) == {
+        "r1": ["h001", "h599"], "x": ["zz"]}
+    assert journal.rollback_targets(["loop"], "c1") == {"c2": ["loop"]}  # c2 -> c1: seen
+
+
+def count_queries(journal: Journal) -> list[int]:
+    """Count the journal's reads from now on."""
+    calls = [0]
+    read = journal.store.read
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        return read(*args, **kwargs)  # type: ignore[arg-type]
+
+    journal.store.read = counted  # type: ignore[method-assign]
+    return calls
