@@ -6,7 +6,6 @@ PostgreSQL, and it writes exactly what the one-row methods would have.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,7 @@ from orchestrator.core.bus import RunBus
 from orchestrator.core.clock import SystemClock
 from orchestrator.monitor.trigger_monitor import TriggerMonitor
 from orchestrator.state.journal import Journal
-from orchestrator.state.open import StateSettings, open_state
 from tests.support.projects import make_project
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    url = None
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_server").create_database()
-    j = open_state(tmp_path / ".migrate", StateSettings(url=url))
-    yield j
-    j.close()
 
 
 def count_writes(journal: Journal) -> list[int]:

@@ -6,25 +6,19 @@ key winning; rows JSON cannot carry (NaN) go the old way and are kept as they ar
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 
 from orchestrator.state.journal import Journal
-from orchestrator.state.open import StateSettings, open_state
 from orchestrator.state.postgres import JSON_FROM
-from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory, pg_server: PgServer) -> Iterator[Journal]:
-    """A database of its own on the worker's shared server (tests/conftest.py)."""
-    j = open_state(tmp_path_factory.mktemp("pg") / ".migrate",
-                   StateSettings(url=pg_server.create_database()))
-    yield j
-    j.close()
+def journal(pg_journal: Journal) -> Journal:
+    """The module's PostgreSQL journal (tests/state/conftest.py)."""
+    return pg_journal
 
 
 def test_a_big_cycle_reads_back_as_written_row_by_row(journal: Journal) -> None:

@@ -4,25 +4,18 @@ the last row of a conflict key winning, and statements that cannot be merged lef
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from orchestrator.state.journal import Journal
-from orchestrator.state.open import StateSettings, open_state
 from orchestrator.state.postgres import _multi_row
-from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory, pg_server: PgServer) -> Iterator[Journal]:
-    """A database of its own on the worker's shared server (tests/conftest.py)."""
-    j = open_state(tmp_path_factory.mktemp("pg") / ".migrate",
-                   StateSettings(url=pg_server.create_database()))
-    yield j
-    j.close()
+def journal(pg_journal: Journal) -> Journal:
+    """The module's PostgreSQL journal (tests/state/conftest.py)."""
+    return pg_journal
 
 
 def test_many_rows_and_a_repeated_key_read_as_if_written_one_by_one(journal: Journal) -> None:

@@ -11,7 +11,6 @@ The journal's connection plans every statement for its parameters instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,11 @@ from orchestrator.state.journal import Journal
 from orchestrator.state.open import StateSettings, open_state
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
-    url = None
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_server").create_database()
-    j = open_state(tmp_path / ".migrate", StateSettings(url=url))
-    j.use_migration("first")
-    yield j
-    j.close()
+@pytest.fixture
+def journal(journal: Journal) -> Journal:
+    """A journal on either store (tests/state/conftest.py), on migration `first`."""
+    journal.use_migration("first")
+    return journal
 
 
 def fill(journal: Journal, migration: str, hosts: list[str]) -> None:
