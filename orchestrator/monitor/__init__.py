@@ -2,6 +2,9 @@
 
 - `trigger_monitor`: `TriggerMonitor`, the supervised poll loop that folds readings into
   trigger states, journals them and reports fires to the run;
+- `poller` reads a cycle, `fold` turns it and the triggers' state into new state and rows
+  (pure), `announce` reads the fold's decisions out as events and fires (pure),
+  `telling` journals and tells them; `xid`, `text`, `heap` serve the loop;
 - `baselines`: phase-start and named baselines (which triggers need one, which are
   missing before a phase may start);
 - `checker`: `MetricChecker`, the engine's `check:`/`baseline:` steps and the re-check

@@ -3,7 +3,7 @@ the new state, the journal's rows and what to announce out. Pure: no clock, no I
 
     book, folded = fold_poll(poll, book, frame)      # each (host, trigger) folded once
     for f in folded: journal rows f.sample, f.state  # one transaction per cycle
-    for a in announcements(folded, frame): ...       # events and fires, in order
+    for a in announcements(folded, metrics): ...     # announce.py: events and fires
 
 `Poll` is what the poller read in one cycle (numeric readings per (host, metric), alert
 readings per (host, trigger)); `Book` is every (host, trigger)'s `Live` state (its
@@ -13,15 +13,13 @@ by folding polls at t, t+60, ... t+300 with a FakeClock's readings, no waiting.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from orchestrator.config.inventory import Host
-from orchestrator.core.events import EventKind, Firing
-from orchestrator.core.model import Condition, Metric, Trigger, TriggerAction
+from orchestrator.core.model import Condition, Metric, Trigger
 from orchestrator.metrics.sources.base import Reading
 from orchestrator.metrics.triggers import (
     TriggerState,
@@ -250,62 +248,3 @@ def _fold_alerts(poll: Poll, new: dict[tuple[str, str], Live], frame: Frame) -> 
                                               frame)
             out.append(folded)
     return out
-
-
-class Say(enum.Enum):
-    """What an announcement asks the monitor to do besides journaling its event."""
-
-    NOTHING = "nothing"
-    WARN = "warn"  # a WARNING line to the operator
-    FIRE = "fire"  # a fire line, then (acting) the run is told
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """An event the fold calls for, in order; `firing` when a trigger fired."""
-
-    host: str
-    kind: EventKind
-    detail: str
-    payload: dict[str, Any]
-    say: Say = Say.NOTHING
-    firing: Firing | None = None
-
-
-def announcements(folded: list[Folded], metrics: Mapping[str, Metric]) -> list[Announcement]:
-    """The events and fires the folded samples call for (after they are journaled)."""
-    out: list[Announcement] = []
-    for f in folded:
-        host, t, reading, verdict = f.host, f.trigger, f.reading, f.verdict
-        metric = metrics.get(t.metric)
-        if verdict.nodata_alert:
-            limit = metric.nodata_alert if metric is not None else 120.0
-            msg = (f"no data from {t.metric or 'the alert source'} on {host.name} for over "
-                   f"{limit:g}s: {reading.error}")
-            out.append(Announcement(host.name, EventKind.METRIC_NODATA, msg,
-                                    {"metric": t.metric, "error": reading.error}, Say.WARN))
-        if verdict.changed_to is None:
-            continue
-        reason = f"trigger {t.name}: {verdict.text}"
-        facts: dict[str, Any] = {"trigger": t.name, "metric": t.metric or None,
-                                 "value": reading.value, "threshold": verdict.threshold,
-                                 "baseline": f.baseline, "labels": f.labels, "since": f.since}
-        if verdict.changed_to is TriggerStatus.PENDING:
-            out.append(Announcement(host.name, EventKind.TRIGGER_PENDING, reason, facts))
-        elif verdict.changed_to is TriggerStatus.OK:
-            kind = EventKind.TRIGGER_RESOLVED if f.old.status is TriggerStatus.FIRING \
-                else EventKind.TRIGGER_RESET
-            out.append(Announcement(host.name, kind, reason, facts))
-        elif verdict.fired:
-            firing = Firing(t.name, reason, host.name, t.action.value)
-            payload = {"trigger": t.name, "metric": t.metric or None, "value": reading.value,
-                       "threshold": verdict.threshold, "baseline": f.baseline,
-                       "action": t.action.value, "labels": f.labels, "since": f.since}
-            out.append(Announcement(host.name, EventKind.TRIGGER_FIRED, reason, payload,
-                                    Say.FIRE, firing))
-    return out
-
-
-def acts_on(firing: Firing) -> bool:
-    """A fire the run must hear (rollback or pause); `notify` fires are only journaled."""
-    return firing.action in (TriggerAction.ROLLBACK.value, TriggerAction.PAUSE.value)

@@ -11,7 +11,8 @@ from orchestrator.core.bus import Cycle, Fire, RunBus, TriggerValue
 from orchestrator.core.events import Firing
 from orchestrator.core.model import Trigger
 from orchestrator.metrics.triggers import TriggerStatus, effective_threshold
-from orchestrator.monitor.fold import Announcement, Live, Say, acts_on
+from orchestrator.monitor.announce import Announcement, Say, acts_on
+from orchestrator.monitor.fold import Live
 
 if TYPE_CHECKING:
     from orchestrator.state.recorder import Recorder

@@ -23,13 +23,13 @@ from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Phase, Project, Trigger
 from orchestrator.core.supervision import spawn
 from orchestrator.metrics.reader import MetricReader
+from orchestrator.monitor.announce import announcements
 from orchestrator.monitor.baselines import take_phase_start
 from orchestrator.monitor.fold import (
     Folded,
     Frame,
     Live,
     Poll,
-    announcements,
     fold_alerts_only,
     fold_events,
     fold_poll,

@@ -16,7 +16,8 @@ from orchestrator.core.bus import Cycle, RunBus
 from orchestrator.core.clock import FakeClock
 from orchestrator.core.events import EventKind
 from orchestrator.metrics.sources.base import Reading
-from orchestrator.monitor.fold import Frame, Live, Poll, announcements, fold_poll
+from orchestrator.monitor.announce import announcements
+from orchestrator.monitor.fold import Frame, Live, Poll, fold_poll
 from orchestrator.monitor.telling import cycle_value, tell
 from tests.support.projects import make_project
 
