@@ -226,25 +226,40 @@ def kinds(events: list[dict[str, object]], kind: str) -> list[dict[str, object]]
 
 
 @contextmanager
-def deposed(pg: PgServer, url: str, key: str) -> Iterator[None]:
-    """Kill the active watcher's leader session and take its leadership in the same breath
-    (before the watcher can win it back), as another watcher would; hold it in the block."""
+def deposed(pg: PgServer, url: str, key: str,
+            standbys: list[subprocess.Popen[str]]) -> Iterator[None]:
+    """Kill the active watcher's leader session and take its leadership before anyone else
+    can, as another watcher would; hold it in the block.
+
+    A standby watcher tries the lock every few hundred milliseconds, and one of its tries
+    can land between the kill and the take however close together they are (it did, in
+    CI). So the standbys are paused for the moment of the change: stopped, given time for
+    a try already sent to be answered (the lock was still held then), and let go once the
+    test holds the lock."""
     import psycopg
 
     from orchestrator.state.locks import NS_LEADER, advisory_key
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        # one statement, so that no standby watcher's try-lock lands between the kill and
-        # the take (the materialized CTE runs first; the lock is taken on its row)
-        row = conn.execute(
-            "WITH killed AS MATERIALIZED (SELECT count(pg_terminate_backend(pid, 10000)) AS n "
-            "FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name LIKE %s) "
-            "SELECT n, pg_try_advisory_lock(%s, %s) FROM killed",
-            (f"migrate leader {key} %", NS_LEADER, advisory_key(key))).fetchone()
-        assert row is not None and tuple(row) == (1, True), row
-        yield
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (NS_LEADER, advisory_key(key)))
+    for p in standbys:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(0.5)
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "WITH killed AS MATERIALIZED (SELECT count(pg_terminate_backend(pid, 10000)) "
+                "AS n FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name LIKE %s) "
+                "SELECT n, pg_try_advisory_lock(%s, %s) FROM killed",
+                (f"migrate leader {key} %", NS_LEADER, advisory_key(key))).fetchone()
+            for p in standbys:
+                p.send_signal(signal.SIGCONT)
+            standbys = []
+            assert row is not None and tuple(row) == (1, True), row
+            yield
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (NS_LEADER, advisory_key(key)))
+    finally:
+        for p in standbys:
+            p.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("watchers", [1, 2])
@@ -270,7 +285,7 @@ def test_a_watcher_whose_session_is_killed_while_a_fire_is_pending_stands_by(
         agent.health["status"] = "degraded"
         wait_until(lambda: kinds(events_of(a, url), "trigger_pending"), 10, every=0.05)
         pending_at = time.monotonic()
-        with deposed(pg, url, "watch:main"):
+        with deposed(pg, url, "watch:main", procs[1:]):
             assert not kinds(events_of(a, url), "trigger_fired")  # pending, not yet fired
             # the fire comes due (8 s) while another leads: the deposed one must not act
             wait_until(lambda: any(e["run_id"] == active_run and

@@ -379,3 +379,33 @@ def test_from_a_group_probes_from_the_member_being_read() -> None:
     assert ctx("pc2").origin("main") is hosts["mma@gpu1"]  # not a member: the first one
     assert ctx("pc2").origin("pc2") is hosts["pc2"]  # a host name stays that host
     assert ctx("pc2").origin("pc3") is None
+
+
+def test_a_command_that_does_not_finish_is_no_data_and_one_that_exits_non_zero_fails(
+        ) -> None:
+    """As SPEC section 2 says of every source: a read that errors is no data (which a
+    pass/fail trigger then counts as failing, with "no data: timed out" as the reason the
+    operator reads), while the command's own non-zero exit is the check failing."""
+    from orchestrator.core.model import Metric
+    from orchestrator.runners.base import FailureKind, Result
+    from orchestrator.runners.fake import FakeCommandRunner
+    from orchestrator.runners.local import LocalCommandRunner
+
+    def read(command: str, runner: object, timeout: float = 0.3) -> tuple[float | None, str]:
+        m = Metric(name="m", source="command", kind=MetricKind.PASSFAIL,
+                   config={"command": command}, nodata="skip", nodata_alert=120.0,
+                   timeout=None, line=1)
+        ctx = ReadContext(host=Host("h1", {}), hostvars={"h1": {}}, phase=1, run_id="r",
+                          elapsed=0.0, timeout=timeout, commands=runner)  # type: ignore[arg-type]
+        r = read_metric(m, ctx)
+        return r.value, r.error or ""
+
+    local = LocalCommandRunner()
+    assert read("true", local) == (1.0, "")
+    value, error = read("exit 3", local)
+    assert value == 0.0 and "3" in error
+    value, error = read("sleep 5", local)
+    assert value is None and "timed out" in error
+    lost = FakeCommandRunner(lambda req, _: Result.failed(req.host.name, FailureKind.UNREACHABLE,
+                                                          "host unreachable"))
+    assert read("true", lost) == (None, "host unreachable")

@@ -86,8 +86,12 @@ class Lab:
         self.hosts[name].run("ip link set eth0 down")
 
     def restore(self, name: str) -> None:
+        """Bring the host back, and return only once its sshd answers from the root
+        namespace: a link just set up can still refuse for a moment (the address comes
+        back, ARP is relearned), and the next test on this lab must find the host up."""
         h = self.hosts[name]
         h.run(f"ip link set eth0 up && ip addr replace {h.address}/24 dev eth0")
+        _wait_port(h.address, 22, limit=30)
 
 
 def long_step(sleep: str) -> str:

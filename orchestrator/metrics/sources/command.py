@@ -1,4 +1,9 @@
-"""`command`: run a command on the host; exit 0 passes, or `parse: number` reads stdout."""
+"""`command`: run a command on the host; exit 0 passes, or `parse: number` reads stdout.
+
+A command that did not finish (its read timed out, the host did not answer) is no data,
+not a failed check: the poll's read timeout is a fraction of the poll interval, and on a
+busy controller a healthy host's `test -e` can outlast it; a trigger's `for:` or its
+no-data rule decides what a silence means."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from orchestrator.metrics.sources.base import (
     text,
 )
 from orchestrator.metrics.sources.tcp import probe_dir
-from orchestrator.runners.base import CommandRequest
+from orchestrator.runners.base import CommandRequest, FailureKind
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -34,6 +39,10 @@ class CommandSource:
         result = ctx.commands.run_command(
             CommandRequest(host=origin, command=command, artifacts_dir=probe_dir(),
                            timeout=ctx.timeout), CancelToken())
+        if not result.ok and result.failure is not FailureKind.EXIT:
+            # it did not finish (timed out, host unreachable, cancelled): no data, as for
+            # any source's read that errors; only the command's own exit status is a verdict
+            return Reading(None, result.detail)
         if metric.config.get("parse") != "number":
             return Reading.passed(result.ok, None if result.ok else result.detail)
         if not result.ok:
