@@ -49,7 +49,7 @@ from orchestrator.state.locks import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.state.base import Availability, Conn, HostClaim
+    from orchestrator.state.base import Appended, Availability, Conn, HostClaim
     from orchestrator.state.proc import ProcessId
     from orchestrator.state.records import LockHolder
 
@@ -140,6 +140,15 @@ class _PgConn:
             self._conn.execute(f"{head} VALUES {values}{tail}",
                                [v for row in chunk for v in row])
 
+    def copy_rows(self, insert: str, rows: Sequence[Sequence[Any]]) -> None:
+        """The rows of a plain `INSERT INTO t (cols) VALUES (...)`, loaded by COPY."""
+        found = _INSERT.match(insert)
+        assert found is not None and not found.group(4).strip(), insert
+        with self._conn.cursor() as cur, cur.copy(
+                f"COPY {found.group(1)[len('INSERT INTO '):]} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def json_rows(self, head: str, tail: str, rows: list[tuple[Any, ...]]) -> bool:
         """Many rows of `head` (`INSERT INTO t (cols)`) as one JSON parameter, unpacked
         by the server (`jsonb_array_elements`, each field cast to its column's type), with
@@ -171,6 +180,9 @@ class _PgConn:
 
 #: From this many rows on, one INSERT's rows travel as JSON (`_PgConn.json_rows`).
 JSON_FROM = 200
+#: From this many rows on, rows a write appends (`Appended`) are loaded by COPY: below it
+#: the two round trips more cost more than COPY saves
+COPY_FROM = 1000
 _HEAD = re.compile(r"^INSERT INTO (\w+) \(([^)]*)\)$", re.I)
 #: table -> {column: its SQL type}, read from the catalog once per process
 _COLUMN_TYPES: dict[str, dict[str, str]] = {}
@@ -377,13 +389,17 @@ class PgStore:
                 raise
             conn.execute("COMMIT")
 
-    def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = ()) -> T:
+    def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = (),
+              appended: Sequence[Appended] = ()) -> T:
         """One attempt at a write transaction, in three round trips whatever its size.
 
         Pipelined (psycopg pipeline mode): BEGIN and the write lock, then the body's
-        reads; its writes and the COMMIT travel together. The first round trip also
-        checks, on this connection, that the run's host-lock sessions still hold their
-        advisory locks (`claims`), so a run that lost its hosts journals nothing more.
+        reads; its writes and the COMMIT travel together. `appended` rows, when there
+        are enough of them to be worth it (`COPY_FROM`), are loaded by COPY after the
+        pipeline and before COMMIT (two round trips more); fewer go in the pipeline.
+        The first round trip also checks, on this connection, that the run's host-lock
+        sessions still hold their advisory locks (`claims`), so a run that lost its
+        hosts journals nothing more.
         A COMMIT whose answer was lost with the connection is resolved on the next
         attempt by its transaction id, never blindly re-run.
         """
@@ -418,7 +434,18 @@ class PgStore:
                     xid = row[1]
                     if held and row[2] < sum(c.count for c in held):
                         raise _LockSessionDown
-                    result = body(_PgConn(conn))
+                    pg = _PgConn(conn)
+                    result = body(pg)
+                    copies = [a for a in appended if len(a.rows) >= COPY_FROM]
+                    for few in appended:
+                        if few.rows and len(few.rows) < COPY_FROM:
+                            pg.executemany(few.insert, few.rows)
+                    if not copies:
+                        committing = True
+                        conn.execute("COMMIT")
+                for many in copies:  # COPY cannot run in pipeline mode
+                    pg.copy_rows(many.insert, many.rows)
+                if copies:
                     committing = True
                     conn.execute("COMMIT")
             except _LockSessionDown:

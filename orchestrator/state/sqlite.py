@@ -24,7 +24,7 @@ from orchestrator.state import schema
 from orchestrator.state.locks import FlockLeader, NoClaim
 
 if TYPE_CHECKING:
-    from orchestrator.state.base import Availability, Conn, HostClaim
+    from orchestrator.state.base import Appended, Availability, Conn, HostClaim
     from orchestrator.state.proc import ProcessId
     from orchestrator.state.records import LockHolder
 
@@ -89,9 +89,14 @@ class SqliteStore:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = ()) -> T:
+    def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = (),
+              appended: Sequence[Appended] = ()) -> T:
         with self.transaction() as db:  # (host locks are rows here: no session to check)
-            return body(db)
+            result = body(db)
+            for rows in appended:
+                if rows.rows:
+                    db.executemany(rows.insert, rows.rows)
+            return result
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._mutex:

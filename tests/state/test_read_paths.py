@@ -131,5 +131,5 @@ def count_queries(journal: Journal) -> list[int]:
         calls[0] += 1
         return read(*args, **kwargs)  # type: ignore[arg-type]
 
-    journal.store.read = counted  # type: ignore[method-assign]
+    journal.store.read = counted  # type: ignore[method-assign,assignment]
     return calls
