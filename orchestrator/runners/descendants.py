@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 
 def _parents() -> dict[int, int]:
@@ -54,7 +55,7 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def kill_trees(roots: list[int]) -> list[int]:
+def kill_trees(roots: list[int], settle: float = 5.0) -> list[int]:
     """SIGKILL each root and everything below it; returns the pids signalled.
 
     The trees are frozen (SIGSTOP) before the first kill, and read again until a read
@@ -84,7 +85,23 @@ def kill_trees(roots: list[int]) -> list[int]:
         except OSError:
             continue
         signalled.append(pid)
+    deadline = time.monotonic() + settle
+    alive = [pid for pid in signalled if is_alive(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [pid for pid in alive if is_alive(pid)]
     return signalled
+
+
+def is_alive(pid: int) -> bool:
+    """Is `pid` still a live process (not gone, not a zombie waiting to be reaped)?"""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            raw = fh.read()
+    except OSError:
+        return False
+    state = raw[raw.rfind(")") + 2:][:1]
+    return state not in ("Z", "X", "")
 
 
 def _below(roots: list[int], children: dict[int, list[int]]) -> list[int]:

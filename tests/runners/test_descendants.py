@@ -59,3 +59,23 @@ def test_a_tree_that_forks_setsid_children_while_it_is_killed_leaves_none() -> N
         tree.kill()
         tree.wait()
         subprocess.run(["pkill", "-KILL", "-f", token], check=False)
+
+
+def test_the_killed_processes_are_dead_when_it_returns() -> None:
+    """A SIGKILL is carried out when its process is next scheduled: the caller that then
+    says the step's work has stopped (and a check of /proc just after) must be right."""
+    from orchestrator.runners.descendants import is_alive, kill_trees
+
+    tree = subprocess.Popen(["bash", "-c", "for i in $(seq 300); do sleep 312.5 & done; wait"])
+    try:
+        deadline = time.monotonic() + 20
+        while len(descendants(tree.pid)) < 300:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        killed = kill_trees([tree.pid])
+        assert len(killed) == 301
+        assert [pid for pid in killed if is_alive(pid)] == []
+    finally:
+        tree.kill()
+        tree.wait()
+        subprocess.run(["pkill", "-KILL", "-f", "sleep 312.5"], check=False)
