@@ -14,10 +14,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.inventory import Host, Inventory
-from orchestrator.core.bus import RunBus, SampleRequest
+from orchestrator.core.bus import Cycle, RunBus, SampleRequest
 from orchestrator.core.clock import Clock
 from orchestrator.core.http import HttpClient
 from orchestrator.core.model import Phase, Project, Trigger
@@ -36,7 +37,8 @@ from orchestrator.monitor.fold import (
 )
 from orchestrator.monitor.heap import make_room
 from orchestrator.monitor.poller import Poller
-from orchestrator.monitor.telling import cycle_value, tell
+from orchestrator.monitor.schedule import poll_every
+from orchestrator.monitor.telling import cycle_value, tell, while_writing
 from orchestrator.monitor.xid import XidWaiters
 from orchestrator.runners.base import CommandRunner
 from orchestrator.state.journal import Journal
@@ -164,23 +166,9 @@ class TriggerMonitor:
             self._samples, self._control = None, []
 
     def _loop(self) -> None:
-        interval = self.project.poll_interval
-        next_at = self.clock.monotonic()
         with ThreadPoolExecutor(max_workers=16, thread_name_prefix="metric") as pool:
-            while not self._stop.is_set():
-                self.cycle(pool)
-                next_at += interval
-                delay = next_at - self.clock.monotonic()
-                if delay < 0:  # a slow cycle: skip ahead rather than burst
-                    next_at, delay = self.clock.monotonic(), 0
-                while self._wake.wait(delay):  # woken early: a pushed alert, or stop
-                    self._wake.clear()
-                    if self._stop.is_set():
-                        return
-                    self.fold_alerts()
-                    delay = next_at - self.clock.monotonic()
-                    if delay <= 0:
-                        break
+            poll_every(self.project.poll_interval, self.clock, self._stop, self._wake,
+                       lambda: self.cycle(pool), self.fold_alerts)
 
     # --- one cycle -------------------------------------------------------------------------
     def cycle(self, pool: ThreadPoolExecutor | None = None) -> None:
@@ -199,7 +187,7 @@ class TriggerMonitor:
         samples = tuple((h, m, r.value) for (h, m), r in got.items())
         with self._lock:
             self.book, folded = fold_poll(poll, self.book, self._frame())
-        self._settle(folded, poll.at, samples)
+        self._settle(folded, poll.at, samples, pool)
 
     def fold_alerts(self) -> None:
         """Fold only the `alert:` triggers, now: the push path, within milliseconds."""
@@ -224,22 +212,29 @@ class TriggerMonitor:
         self._settle(folded, now, ())
 
     def _settle(self, folded: list[Folded], at: float,
-                samples: tuple[tuple[str, str, float | None], ...]) -> None:
-        """The cycle's rows to the journal, the cycle to the bus, then events and fires."""
-        if not self.dry_run and folded:
-            self.journal.record_cycle([f.sample for f in folded], [f.state for f in folded])
+                samples: tuple[tuple[str, str, float | None], ...],
+                pool: ThreadPoolExecutor | None = None) -> None:
+        """The cycle's rows to the journal, the cycle to the bus, then events and fires
+        (with a pool, the cycle's value is built while the journal writes)."""
         number = self.phase.number if self.phase else 0
-        if folded or samples:
-            with self._lock:
-                book = dict(self.book)
-            self.bus.publish(cycle_value(self.bus.run_id, number, at, book,
-                                         self.project.triggers, samples))
+        write = None if self.dry_run or not folded else partial(
+            self.journal.record_cycle, [f.sample for f in folded], [f.state for f in folded])
+        cycle = while_writing(write, lambda: self._cycle(number, at, samples)
+                              if folded or samples else None, pool)
+        if cycle is not None:
+            self.bus.publish(cycle)
         if self._record_only:
             return
         fired = tell(announcements(folded, self.project.metrics), self.bus, number,
                      self.recorder, self.say, self.dry_run, self.act)
         with self._lock:
             self.fired += fired
+
+    def _cycle(self, number: int, at: float,
+               samples: tuple[tuple[str, str, float | None], ...]) -> Cycle:
+        with self._lock:
+            book = dict(self.book)
+        return cycle_value(self.bus.run_id, number, at, book, self.project.triggers, samples)
 
     def _frame(self) -> Frame:
         return Frame(self.bus.run_id, self.phase.number if self.phase else 0,

@@ -118,13 +118,16 @@ class LeaderLock(Protocol):
 
 
 @dataclass(frozen=True)
-class Appended:
-    """Rows a write only adds to a table, which nothing in its transaction reads back: a
-    poll cycle's 30,000 samples at 10,000 hosts. PostgreSQL loads them by COPY (about
-    half the server time of an INSERT of their JSON), which cannot run inside the
-    pipeline a body's statements travel in, so they go after the body, before COMMIT."""
+class Bulk:
+    """Many rows of one INSERT that nothing in their transaction reads back: a poll
+    cycle's 30,000 samples and 30,000 trigger states at 10,000 hosts. PostgreSQL loads
+    them by COPY (about half the server time of an INSERT of their JSON; an upsert's
+    rows through a staging table), which cannot run inside the pipeline a body's
+    statements travel in, so they go after the body, before COMMIT."""
 
-    insert: str  # `INSERT INTO table (columns) VALUES (?, ...)`, as for `executemany`
+    #: `INSERT INTO t (cols) VALUES (?, ...)`, plain or with `ON CONFLICT ... DO UPDATE
+    #: SET col = excluded.col, ...`, as for `executemany` (the last row of a key wins)
+    insert: str
     rows: Sequence[Sequence[Any]]
 
 
@@ -137,9 +140,9 @@ class Store(Protocol):
         ...
 
     def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = (),
-              appended: Sequence[Appended] = ()) -> T:
+              bulk: Sequence[Bulk] = ()) -> T:
         """One attempt at running `body` in a write transaction and committing it, after
-        making sure the `claims` are still held. `appended` rows are inserted after the
+        making sure the `claims` are still held. `bulk` rows are inserted after the
         body, in the same transaction, by whatever way the backend loads rows fastest."""
         ...
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.state.base import Appended, Availability, Conn, HostClaim, Store
+from orchestrator.state.base import Availability, Bulk, Conn, HostClaim, Store
 from orchestrator.state.records import (
     Event,
     Interrupted,
@@ -169,7 +169,7 @@ class JournalCore:
         else:
             self._write(body)
 
-    def _write(self, body: Callable[[Conn], T], appended: Sequence[Appended] = ()) -> T:
+    def _write(self, body: Callable[[Conn], T], bulk: Sequence[Bulk] = ()) -> T:
         """Run `body` in one write transaction, under the state.timeout rule.
 
         Each attempt first checks that this process's runs still hold their host locks
@@ -184,7 +184,7 @@ class JournalCore:
 
         def attempt() -> tuple[T, int]:
             claims = [c for run_claims in list(self._claims.values()) for c in run_claims]
-            return self.store.write(counted, claims, appended)
+            return self.store.write(counted, claims, bulk)
 
         result, events = self.availability.run(attempt, self.store.is_transient, write=True)
         self._events_written += events

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.state.base import Appended, Conn
+from orchestrator.state.base import Bulk
 from orchestrator.state.journal_core import JournalCore
 from orchestrator.state.records import utc_stamp
 
@@ -69,28 +69,24 @@ class MetricRows(JournalCore):
             return
         at = utc_stamp()
 
-        def body(db: Conn) -> None:
-            if states:
-                db.executemany(
-                    "INSERT INTO trigger_states (migration, host, phase, trigger, run_id, status, "
-                    "value, threshold, baseline, breaching_since, updated_at, text) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (migration, host, phase, trigger) DO UPDATE SET "
-                    "run_id = excluded.run_id, "
-                    "status = excluded.status, value = excluded.value, "
-                    "threshold = excluded.threshold, baseline = excluded.baseline, "
-                    "breaching_since = excluded.breaching_since, "
-                    "updated_at = excluded.updated_at, text = excluded.text",
-                    [(self.migration, h, p, tr, r, st, v, th, bl, since, at, text)
-                     for h, p, tr, r, st, v, th, bl, since, text in states])
-
-        # the samples are only added (nothing in the transaction reads them): the backend
-        # loads them its fastest way (COPY on PostgreSQL)
-        self._write(body, [Appended(
-            "INSERT INTO samples (run_id, host, phase, trigger, metric, at, t, value, "
-            "breaching, state, threshold, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(r, h, p, tr, m, at, t, v, int(b), st, th, bl)
-             for r, h, p, tr, m, t, v, b, st, th, bl in samples])] if samples else [])
+        # nothing in the transaction reads them back: the backend loads them its fastest
+        # way (COPY on PostgreSQL)
+        self._write(lambda db: None, [
+            Bulk("INSERT INTO samples (run_id, host, phase, trigger, metric, at, t, value, "
+                 "breaching, state, threshold, baseline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                 [(r, h, p, tr, m, at, t, v, int(b), st, th, bl)
+                  for r, h, p, tr, m, t, v, b, st, th, bl in samples]),
+            Bulk("INSERT INTO trigger_states (migration, host, phase, trigger, run_id, status, "
+                 "value, threshold, baseline, breaching_since, updated_at, text) "
+                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                 "ON CONFLICT (migration, host, phase, trigger) DO UPDATE SET "
+                 "run_id = excluded.run_id, "
+                 "status = excluded.status, value = excluded.value, "
+                 "threshold = excluded.threshold, baseline = excluded.baseline, "
+                 "breaching_since = excluded.breaching_since, "
+                 "updated_at = excluded.updated_at, text = excluded.text",
+                 [(self.migration, h, p, tr, r, st, v, th, bl, since, at, text)
+                  for h, p, tr, r, st, v, th, bl, since, text in states])])
 
     def trigger_states(self, host: str, phase: int) -> list[dict[str, Any]]:
         rows = self._query("SELECT trigger, run_id, status, value, threshold, baseline, "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
 import socket
 import threading
@@ -49,7 +50,7 @@ from orchestrator.state.locks import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.state.base import Appended, Availability, Conn, HostClaim
+    from orchestrator.state.base import Availability, Bulk, Conn, HostClaim
     from orchestrator.state.proc import ProcessId
     from orchestrator.state.records import LockHolder
 
@@ -141,13 +142,50 @@ class _PgConn:
                                [v for row in chunk for v in row])
 
     def copy_rows(self, insert: str, rows: Sequence[Sequence[Any]]) -> None:
-        """The rows of a plain `INSERT INTO t (cols) VALUES (...)`, loaded by COPY."""
-        found = _INSERT.match(insert)
-        assert found is not None and not found.group(4).strip(), insert
+        """The rows of `insert` (an INSERT `_multi_row` can send), loaded by COPY: into
+        the table itself for a plain INSERT; for an upsert, into a staging table of this
+        session (emptied at each commit) that one INSERT ... SELECT then upserts from.
+        COPY's text format, each row adapted by psycopg's C code: 30,000 rows in ~0.06 s
+        of CPU here, less than CSV from the csv module, and half the server time of
+        JSON; the upsert of a cycle's states through staging, ~0.08 s less than JSON."""
+        plan = _multi_row(insert)
+        assert plan is not None, insert
+        head, _, tail, key = plan
+        table, cols = _table_columns(head)
+        target = table
+        if tail:
+            if key:  # ON CONFLICT DO UPDATE may not touch one row twice: the last one wins
+                keys = map(operator.itemgetter(*key), rows)
+                rows = list(dict(zip(keys, rows, strict=True)).values())
+            target = _staging(table)
+        names = ", ".join(cols)
         with self._conn.cursor() as cur, cur.copy(
-                f"COPY {found.group(1)[len('INSERT INTO '):]} FROM STDIN") as copy:
+                f"COPY {target} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        if target != table:
+            self._conn.execute(f"{head} SELECT {names} FROM {target}{tail}")
+
+    def stage(self, insert: str) -> None:
+        """Make sure the staging table an upsert's `copy_rows` needs exists (in the
+        pipeline, so at no round trip of its own; quietly, when it already does)."""
+        plan = _multi_row(insert)
+        if plan is not None and plan[2]:
+            table, _ = _table_columns(plan[0])
+            self._conn.execute("SET LOCAL client_min_messages = warning")
+            self._conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_staging(table)} "
+                               f"(LIKE {table}) ON COMMIT DELETE ROWS")
+
+    def _types(self, table: str) -> dict[str, str]:
+        """{column: its SQL type} of `table`, read from the catalog once per process."""
+        types = _COLUMN_TYPES.get(table)
+        if types is None:
+            got = self._conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,)).fetchall()
+            types = _COLUMN_TYPES[table] = {name: kind for name, kind in got}
+        return types
 
     def json_rows(self, head: str, tail: str, rows: list[tuple[Any, ...]]) -> bool:
         """Many rows of `head` (`INSERT INTO t (cols)`) as one JSON parameter, unpacked
@@ -162,25 +200,29 @@ class _PgConn:
             doc = json.dumps(rows, allow_nan=False)
         except (TypeError, ValueError):
             return False
-        found = _HEAD.match(head)
-        assert found is not None, head
-        table, cols = found.group(1), [c.strip() for c in found.group(2).split(",")]
-        types = _COLUMN_TYPES.get(table)
-        if types is None:
-            got = self._conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                (table,)).fetchall()
-            types = _COLUMN_TYPES[table] = {name: kind for name, kind in got}
+        table, cols = _table_columns(head)
+        types = self._types(table)
         fields = ", ".join(f"(e->>{i})::{types[c]}" for i, c in enumerate(cols))
         self._conn.execute(f"{head} SELECT {fields} FROM jsonb_array_elements(%s::jsonb) e"
                            f"{tail}", (doc,))  # jsonb: each row parsed once, not per field
         return True
 
 
+def _staging(table: str) -> str:
+    """This session's staging table for upserts into `table`."""
+    return f"migrate_staging_{table}"
+
+
+def _table_columns(head: str) -> tuple[str, list[str]]:
+    """`INSERT INTO t (a, b)` -> ("t", ["a", "b"])."""
+    found = _HEAD.match(head)
+    assert found is not None, head
+    return found.group(1), [c.strip() for c in found.group(2).split(",")]
+
+
 #: From this many rows on, one INSERT's rows travel as JSON (`_PgConn.json_rows`).
 JSON_FROM = 200
-#: From this many rows on, rows a write appends (`Appended`) are loaded by COPY: below it
+#: From this many rows on, a write's `Bulk` rows are loaded by COPY: below it
 #: the two round trips more cost more than COPY saves
 COPY_FROM = 1000
 _HEAD = re.compile(r"^INSERT INTO (\w+) \(([^)]*)\)$", re.I)
@@ -390,11 +432,11 @@ class PgStore:
             conn.execute("COMMIT")
 
     def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = (),
-              appended: Sequence[Appended] = ()) -> T:
+              bulk: Sequence[Bulk] = ()) -> T:
         """One attempt at a write transaction, in three round trips whatever its size.
 
         Pipelined (psycopg pipeline mode): BEGIN and the write lock, then the body's
-        reads; its writes and the COMMIT travel together. `appended` rows, when there
+        reads; its writes and the COMMIT travel together. `bulk` rows, when there
         are enough of them to be worth it (`COPY_FROM`), are loaded by COPY after the
         pipeline and before COMMIT (two round trips more); fewer go in the pipeline.
         The first round trip also checks, on this connection, that the run's host-lock
@@ -436,10 +478,13 @@ class PgStore:
                         raise _LockSessionDown
                     pg = _PgConn(conn)
                     result = body(pg)
-                    copies = [a for a in appended if len(a.rows) >= COPY_FROM]
-                    for few in appended:
-                        if few.rows and len(few.rows) < COPY_FROM:
+                    copies = [b for b in bulk
+                              if len(b.rows) >= COPY_FROM and _multi_row(b.insert)]
+                    for few in bulk:
+                        if few.rows and few not in copies:
                             pg.executemany(few.insert, few.rows)
+                    for many in copies:
+                        pg.stage(many.insert)
                     if not copies:
                         committing = True
                         conn.execute("COMMIT")

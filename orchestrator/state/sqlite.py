@@ -24,7 +24,7 @@ from orchestrator.state import schema
 from orchestrator.state.locks import FlockLeader, NoClaim
 
 if TYPE_CHECKING:
-    from orchestrator.state.base import Appended, Availability, Conn, HostClaim
+    from orchestrator.state.base import Availability, Bulk, Conn, HostClaim
     from orchestrator.state.proc import ProcessId
     from orchestrator.state.records import LockHolder
 
@@ -90,10 +90,10 @@ class SqliteStore:
                 raise
 
     def write(self, body: Callable[[Conn], T], claims: Sequence[HostClaim] = (),
-              appended: Sequence[Appended] = ()) -> T:
+              bulk: Sequence[Bulk] = ()) -> T:
         with self.transaction() as db:  # (host locks are rows here: no session to check)
             result = body(db)
-            for rows in appended:
+            for rows in bulk:
                 if rows.rows:
                     db.executemany(rows.insert, rows.rows)
             return result

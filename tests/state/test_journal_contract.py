@@ -427,11 +427,11 @@ def failing(j: Journal, errors: list[Exception]) -> list[int]:
     real = j.store.write
     calls = [0]
 
-    def write(body: Any, claims: Any = (), appended: Any = ()) -> Any:
+    def write(body: Any, claims: Any = (), bulk: Any = ()) -> Any:
         calls[0] += 1
         if errors:
             raise errors.pop(0)
-        return real(body, claims, appended)
+        return real(body, claims, bulk)
 
     j.store.write = write  # type: ignore[method-assign]
     return calls

@@ -1,7 +1,8 @@
-"""PostgreSQL: a poll cycle's samples, only added and never read back in their
-transaction, are loaded by COPY after the pipelined body and before COMMIT
-(`Appended`, `_PgConn.copy_rows`): every row in order, NULL, NaN, infinities and any text
-kept, in the same transaction as the cycle's trigger states (both or neither)."""
+"""PostgreSQL: a poll cycle's samples and trigger states, never read back in their
+transaction, are loaded by COPY after the pipelined body and before COMMIT (`Bulk`,
+`_PgConn.copy_rows`; the states' upsert through a staging table): every row in order,
+NULL, NaN, infinities and any text kept, the last row of a key winning, both tables in
+one transaction (both or neither)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ def test_a_cycle_of_many_samples_reads_back_as_written(journal: Journal) -> None
     assert journal.trigger_states(f"h{n - 1:05d}", 2)[0]["value"] == float(n - 1)
 
 
+@pytest.mark.parametrize("state", ["", None])
+def test_an_empty_string_and_a_null_in_a_text_column_stay_apart(journal: Journal,
+                                                                state: str | None) -> None:
+    """CSV tells '' from NULL only by quotes, and Python 3.11's csv quotes None too."""
+    run = f"c3-{state!r}"
+    samples = [(run, f"h{i}", 1, "t", "m", 0.0, None, False, state if i == 5 else "ok",
+                None, None) for i in range(COPY_FROM)]
+    journal.record_cycle(samples, [])
+    rows = journal.samples(run)
+    assert [r["state"] for r in rows[4:7]] == ["ok", state, "ok"]
+    assert {r["value"] for r in rows} == {None}
+
+
 def test_a_copy_that_fails_leaves_neither_the_samples_nor_the_states(
         journal: Journal) -> None:
     class Unstorable:  # no adapter: COPY fails on the last row, after the body ran
@@ -64,3 +78,22 @@ def test_trigger_states_leave_room_for_in_place_updates(journal: Journal) -> Non
     (options,) = journal.store.read("SELECT reloptions FROM pg_class "
                                     "WHERE relname = 'trigger_states'")
     assert options[0] == ["fillfactor=50"]
+
+
+def test_many_trigger_states_are_upserted_through_staging_the_last_row_of_a_key_winning(
+        journal: Journal) -> None:
+    n = COPY_FROM * 2
+    states = [(f"u{i % (n // 2):05d}", 4, "vram", "u1", "ok", float(i), 1200.0, None, None,
+               f"first {i}") for i in range(n)]  # each key twice: the second one counts
+    journal.record_cycle([], states)
+    assert [(r["value"], r["text"]) for r in journal.trigger_states("u00007", 4)] == [
+        (float(n // 2 + 7), f"first {n // 2 + 7}")]
+    # the next cycle replaces them all; what the staging table held is gone at commit
+    journal.record_cycle([], [(f"u{i:05d}", 4, "vram", "u2", "firing", -1.0, None, None,
+                               "2026-01-01T00:00:00.000Z", "again") for i in range(COPY_FROM)])
+    got = journal.all_trigger_states()
+    mine = {h: rows for (h, phase), rows in got.items() if phase == 4}
+    assert len(mine) == n // 2
+    assert {(r["status"], r["run_id"]) for h, rows in mine.items() for r in rows
+            if int(h[1:]) < COPY_FROM} == {("firing", "u2")}
+    assert mine["u00007"][0]["breaching_since"] == "2026-01-01T00:00:00.000Z"
