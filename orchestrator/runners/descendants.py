@@ -12,8 +12,10 @@ parent pid finds them all. Linux only (/proc); elsewhere nothing is found.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
+from collections.abc import Callable
 
 
 def _parents() -> dict[int, int]:
@@ -63,6 +65,13 @@ def kill_trees(roots: list[int], settle: float = 5.0) -> list[int]:
     starting the next task's worker, which calls setsid()) would otherwise leave a child
     that nobody saw, handed to init once its parent dies and running on. A stopped
     process forks no more, and its children keep it as their parent until it dies.
+
+    It returns once every killed process has died, or after `settle` seconds: a SIGKILL
+    is carried out when its process is next scheduled, later than `kill()` returns on a
+    busy machine, and a runner that reports the step stopped must be right (CI listed
+    a cancelled play's `sleep` just after). The wait is on each process's pidfd, opened
+    while it is frozen (so its pid cannot have been reused), which becomes readable when
+    the process exits.
     """
     frozen: list[int] = []
     while True:
@@ -78,6 +87,7 @@ def kill_trees(roots: list[int], settle: float = 5.0) -> list[int]:
             except OSError:
                 continue  # gone meanwhile
             frozen.append(pid)
+    exits = _exit_waiter(frozen)
     signalled = []
     for pid in frozen:
         try:
@@ -85,23 +95,35 @@ def kill_trees(roots: list[int], settle: float = 5.0) -> list[int]:
         except OSError:
             continue
         signalled.append(pid)
-    deadline = time.monotonic() + settle
-    alive = [pid for pid in signalled if is_alive(pid)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.01)
-        alive = [pid for pid in alive if is_alive(pid)]
+    exits(settle)
     return signalled
 
 
-def is_alive(pid: int) -> bool:
-    """Is `pid` still a live process (not gone, not a zombie waiting to be reaped)?"""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            raw = fh.read()
-    except OSError:
-        return False
-    state = raw[raw.rfind(")") + 2:][:1]
-    return state not in ("Z", "X", "")
+def _exit_waiter(pids: list[int]) -> Callable[[float], None]:
+    """A wait, of at most the seconds it is given, for `pids` to exit (pidfds opened now;
+    a pid already gone, or one past the open-file limit, is not waited for)."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except OSError:
+            continue
+
+    def wait(limit: float) -> None:
+        try:
+            waiting = select.poll()
+            for fd in fds:
+                waiting.register(fd, select.POLLIN)
+            left, deadline = len(fds), time.monotonic() + limit
+            while left and (ms := (deadline - time.monotonic()) * 1000) > 0:
+                for fd, _ in waiting.poll(ms):
+                    waiting.unregister(fd)
+                    left -= 1
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    return wait
 
 
 def _below(roots: list[int], children: dict[int, list[int]]) -> list[int]:

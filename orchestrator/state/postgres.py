@@ -478,13 +478,13 @@ class PgStore:
                         raise _LockSessionDown
                     pg = _PgConn(conn)
                     result = body(pg)
-                    copies = [b for b in bulk
-                              if len(b.rows) >= COPY_FROM and _multi_row(b.insert)]
-                    for few in bulk:
-                        if few.rows and few not in copies:
-                            pg.executemany(few.insert, few.rows)
-                    for many in copies:
-                        pg.stage(many.insert)
+                    copies = []
+                    for rows in bulk:
+                        if len(rows.rows) >= COPY_FROM and _multi_row(rows.insert):
+                            copies.append(rows)
+                            pg.stage(rows.insert)
+                        elif rows.rows:
+                            pg.executemany(rows.insert, rows.rows)
                     if not copies:
                         committing = True
                         conn.execute("COMMIT")

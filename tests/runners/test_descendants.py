@@ -6,18 +6,34 @@ import os
 import subprocess
 import time
 
-from orchestrator.runners.descendants import descendants, kill_descendants
+from orchestrator.runners.descendants import descendants, kill_descendants, kill_trees
+
+
+def started(tree: subprocess.Popen[bytes], count: int) -> list[int]:
+    """The pids below `tree` once there are `count` of them (at most 20 s)."""
+    deadline = time.monotonic() + 20
+    while len(below := descendants(tree.pid)) < count:
+        assert time.monotonic() < deadline, below
+        time.sleep(0.02)
+    return below
+
+
+def running(pid: int) -> bool:
+    """Is `pid` a live process (not gone, not a zombie waiting to be reaped)?"""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            raw = fh.read()
+    except OSError:
+        return False
+    return raw[raw.rfind(")") + 2:][:1] not in ("Z", "X", "")
 
 
 def test_finds_and_kills_grandchildren_but_not_the_parent_or_strangers() -> None:
     stranger = subprocess.Popen(["sleep", "31.5"])
     tree = subprocess.Popen(["bash", "-c", "sleep 32.5 & sleep 33.5 & wait"])
     try:
+        below = started(tree, 2)
         deadline = time.monotonic() + 10
-        while len(descendants(tree.pid)) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        below = descendants(tree.pid)
         mine = descendants(os.getpid())
         assert tree.pid in mine and stranger.pid in mine and set(below) <= set(mine)
         assert mine.index(tree.pid) < min(mine.index(p) for p in below)  # parents first
@@ -47,8 +63,6 @@ def test_a_tree_that_forks_setsid_children_while_it_is_killed_leaves_none() -> N
         while len(running(token)) < 20:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        from orchestrator.runners.descendants import kill_trees
-
         kill_trees([tree.pid])
         assert tree.wait(timeout=10) != 0
         deadline = time.monotonic() + 10
@@ -64,17 +78,12 @@ def test_a_tree_that_forks_setsid_children_while_it_is_killed_leaves_none() -> N
 def test_the_killed_processes_are_dead_when_it_returns() -> None:
     """A SIGKILL is carried out when its process is next scheduled: the caller that then
     says the step's work has stopped (and a check of /proc just after) must be right."""
-    from orchestrator.runners.descendants import is_alive, kill_trees
-
     tree = subprocess.Popen(["bash", "-c", "for i in $(seq 300); do sleep 312.5 & done; wait"])
     try:
-        deadline = time.monotonic() + 20
-        while len(descendants(tree.pid)) < 300:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        started(tree, 300)
         killed = kill_trees([tree.pid])
         assert len(killed) == 301
-        assert [pid for pid in killed if is_alive(pid)] == []
+        assert [pid for pid in killed if running(pid)] == []
     finally:
         tree.kill()
         tree.wait()
