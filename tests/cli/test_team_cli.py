@@ -238,19 +238,24 @@ def deposed(pg: PgServer, url: str, key: str,
     test holds the lock."""
     import psycopg
 
-    from orchestrator.state.locks import NS_LEADER, advisory_key
+    from orchestrator.state.locks import NS_LEADER, advisory_key, as_oid
 
     for p in standbys:
         p.send_signal(signal.SIGSTOP)
     try:
         time.sleep(0.5)
         with psycopg.connect(url, autocommit=True) as conn:
+            # the session that holds the leadership, found by its lock (a standby's
+            # leader session carries the same application name)
             row = conn.execute(
                 "WITH killed AS MATERIALIZED (SELECT count(pg_terminate_backend(pid, 10000)) "
-                "AS n FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name LIKE %s) "
+                "AS n FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid = %s AND objid = %s AND objsubid = 2 "
+                "AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())) "
                 "SELECT n, pg_try_advisory_lock(%s, %s) FROM killed",
-                (f"migrate leader {key} %", NS_LEADER, advisory_key(key))).fetchone()
+                (as_oid(NS_LEADER), as_oid(advisory_key(key)), NS_LEADER,
+                 advisory_key(key))).fetchone()
             for p in standbys:
                 p.send_signal(signal.SIGCONT)
             standbys = []
