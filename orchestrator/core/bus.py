@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.events import EventHooks, EventKind, Firing, RunEvent
@@ -70,9 +70,9 @@ Inbound = Fire | WorkerDied | JournalLost | Cancel
 
 
 # --- outbound -----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class TriggerValue:
-    """One trigger on one host after a cycle: what /metrics and the live view show."""
+class TriggerValue(NamedTuple):
+    """One trigger on one host after a cycle: what /metrics and the live view show. (A
+    named tuple: a cycle of 10,000 hosts makes 30,000.)"""
 
     phase: int
     trigger: str

@@ -10,7 +10,7 @@ the monitor passes them in, so tests can name the exact second a trigger fires.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from orchestrator.core.durations import format_duration
 from orchestrator.core.model import PASS_CUTOFF, Condition, Metric, MetricKind, Trigger
@@ -22,8 +22,11 @@ class TriggerStatus(enum.Enum):
     FIRING = "firing"
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerState:
+class TriggerState(NamedTuple):
+    """One trigger on one host between samples. (Named tuples, this and `Verdict`: a poll
+    of 10,000 hosts x 3 triggers makes 30,000 of each, and a named tuple is built in a
+    fifth of a frozen dataclass's time.)"""
+
     status: TriggerStatus = TriggerStatus.OK
     breach_since: float | None = None
     last_value: float | None = None
@@ -33,8 +36,7 @@ class TriggerState:
     last_error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What one sample did to one trigger."""
 
     breaching: bool
@@ -111,7 +113,7 @@ def evaluate(trigger: Trigger, metric: Metric, state: TriggerState, value: float
         if nodata else None
     nodata_alert = bool(nodata and nodata_since is not None and not state.nodata_alerted
                         and now - nodata_since >= metric.nodata_alert)
-    new = replace(state, last_value=value, last_at=now, nodata_since=nodata_since,
+    new = state._replace(last_value=value, last_at=now, nodata_since=nodata_since,
                   nodata_alerted=(state.nodata_alerted or nodata_alert) if nodata else False,
                   last_error=error if nodata else None)
     text = describe_breach(trigger, value, limit, baseline, error)
@@ -126,7 +128,7 @@ def evaluate(trigger: Trigger, metric: Metric, state: TriggerState, value: float
 
     if not breaching:
         changed = TriggerStatus.OK if state.status is not TriggerStatus.OK else None
-        new = replace(new, status=TriggerStatus.OK, breach_since=None)
+        new = new._replace(status=TriggerStatus.OK, breach_since=None)
         return new, Verdict(False, False, limit, text, changed, False, nodata_alert)
 
     since = state.breach_since if state.breach_since is not None else now
@@ -140,6 +142,6 @@ def evaluate(trigger: Trigger, metric: Metric, state: TriggerState, value: float
     if trigger.for_seconds and status is TriggerStatus.FIRING:
         text += f" for {format_duration(held)}"
     changed = status if status is not state.status else None
-    new = replace(new, status=status, breach_since=since)
+    new = new._replace(status=status, breach_since=since)
     fired = changed is TriggerStatus.FIRING
     return new, Verdict(True, False, limit, text, changed, fired, nodata_alert)

@@ -41,11 +41,10 @@ StateRow = tuple[str, int, str, str, str, float | None, float | None, float | No
                  str]
 
 
-@dataclass(frozen=True, slots=True)
-class Live:
+class Live(NamedTuple):
     """One trigger on one host: its state and the baseline it is judged against."""
 
-    state: TriggerState = field(default_factory=TriggerState)
+    state: TriggerState = TriggerState()
     baseline: float | None = None
 
 

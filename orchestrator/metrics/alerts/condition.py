@@ -18,7 +18,7 @@ its own: the last view it gave is still in the snapshot, and pushes still arrive
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from orchestrator.config.inventory import Host
 from orchestrator.core.model import AlertSpec
@@ -83,15 +83,15 @@ def fold_alert(state: TriggerState, reading: AlertReading, now: float,
         if nodata else None
     alert_now = bool(nodata and nodata_since is not None and not state.nodata_alerted
                      and now - nodata_since >= nodata_alert)
-    new = replace(state, last_value=reading.value, last_at=now, nodata_since=nodata_since,
+    new = state._replace(last_value=reading.value, last_at=now, nodata_since=nodata_since,
                   nodata_alerted=(state.nodata_alerted or alert_now) if nodata else False,
                   last_error=reading.error)
     if not reading.breaching:
         changed = TriggerStatus.OK if state.status is not TriggerStatus.OK else None
-        new = replace(new, status=TriggerStatus.OK, breach_since=None)
+        new = new._replace(status=TriggerStatus.OK, breach_since=None)
         return new, Verdict(False, False, None, reading.text, changed, False, alert_now)
     since = state.breach_since if state.breach_since is not None else now
     changed = TriggerStatus.FIRING if state.status is not TriggerStatus.FIRING else None
-    new = replace(new, status=TriggerStatus.FIRING, breach_since=since)
+    new = new._replace(status=TriggerStatus.FIRING, breach_since=since)
     return new, Verdict(True, False, None, reading.text, changed,
                         changed is TriggerStatus.FIRING, alert_now)
