@@ -145,9 +145,11 @@ class _PgConn:
         """The rows of `insert` (an INSERT `_multi_row` can send), loaded by COPY: into
         the table itself for a plain INSERT; for an upsert, into a staging table of this
         session (emptied at each commit) that one INSERT ... SELECT then upserts from.
-        COPY's text format, each row adapted by psycopg's C code: 30,000 rows in ~0.06 s
-        of CPU here, less than CSV from the csv module, and half the server time of
-        JSON; the upsert of a cycle's states through staging, ~0.08 s less than JSON."""
+        COPY's binary format, each value dumped by psycopg's C code as its column's type
+        (from the catalog): 30,000 rows in ~0.01 s of our CPU here, against ~0.05 s in
+        the text format (and CSV from the csv module, slower still), with the same
+        server time, half that of JSON; the upsert of a cycle's states through staging,
+        ~0.08 s less than JSON."""
         plan = _multi_row(insert)
         assert plan is not None, insert
         head, _, tail, key = plan
@@ -159,8 +161,10 @@ class _PgConn:
                 rows = list(dict(zip(keys, rows, strict=True)).values())
             target = _staging(table)
         names = ", ".join(cols)
+        types = self._types(table)
         with self._conn.cursor() as cur, cur.copy(
-                f"COPY {target} ({names}) FROM STDIN") as copy:
+                f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([types[c] for c in cols])
             for row in rows:
                 copy.write_row(row)
         if target != table:

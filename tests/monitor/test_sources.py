@@ -300,6 +300,41 @@ def answered_queries(url: str) -> float:
 
 
 @pytest.mark.integration
+def test_a_batched_read_gives_each_host_its_one_series_or_says_why_not(tmp_path: Path) -> None:
+    """One query for every host (`host_label`): a host with one series reads its value, a
+    host with two is no data naming how many and the label to aggregate by, a host
+    Prometheus has no series for is no data saying so; none of them spoils another."""
+    from orchestrator.core.model import Metric
+    from tests.support.prom import prometheus
+
+    served = ["gpu1", "gpu2", "gpu3"]
+    hosts = [Host(h, {"ansible_host": f"10.0.0.{Fleet.index(h)}"}) for h in served + ["gpu9"]]
+    with serving(Fleet(served)) as fleet, prometheus(
+            tmp_path, fleet.url.removeprefix("http://"), "DCGM_FI_DEV_FB_USED") as url:
+        source = PrometheusSource()
+        ctx = ReadContext(host=hosts[0], hostvars={h.name: h.vars for h in hosts}, phase=1,
+                          run_id="r", elapsed=0, timeout=5, prometheus_url=url)
+
+        def read(query: str) -> dict[str, Any]:
+            metric = Metric("vram", "prometheus", MetricKind.NUMBER,
+                            {"query": query, "host_label": "Hostname"}, "skip", 120, None, 1)
+            return source.read_many(metric, hosts, ctx)
+
+        one = read('DCGM_FI_DEV_FB_USED{gpu="1"}')
+        assert {h: r.value for h, r in one.items()} == \
+            {"gpu1": fleet.vram("gpu1", 1), "gpu2": fleet.vram("gpu2", 1),
+             "gpu3": fleet.vram("gpu3", 1), "gpu9": None}
+        assert one["gpu9"].error == ("query 'DCGM_FI_DEV_FB_USED{gpu=\"1\"}' returned no "
+                                     "series for gpu9 (batched by Hostname)")
+        two = read("DCGM_FI_DEV_FB_USED")
+        assert {h: r.value for h, r in two.items()} == dict.fromkeys(served + ["gpu9"])
+        assert two["gpu2"].error == ("query 'DCGM_FI_DEV_FB_USED' returned 2 series for "
+                                     "gpu2; aggregate it by (Hostname)")
+        assert "returned no series for gpu9" in (two["gpu9"].error or "")
+        assert source.queries == 2  # one query a read, four hosts each
+
+
+@pytest.mark.integration
 def test_prometheus_reads_every_host_with_one_query_per_metric_per_cycle(
         tmp_path: Path) -> None:
     from tests.support.prom import prometheus

@@ -42,6 +42,23 @@ def test_a_cycle_of_many_samples_reads_back_as_written(journal: Journal) -> None
     assert journal.trigger_states(f"h{n - 1:05d}", 2)[0]["value"] == float(n - 1)
 
 
+def test_whole_numbers_load_into_the_real_columns(journal: Journal) -> None:
+    """COPY's binary format dumps each value as its column's type: a threshold written
+    as `above: 1200` (an int from YAML) or an exporter's integer reading lands in a
+    double precision column as that number."""
+    samples = [("c4", f"h{i}", 1, "t", "m", i, i * 3, True, "ok", 1200, 7)
+               for i in range(COPY_FROM)]
+    states = [(f"c4h{i}", 1, "t", "c4", "ok", i * 3, 1200, 7, None, "ok")
+              for i in range(COPY_FROM)]
+    journal.record_cycle(samples, states)
+    rows = journal.samples("c4")
+    assert [(r["t"], r["value"], r["breaching"], r["baseline"]) for r in rows] == \
+        [(float(i), float(i * 3), 1, 7.0) for i in range(COPY_FROM)]
+    (state,) = journal.trigger_states(f"c4h{COPY_FROM - 1}", 1)
+    assert (state["value"], state["threshold"], state["baseline"]) == \
+        (float((COPY_FROM - 1) * 3), 1200.0, 7.0)
+
+
 @pytest.mark.parametrize("state", ["", None])
 def test_an_empty_string_and_a_null_in_a_text_column_stay_apart(journal: Journal,
                                                                 state: str | None) -> None:
