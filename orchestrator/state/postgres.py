@@ -146,8 +146,8 @@ class _PgConn:
         the table itself for a plain INSERT; for an upsert, into a staging table of this
         session (emptied at each commit) that one INSERT ... SELECT then upserts from.
         COPY's binary format, each value dumped by psycopg's C code as its column's type
-        (from the catalog): 30,000 rows in ~0.01 s of our CPU here, against ~0.05 s in
-        the text format (and CSV from the csv module, slower still), with the same
+        (from the catalog): 30,000 rows in 0.01-0.02 s of our CPU here, against 0.04-0.06
+        s in the text format (and CSV from the csv module, slower still), with the same
         server time, half that of JSON; the upsert of a cycle's states through staging,
         ~0.08 s less than JSON."""
         plan = _multi_row(insert)

@@ -43,9 +43,9 @@ def test_a_cycle_of_many_samples_reads_back_as_written(journal: Journal) -> None
 
 
 def test_whole_numbers_load_into_the_real_columns(journal: Journal) -> None:
-    """COPY's binary format dumps each value as its column's type: a threshold written
-    as `above: 1200` (an int from YAML) or an exporter's integer reading lands in a
-    double precision column as that number."""
+    """COPY's binary format dumps each value as its column's type: a Python int (a
+    threshold or reading that some future source hands over unconverted) lands in a
+    double precision column as that number, not as an error."""
     samples = [("c4", f"h{i}", 1, "t", "m", i, i * 3, True, "ok", 1200, 7)
                for i in range(COPY_FROM)]
     states = [(f"c4h{i}", 1, "t", "c4", "ok", i * 3, 1200, 7, None, "ok")
