@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -20,6 +19,7 @@ import click
 from orchestrator._exceptions import ConfigError, MigrateError
 from orchestrator.core.clock import CancelToken
 from orchestrator.core.outcomes import RunOutcome, RunReport
+from orchestrator.core.signals import SignalRelay
 from orchestrator.exit_codes import (
     BAD_CONFIG,
     FIRED_AND_ROLLED_BACK,
@@ -154,28 +154,32 @@ class SignalGuard:
 
     `undo_only`: the command only undoes (`migrate rollback`), so the first signal stops
     the undo.
+
+    The signals are acted on by a thread of their own (`SignalRelay`), never inside the
+    handler, which may run while the main thread holds a lock that cancelling takes.
     """
 
     def __init__(self, cancel: CancelToken, log: Any, undo_only: bool = False) -> None:
         self.cancel, self.log, self.count = cancel, log, 0
         self.undo_only = undo_only
         self.ended = False  # the run ended: from now on signals are ignored
-        self.saved: dict[int, Any] = {}
+        # ignored after the run: a signal that arrives while the outcome is printed, or
+        # while the interpreter shuts down, must not kill the process with a signal's
+        # status instead of the exit code
+        self.relay = SignalRelay(self.handle, ignore_after=True)
 
     def __enter__(self) -> SignalGuard:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.saved[sig] = signal.signal(sig, self.handle)
+        self.relay.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """The run has ended and recorded how: a signal that arrives now (while the outcome
-        is printed, or while the interpreter shuts down and Python's handlers are gone)
-        must not kill the process with a signal's status instead of the exit code."""
+        """The run has ended and recorded how."""
         self.ended = True
-        for sig in self.saved:
-            signal.signal(sig, signal.SIG_IGN)
+        self.relay.__exit__(*exc)
 
-    def handle(self, signum: int, frame: FrameType | None) -> None:
+    def handle(self, signum: int) -> None:
+        if self.ended:
+            return
         self.count += 1
         name = signal.Signals(signum).name
         why = f"interrupted by the operator ({name})"
@@ -538,20 +542,15 @@ def watch(opts: Options, hosts: tuple[str, ...], for_: str | None, once: bool,
     app = opts.app(at)
     watcher = app.watcher(hosts, act=not no_rollback)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int) -> None:
         name = signal.Signals(signum).name
         opts.log(f"{name}: watch stopping (a rollback in flight stops and leaves its phase "
                  "interrupted)")
         watcher.interrupt(f"interrupted by the operator ({name})")
 
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with view:
-            result = watcher.run(duration, once, every)
-            view.finish(_watch_text(result))
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    with SignalRelay(stop), view:  # acted on by a thread of its own (core/signals.py)
+        result = watcher.run(duration, once, every)
+        view.finish(_watch_text(result))
     doc = {"watched": result.watched, "cycles": result.cycles,
            "checkpoints": result.checkpoints, "died": result.died,
            "fired": [f.__dict__ for f in result.fired],
