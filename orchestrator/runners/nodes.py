@@ -9,19 +9,19 @@ replays that stream here. All three are ansible-runner's own streaming API
 one SSH connection per node (the pool of runners/ssh.py, whose `Keepalive` closes a
 connection whose peer leaves `ssh.keepalive_count` keepalives unanswered).
 
-On the node nothing of ours is installed. The worker runs as
-`env MIGRATE_EXECUTION_JOB=TOKEN PATH=RUNNER_DIR:$PATH RUNNER worker ...`, so the Ansible
-installed beside the node's ansible-runner runs the playbook, and every process of the
-job (the worker, ansible-playbook, its forks, the modules and what they start) inherits
-a token unique to this run of the step. Stopping a step (trigger, Ctrl-C, timeout) runs
-a second command on the same connection that SIGKILLs every process whose environment
-holds the token, until none is left, and removes the job's directory; then the channel
-is closed. Process groups are not enough: ansible-runner puts ansible-playbook in a
-session of its own and ansible-core's task workers call setsid().
+On the node nothing of ours is installed: what it runs is POSIX shell
+(runners/node_commands.py). The worker runs with `MIGRATE_EXECUTION_JOB=TOKEN` in its
+environment and the runner's directory first on PATH, so the Ansible installed beside the
+node's ansible-runner runs the playbook, and every process of the job inherits a token
+unique to this run of the step. Stopping a step (trigger, Ctrl-C, timeout) runs a second
+command on the same connection that SIGKILLs every process whose environment holds the
+token, until none is left, and removes the job's directory; then the channel is closed.
 
 A node that stops answering closes the connection (the keepalive bound), the worker's
 stream ends early, and every host of the part fails UNREACHABLE, the node named: the
-engine treats them as lost hosts (undo retries until `undo_deadline`).
+engine treats them as lost hosts (undo retries until `undo_deadline`). On the node, the
+job's watchdog stops hearing this side's heartbeats and kills the job, so that a cut
+node does not run the step on after its hosts were counted lost.
 
 What the node receives: the project's top-level directories that hold a playbook of a
 step or an undo, Ansible's own (roles, collections, library, ..., ansible.cfg), and the
@@ -32,7 +32,6 @@ inventory variables are the node's.
 
 from __future__ import annotations
 
-import re
 import secrets
 import shlex
 import shutil
@@ -59,6 +58,14 @@ from orchestrator.runners.base import (
     last_line,
     quoted,
 )
+from orchestrator.runners.node_commands import (
+    HEARTBEAT,
+    MIN_RUNNER_VERSION,
+    check_command,
+    kill_command,
+    parse_version,
+    worker_command,
+)
 from orchestrator.runners.ssh import (
     ConnectionPool,
     _connect_failure,
@@ -66,57 +73,11 @@ from orchestrator.runners.ssh import (
     connect_cancellable,
 )
 
-#: the oldest ansible-runner whose worker speaks the protocol as we use it (`worker
-#: --delete`, artifacts streamed back); transmit/worker/process came in 2.0
-MIN_RUNNER_VERSION = (2, 1)
-#: the environment variable that marks every process of one job on the node
-TOKEN_VAR = "MIGRATE_EXECUTION_JOB"
 #: Ansible's own top-level names that a playbook may rely on beside it
 ANSIBLE_DIRS = ("roles", "collections", "library", "module_utils", "filter_plugins",
                 "lookup_plugins", "callback_plugins", "action_plugins", "files",
                 "templates", "group_vars", "host_vars", "ansible.cfg", "requirements.yml")
 _IGNORED = shutil.ignore_patterns(".git", ".migrate", "__pycache__", "*.pyc", ".venv")
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def job_dir(token: str) -> str:
-    """The worker's private data directory on the node (deleted when the job ends)."""
-    return f'"${{TMPDIR:-/tmp}}/migrate-job-{token}"'
-
-
-def path_prefix(node: ExecutionNode) -> str:
-    """`PATH=DIR:"$PATH" ` for a runner given by its path, else nothing."""
-    folder = node.runner_dir
-    return f'PATH={shlex.quote(folder)}:"$PATH" ' if folder else ""
-
-
-def worker_command(node: ExecutionNode, token: str) -> str:
-    """What the node runs for one job: the worker, fed on stdin, streaming on stdout."""
-    return (f"exec env {TOKEN_VAR}={token} {path_prefix(node)}{shlex.quote(node.runner)} "
-            f"worker --private-data-dir {job_dir(token)} --delete")
-
-
-def kill_command(token: str) -> str:
-    """SIGKILL every process of the job (by the token in its environment) until none is
-    left, remove the job's directory; exit 0 when nothing of the job runs any more."""
-    find = f"grep -lsxzF {TOKEN_VAR}={token} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3"
-    return (f"i=0; while [ $i -lt 20 ]; do p=$({find}); [ -z \"$p\" ] && break; "
-            f"kill -KILL $p 2>/dev/null; sleep 0.1; i=$((i+1)); done; "
-            f"rm -rf {job_dir(token)}; [ -z \"$({find})\" ]")
-
-
-def check_command(node: ExecutionNode) -> str:
-    """Preflight on the node: the runner's version, and an ansible-playbook beside it."""
-    runner = shlex.quote(node.runner)
-    folder = node.runner_dir
-    path = f'PATH={shlex.quote(folder)}:"$PATH"; export PATH; ' if folder else ""
-    return (f"{path}v=$({runner} --version 2>&1) || {{ echo \"$v\"; exit 10; }}; "
-            f"echo \"runner $v\"; command -v ansible-playbook >/dev/null || exit 11")
-
-
-def parse_version(text: str) -> tuple[int, ...] | None:
-    found = _VERSION.search(text)
-    return tuple(int(g) for g in found.groups() if g is not None) if found else None
 
 
 class NodePlaybookRunner:
@@ -221,7 +182,7 @@ class NodePlaybookRunner:
         transport = _transport(conn)
         try:
             chan = transport.open_session(timeout=self.ssh.connect_timeout)
-            chan.exec_command(worker_command(self.node, token))
+            chan.exec_command(worker_command(self.node, token, job.stat().st_size, self.ssh))
         except Exception as exc:  # the connection died since it was pooled
             return self._lost_or(conn, names, f"could not start the worker: "
                                  f"{type(exc).__name__}: {exc}", FailureKind.UNREACHABLE)
@@ -230,6 +191,7 @@ class NodePlaybookRunner:
                                  name=f"node-{self.node.name}-stderr")
         drain.start()
         status: dict[str, Any] = {}
+        sent = threading.Event()  # the job is on its way: heartbeats may follow it
 
         def on_status(data: dict[str, Any], runner_config: Any = None) -> None:
             status.update(data)
@@ -239,7 +201,7 @@ class NodePlaybookRunner:
                 with open(job, "rb") as source:
                     while chunk := source.read(65536):
                         chan.sendall(chunk)
-                chan.shutdown_write()
+                sent.set()
             except OSError:
                 pass  # the worker is gone (a missing runner, a lost node): read why below
             try:
@@ -256,10 +218,14 @@ class NodePlaybookRunner:
         worker.start()
         deadline = time.monotonic() + request.timeout if request.timeout else None
         stopped = ""
+        beat = time.monotonic()
         while worker.is_alive():
             worker.join(0.1)
             if not worker.is_alive():
                 break
+            if sent.is_set() and time.monotonic() - beat >= self.ssh.keepalive:
+                beat = time.monotonic()
+                _heartbeat(chan)
             if cancel.cancelled:
                 stopped = "canceled"
             elif deadline is not None and time.monotonic() > deadline:
@@ -363,6 +329,9 @@ class NodePlaybookRunner:
         if code == 11:
             where = f"beside {self.node.runner} nor " if self.node.runner_dir else ""
             return f"{self.label}: no ansible-playbook {where}on the node's PATH"
+        if code == 13:
+            return (f"{self.label}: no `timeout` or `head` (coreutils) on the node's PATH: "
+                    "a job's watchdog needs them")
         if code != 0:
             return f"{self.label}: the runner check exited {code}: {last_line(text)}"
         return None
@@ -384,6 +353,17 @@ def refuse_unready(runners: Iterable[NodePlaybookRunner]) -> None:
     if problems:
         raise RefusedError("execution nodes not ready, nothing was run:\n  "
                            + "\n  ".join(problems))
+
+
+def _heartbeat(chan: Any) -> None:
+    """One byte to the job's watchdog on the node (node_commands.py): the controller is
+    still there. Skipped when the channel cannot take it now (a cut link fills no window
+    in a heartbeat's time, and the watchdog's bound has slack for a skipped one)."""
+    try:
+        if chan.send_ready():
+            chan.send(HEARTBEAT)
+    except Exception:  # noqa: S110 - the connection died: the node stops the job itself
+        pass
 
 
 def _drain_stderr(chan: Any, keep: deque[str]) -> None:

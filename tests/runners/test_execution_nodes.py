@@ -14,7 +14,6 @@ Run with `flock /tmp/migrate-netns.lock python3 -m pytest tests/runners/test_exe
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.core.model import SshSettings
+from orchestrator.runners.node_commands import alone_after
 from tests.support.netns import Lab, long_step
 from tests.support.projects import Proj, carrying, make_project, running, shell_play
 
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]
 
 RUNNER = str(Path(sys.executable).parent / "ansible-runner")
 KEEPALIVE, COUNT, UNDO_DEADLINE = 1.0, 3, 10.0
+SSH = SshSettings(keepalive=KEEPALIVE, keepalive_count=COUNT)
 #: the run ends within keepalive x count + undo_deadline + a few seconds of the cut;
 #: "a few" is generous on a 2-core machine shared by several test runs
 BOUND = KEEPALIVE * COUNT + UNDO_DEADLINE + 15
@@ -191,6 +193,7 @@ def test_a_failing_task_on_one_node_is_named_and_the_rest_rolled_back(
 
 def test_a_node_cut_mid_step_is_lost_the_others_roll_back(tmp_path: Path, lab: Lab) -> None:
     proj = project(tmp_path, lab, phase_of(long_on("slow_west")))
+    before = job_dirs(lab)
     proc = proj.spawn("--output", "json", "phase", "1", *ALL)
     try:
         wait_started(proj, proc)
@@ -209,12 +212,17 @@ def test_a_node_cut_mid_step_is_lost_the_others_roll_back(tmp_path: Path, lab: L
         undone = sorted(line for line in where(proj) if line.startswith("undo"))
         assert f"undo gpu-e1 long {ns}" in undone and f"undo gpu-e2 long {ns}" in undone, undone
         assert (proj.markers / "gpu-w1-long").exists()  # left behind on the lost node
+        # still cut off, its sshd hearing nothing: the job stops itself on the node once
+        # the controller's heartbeats stop (its watchdog), and leaves no directory
+        t0 = time.monotonic()
+        while job_processes() and time.monotonic() - t0 < alone_after(SSH) + 15:
+            time.sleep(0.2)
+        assert not job_processes() and not sleepers(), "the cut node runs the step on"
+        assert not job_dirs(lab) - before
     finally:
         lab.restore("pc2")
         if proc.poll() is None:
             proc.kill()
-    for pid in job_processes():  # the cut node's orphaned job (its sshd never heard the end)
-        os.kill(pid, signal.SIGKILL)
     again = proj.migrate("rollback", "--host", "gpu-w1", "--yes", timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert not (proj.markers / "gpu-w1-long").exists()

@@ -1,17 +1,12 @@
 """Execution nodes without a network: `execution:` and `migrate_execution_node` checked
 at FILE:LINE by `validate`, `plan` counting each node's hosts, the routing runner
-splitting a request by node and merging the parts' results (fakes for the parts), and
-the shell the node runs (worker, kill by token, runner check) exercised here with
-/bin/sh on this machine."""
+splitting a request by node and merging the parts' results (fakes for the parts). The
+shell the node runs is tested in test_node_commands.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,16 +15,8 @@ from orchestrator._exceptions import ConfigError, RunnerError
 from orchestrator.config.inventory import Host
 from orchestrator.config.project import load_project
 from orchestrator.core.clock import CancelToken
-from orchestrator.core.model import ExecutionNode
 from orchestrator.runners.base import FailureKind, GroupResult, PlaybookRequest, Result
 from orchestrator.runners.fake import FakePlaybookRunner
-from orchestrator.runners.nodes import (
-    TOKEN_VAR,
-    check_command,
-    kill_command,
-    parse_version,
-    worker_command,
-)
 from orchestrator.runners.routing import RoutedPlaybookRunner, split_by_node
 from tests.support.projects import Proj, make_project
 
@@ -208,63 +195,3 @@ def test_one_part_goes_straight_to_its_runner(tmp_path: Path) -> None:
     assert len(here.requests) == 1
     with pytest.raises(RunnerError, match="no execution node 'x'"):
         routed.run_playbook(request(hosts(("a", "x")), tmp_path), CancelToken())
-
-
-# --- what the node runs, run here with /bin/sh --------------------------------------------
-def test_the_kill_command_ends_every_process_of_the_job_and_nothing_else(tmp_path: Path) -> None:
-    """Processes that carry the token in their environment die, their own sessions and
-    grandchildren included (as ansible-playbook's setsid workers); a process with
-    another token lives on; the job's directory is removed."""
-    token, other = "t" + os.urandom(6).hex(), "o" + os.urandom(6).hex()
-    tmp = tmp_path / "tmp"
-    (tmp / f"migrate-job-{token}").mkdir(parents=True)
-    env = dict(os.environ, TMPDIR=str(tmp))
-    job = subprocess.Popen(["sh", "-c", "setsid sh -c 'sleep 3672 & sleep 3672' & sleep 3672"],
-                           env={**env, TOKEN_VAR: token}, start_new_session=True)
-    bystander = subprocess.Popen(["sleep", "3672"], env={**env, TOKEN_VAR: other})
-    try:
-        time.sleep(0.5)
-        mine = carrying(token)
-        assert len(mine) >= 4, mine
-        done = subprocess.run(["/bin/sh", "-c", kill_command(token)], env=env, timeout=30)
-        assert done.returncode == 0
-        assert carrying(token) == []
-        assert bystander.poll() is None
-        assert not (tmp / f"migrate-job-{token}").exists()
-    finally:
-        bystander.kill()
-        job.kill()
-
-
-def carrying(token: str) -> list[int]:
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if f"{TOKEN_VAR}={token}".encode() in Path(f"/proc/{name}/environ").read_bytes():
-                found.append(int(name))
-        except OSError:
-            continue
-    return found
-
-
-def test_the_runner_check_finds_the_runner_beside_its_ansible() -> None:
-    real = ExecutionNode("n", "h", str(Path(sys.executable).parent / "ansible-runner"))
-    clean = {"PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["/bin/sh", "-c", check_command(real)], capture_output=True,
-                          text=True, env=clean)
-    assert done.returncode == 0, done.stdout + done.stderr
-    version = parse_version(done.stdout)
-    assert version is not None and version >= (2, 1)
-    missing = ExecutionNode("n", "h", "/opt/nowhere/bin/ansible-runner")
-    done = subprocess.run(["/bin/sh", "-c", check_command(missing)], capture_output=True,
-                          text=True, env=clean)
-    assert done.returncode == 10
-
-
-def test_the_worker_command_puts_the_runner_first_on_path() -> None:
-    node = ExecutionNode("n", "h", "/opt/ar bin/ansible-runner")
-    command = worker_command(node, "abc")
-    assert command.startswith(f"exec env {TOKEN_VAR}=abc PATH='/opt/ar bin':\"$PATH\" ")
-    assert "'/opt/ar bin/ansible-runner' worker --private-data-dir" in command
-    assert parse_version("ansible-runner 2.0.4") == (2, 0, 4)
-    assert parse_version("no version") is None
