@@ -100,13 +100,15 @@ def worker_command(node: ExecutionNode, token: str, size: int, ssh: SshSettings)
         f"(umask 077; exec timeout {STREAM_WAIT} head -c {size} > {stream}) && "
         f"[ $(($(wc -c < {stream}))) -eq {size} ] || "
         f"{{ rm -f {stream}; echo 'the job did not arrive whole' >&2; exit 12; }}; "
-        f"exec 3<&0; export {TOKEN_VAR}={token}; "
+        f"exec 3<&0; "
         f"{path_prefix(node)}{shlex.quote(node.runner)} worker --private-data-dir "
         f"{job_dir(token)} --delete < {stream} & w=$!; "
         f"env -u {TOKEN_VAR} /bin/sh -c {shlex.quote(watchdog)} <&3 >/dev/null 2>&1 & g=$!; "
         f"exec 3<&-; wait $w; rc=$?; kill $g 2>/dev/null; rm -rf {job_dir(token)} {stream}; "
         "exit $rc")
-    return "exec /bin/sh -c " + shlex.quote(script)
+    # the shell itself carries the token from its start, so that no moment of the job
+    # (its stream written, the worker not yet started) looks dead to another job's sweep
+    return f"exec env {TOKEN_VAR}={token} /bin/sh -c " + shlex.quote(script)
 
 
 def check_command(node: ExecutionNode) -> str:
