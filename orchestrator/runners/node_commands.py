@@ -13,7 +13,8 @@ node's hosts lost and rolled the others back; `migrate rollback --host H` on the
 return would then race the step it undoes. So the controller sends a byte every
 `ssh.keepalive` seconds after the job, and a watchdog beside the worker kills the job
 (as `kill_command` does) when no byte came for `alone_after` seconds or the connection
-closed. The node needs coreutils' `timeout` and `head`, as every Linux has.
+closed; once the controller has the job's whole stream it sends `DONE` and the watchdog
+ends without a kill. The node needs coreutils' `timeout` and `head`, as every Linux has.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ TOKEN_VAR = "MIGRATE_EXECUTION_JOB"
 #: the byte the controller sends while it is there (anything but a newline, which `$(...)`
 #: would strip)
 HEARTBEAT = b"."
+#: the byte it sends when it has the job's whole stream: the watchdog ends without a kill,
+#: and the worker finishes on its own (removing its directory, `--delete`)
+DONE = b"!"
 #: seconds a node waits for the job's stream itself before giving up on it
 STREAM_WAIT = 600
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
@@ -88,21 +92,22 @@ def worker_command(node: ExecutionNode, token: str, size: int, ssh: SshSettings)
     """What the node runs for one job: the `size` bytes of the job's stream are read from
     stdin into a file, the worker runs it with its events streaming on stdout, and a
     watchdog (without the token) reads the controller's heartbeats from the same stdin
-    and kills the job when they stop or the connection closes. Exits with the worker's
-    status (127: the runner is not there)."""
+    and kills the job when they stop or the connection closes before `DONE` came. Exits
+    with the worker's status (127: the runner is not there)."""
     stream = job_stream(token)
     # the kill, once begun, must not be stopped by the worker's end (the main shell stops
     # the watchdog with SIGTERM when the worker exits, as it does when the kill got it)
-    watchdog = (f"while b=$(timeout {alone_after(ssh)} head -c 1) && [ -n \"$b\" ]; do :; "
-                f"done; trap '' TERM; {kill_command(token)}")
+    beat, done = HEARTBEAT.decode(), DONE.decode()
+    watchdog = (f"while b=$(timeout {alone_after(ssh)} head -c 1) && [ \"$b\" = '{beat}' ]; "
+                f"do :; done; [ \"$b\" = '{done}' ] && exit 0; "
+                f"trap '' TERM; {kill_command(token)}")
     script = (
         f"{sweep_command()}; "
         f"(umask 077; exec timeout {STREAM_WAIT} head -c {size} > {stream}) && "
         f"[ $(($(wc -c < {stream}))) -eq {size} ] || "
         f"{{ rm -f {stream}; echo 'the job did not arrive whole' >&2; exit 12; }}; "
-        f"exec 3<&0; "
         f"{path_prefix(node)}{shlex.quote(node.runner)} worker --private-data-dir "
-        f"{job_dir(token)} --delete < {stream} & w=$!; "
+        f"{job_dir(token)} --delete < {stream} & w=$!; exec 3<&0; "
         f"env -u {TOKEN_VAR} /bin/sh -c {shlex.quote(watchdog)} <&3 >/dev/null 2>&1 & g=$!; "
         f"exec 3<&-; wait $w; rc=$?; kill $g 2>/dev/null; rm -rf {job_dir(token)} {stream}; "
         "exit $rc")
@@ -113,13 +118,14 @@ def worker_command(node: ExecutionNode, token: str, size: int, ssh: SshSettings)
 
 def check_command(node: ExecutionNode) -> str:
     """Preflight on the node: the runner's version, an ansible-playbook beside it, and the
-    coreutils a job's watchdog uses (without `timeout` it would kill every job at once)."""
+    coreutils a job's watchdog uses, tried as it uses them (without a working `timeout N`,
+    as BusyBox before 1.30 has, it would kill every job at once)."""
     runner = shlex.quote(node.runner)
     folder = node.runner_dir
     path = f'PATH={shlex.quote(folder)}:"$PATH"; export PATH; ' if folder else ""
     return (f"{path}v=$({runner} --version 2>&1) || {{ echo \"$v\"; exit 10; }}; "
             f"echo \"runner $v\"; command -v ansible-playbook >/dev/null || exit 11; "
-            f"command -v timeout >/dev/null && command -v head >/dev/null || exit 13")
+            f"[ \"$(printf ab | timeout 5 head -c 1)\" = a ] || exit 13")
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:

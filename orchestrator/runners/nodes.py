@@ -59,6 +59,7 @@ from orchestrator.runners.base import (
     quoted,
 )
 from orchestrator.runners.node_commands import (
+    DONE,
     HEARTBEAT,
     MIN_RUNNER_VERSION,
     check_command,
@@ -191,7 +192,7 @@ class NodePlaybookRunner:
                                  name=f"node-{self.node.name}-stderr")
         drain.start()
         status: dict[str, Any] = {}
-        sent = threading.Event()  # the job is on its way: heartbeats may follow it
+        beats = _Heartbeats(chan, self.ssh.keepalive, f"node-{self.node.name}-heartbeat")
 
         def on_status(data: dict[str, Any], runner_config: Any = None) -> None:
             status.update(data)
@@ -201,7 +202,7 @@ class NodePlaybookRunner:
                 with open(job, "rb") as source:
                     while chunk := source.read(65536):
                         chan.sendall(chunk)
-                sent.set()
+                beats.sent.set()
             except OSError:
                 pass  # the worker is gone (a missing runner, a lost node): read why below
             try:
@@ -216,16 +217,13 @@ class NodePlaybookRunner:
         worker = threading.Thread(target=process, daemon=True,
                                   name=f"node-{self.node.name}-process")
         worker.start()
+        beats.start()
         deadline = time.monotonic() + request.timeout if request.timeout else None
         stopped = ""
-        beat = time.monotonic()
         while worker.is_alive():
             worker.join(0.1)
             if not worker.is_alive():
                 break
-            if sent.is_set() and time.monotonic() - beat >= self.ssh.keepalive:
-                beat = time.monotonic()
-                _heartbeat(chan)
             if cancel.cancelled:
                 stopped = "canceled"
             elif deadline is not None and time.monotonic() > deadline:
@@ -233,6 +231,7 @@ class NodePlaybookRunner:
             if stopped:
                 break
         if stopped:
+            beats.stop()
             cleaned = self._stop(transport, token)
             chan.close()
             worker.join(10)
@@ -243,11 +242,14 @@ class NodePlaybookRunner:
         drain.join(2)
         final = str(status.get("status") or "")
         if final in ("successful", "failed"):  # the worker ended the job (a recap or not)
+            beats.stop(done=True)  # it finishes on its own: no kill when the channel closes
             chan.close()
             results = events.results(names, final, _rc(private, ident), "", request.timeout,
                                      log)
             return GroupResult({n: _named(r, self.node.name) for n, r in results.items()})
-        # the stream ended early: the node went silent, or the worker could not run
+        # the stream ended early: the node went silent, or the worker could not run; what
+        # is left of the job there is killed by its watchdog when the channel closes
+        beats.stop()
         code = chan.exit_status if chan.exit_status_ready() else None
         chan.close()
         why = str(status.get("job_explanation") or "") if final == "error" else ""
@@ -355,13 +357,39 @@ def refuse_unready(runners: Iterable[NodePlaybookRunner]) -> None:
                            + "\n  ".join(problems))
 
 
-def _heartbeat(chan: Any) -> None:
-    """One byte to the job's watchdog on the node (node_commands.py): the controller is
-    still there. Skipped when the channel cannot take it now (a cut link fills no window
-    in a heartbeat's time, and the watchdog's bound has slack for a skipped one)."""
+class _Heartbeats:
+    """The controller's side of a job's watchdog on the node (node_commands.py): a
+    HEARTBEAT every `interval` seconds once the job's stream is sent (`sent`), and DONE
+    when its results are in. On a thread of its own: a send can block in a stalled
+    transport (a rekey, a full TCP buffer on a cut link), and the exchange must go on
+    checking for cancel and timeout meanwhile."""
+
+    def __init__(self, chan: Any, interval: float, name: str) -> None:
+        self.chan = chan
+        self.interval = max(0.1, interval)
+        self.sent = threading.Event()
+        self._over = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=name)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, done: bool = False) -> None:
+        """No more heartbeats; with `done`, the job's end is said (the link just carried
+        its whole stream, so this send does not wait)."""
+        self._over.set()
+        if done:
+            _send(self.chan, DONE)
+
+    def _beat(self) -> None:
+        while not self._over.wait(self.interval):
+            if self.sent.is_set():
+                _send(self.chan, HEARTBEAT)
+
+
+def _send(chan: Any, byte: bytes) -> None:
     try:
-        if chan.send_ready():
-            chan.send(HEARTBEAT)
+        chan.send(byte)
     except Exception:  # noqa: S110 - the connection died: the node stops the job itself
         pass
 

@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator.core.model import ExecutionNode, SshSettings
 from orchestrator.runners.node_commands import (
+    DONE,
     HEARTBEAT,
     TOKEN_VAR,
     alone_after,
@@ -28,7 +29,8 @@ from orchestrator.runners.node_commands import (
 SSH = SshSettings(keepalive=0.5, keepalive_count=2, connect_timeout=3)
 JOB = b"the job's stream\n" * 1000
 #: the stand-in runner: its private data directory made (as the worker makes it), where it runs from, its arguments and its stdin kept in $OUT, then
-#: as told by $THEN ("sleep": a long step; else exit with that status)
+#: as told by $THEN ("sleep": a long step; "linger": 2 s of work after its stream ended,
+#: as the worker removes its directory; else exit with that status)
 RUNNER = """#!/bin/sh
 mkdir -p "$3/artifacts"
 echo "$PATH" > "$OUT/path"
@@ -36,6 +38,7 @@ echo "$@" > "$OUT/args"
 cat > "$OUT/job"
 echo "streaming events"
 [ "$THEN" = sleep ] && exec sleep 3673
+[ "$THEN" = linger ] && { sleep 2; touch "$OUT/finished"; exit 0; }
 exit "$THEN"
 """
 
@@ -151,6 +154,24 @@ def test_a_closed_connection_stops_the_job_at_once(started) -> None:  # type: ig
     node.until_removed(2)
 
 
+@pytest.mark.parametrize("done", [True, False], ids=["done-said", "hung-up"])
+def test_a_job_whose_results_are_in_finishes_on_its_own_once_done_is_said(
+        started, done: bool) -> None:  # type: ignore[no-untyped-def]
+    """The controller closes the channel as soon as the job's stream has ended; the worker
+    may still be removing its directory. Said DONE first, the watchdog lets it finish;
+    hung up without it, the job is killed as a vanished controller's."""
+    node = started("linger")
+    node.send(JOB)
+    assert node.proc.stdout is not None
+    assert node.proc.stdout.readline() == b"streaming events\n"
+    if done:
+        node.send(DONE)
+    node.hang_up()
+    node.until_gone(10)
+    assert (node.out / "finished").exists() is done
+    assert (node.proc.wait(10) == 0) is done
+
+
 def test_a_missing_runner_exits_127_and_a_short_stream_12(tmp_path: Path, started) -> None:  # type: ignore[no-untyped-def]
     node = started("0", size=len(JOB) + 10)  # the stream ends before its size
     node.send(JOB)
@@ -176,7 +197,7 @@ def test_a_job_sweeps_what_dead_jobs_left_and_keeps_a_running_ones(tmp_path: Pat
     live = subprocess.Popen(["sleep", "3674"], env={**os.environ, TOKEN_VAR: "live1"})
     try:
         node = started("0")
-        node.send(JOB)
+        node.send(JOB + DONE)
         node.proc.communicate(timeout=30)
         assert node.proc.returncode == 0
         assert sorted(p.name for p in tmp.iterdir()) == ["migrate-job-live1"]
