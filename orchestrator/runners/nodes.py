@@ -218,49 +218,51 @@ class NodePlaybookRunner:
                                   name=f"node-{self.node.name}-process")
         worker.start()
         beats.start()
-        deadline = time.monotonic() + request.timeout if request.timeout else None
-        stopped = ""
-        while worker.is_alive():
-            worker.join(0.1)
-            if not worker.is_alive():
-                break
-            if cancel.cancelled:
-                stopped = "canceled"
-            elif deadline is not None and time.monotonic() > deadline:
-                stopped = "timeout"
+        try:
+            deadline = time.monotonic() + request.timeout if request.timeout else None
+            stopped = ""
+            while worker.is_alive():
+                worker.join(0.1)
+                if not worker.is_alive():
+                    break
+                if cancel.cancelled:
+                    stopped = "canceled"
+                elif deadline is not None and time.monotonic() > deadline:
+                    stopped = "timeout"
+                if stopped:
+                    break
             if stopped:
-                break
-        if stopped:
-            beats.stop()
-            cleaned = self._stop(transport, token)
+                beats.stop()  # before the kill: no heartbeat after it
+                cleaned = self._stop(transport, token)
+                chan.close()
+                worker.join(10)
+                results = events.results(names, stopped, None, cancel.reason, request.timeout, log)
+                where = f"stopped on {self.label}" if cleaned else \
+                    f"could not stop it on {self.label}: connection lost"
+                return GroupResult({n: _noted(r, f" ({where})") for n, r in results.items()})
+            drain.join(2)
+            final = str(status.get("status") or "")
+            if final in ("successful", "failed"):  # the worker ended the job (a recap or not)
+                beats.stop(done=True)  # it finishes on its own: no kill when the channel closes
+                chan.close()
+                results = events.results(names, final, _rc(private, ident), "", request.timeout,
+                                         log)
+                return GroupResult({n: _named(r, self.node.name) for n, r in results.items()})
+            # the stream ended early: the node went silent, or the worker could not run; what
+            # is left of the job there is killed by its watchdog when the channel closes
+            code = chan.exit_status if chan.exit_status_ready() else None
             chan.close()
-            worker.join(10)
-            results = events.results(names, stopped, None, cancel.reason, request.timeout, log)
-            where = f"stopped on {self.label}" if cleaned else \
-                f"could not stop it on {self.label}: connection lost"
-            return GroupResult({n: _noted(r, f" ({where})") for n, r in results.items()})
-        drain.join(2)
-        final = str(status.get("status") or "")
-        if final in ("successful", "failed"):  # the worker ended the job (a recap or not)
-            beats.stop(done=True)  # it finishes on its own: no kill when the channel closes
-            chan.close()
-            results = events.results(names, final, _rc(private, ident), "", request.timeout,
-                                     log)
-            return GroupResult({n: _named(r, self.node.name) for n, r in results.items()})
-        # the stream ended early: the node went silent, or the worker could not run; what
-        # is left of the job there is killed by its watchdog when the channel closes
-        beats.stop()
-        code = chan.exit_status if chan.exit_status_ready() else None
-        chan.close()
-        why = str(status.get("job_explanation") or "") if final == "error" else ""
-        said = last_line("\n".join(stderr))
-        if code == 127 or (code is not None and not events.stats and "not found" in said):
-            why = f"ansible-runner {self.node.runner!r} is not there: {said or 'exit 127'}"
-        elif said and said not in why:
-            why = f"{why}: {said}" if why else said
-        during = _during(events, names)
-        return self._lost_or(conn, names, f"the worker ended{during} without a result "
-                             f"(exit {code}): {why or 'no output'}", FailureKind.EXIT, during)
+            why = str(status.get("job_explanation") or "") if final == "error" else ""
+            said = last_line("\n".join(stderr))
+            if code == 127 or (code is not None and not events.stats and "not found" in said):
+                why = f"ansible-runner {self.node.runner!r} is not there: {said or 'exit 127'}"
+            elif said and said not in why:
+                why = f"{why}: {said}" if why else said
+            during = _during(events, names)
+            return self._lost_or(conn, names, f"the worker ended{during} without a result "
+                                 f"(exit {code}): {why or 'no output'}", FailureKind.EXIT, during)
+        finally:
+            beats.stop()  # every way out (again after a stop: harmless)
 
     def _lost_or(self, conn: Any, names: list[str], why: str, kind: FailureKind,
                  during: str = "") -> GroupResult:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -101,8 +102,12 @@ class Node:
         self.proc.communicate(timeout=10)
 
 
+#: starts a job: `started(then, size=None)`
+Start = Callable[..., Node]
+
+
 @pytest.fixture
-def started(tmp_path: Path):  # type: ignore[no-untyped-def]
+def started(tmp_path: Path) -> Iterator[Start]:
     nodes: list[Node] = []
 
     def start(then: str, size: int | None = None) -> Node:
@@ -114,7 +119,7 @@ def started(tmp_path: Path):  # type: ignore[no-untyped-def]
         node.close()
 
 
-def test_the_worker_runs_the_whole_stream_with_the_runner_first_on_path(started) -> None:  # type: ignore[no-untyped-def]
+def test_the_worker_runs_the_whole_stream_with_the_runner_first_on_path(started: Start) -> None:
     node = started("7")
     node.send(JOB)  # the connection stays open until the worker's stream has ended, as the
     assert node.proc.stdout is not None  # controller keeps it
@@ -127,7 +132,7 @@ def test_the_worker_runs_the_whole_stream_with_the_runner_first_on_path(started)
     assert node.job_files() == []  # the stream is removed with the job
 
 
-def test_a_job_whose_controller_goes_silent_is_killed_on_the_node(started) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_whose_controller_goes_silent_is_killed_on_the_node(started: Start) -> None:
     node = started("sleep")
     node.send(JOB)
     for _ in range(8):  # heartbeats for 4 s, twice the watchdog's bound: the job lives
@@ -144,7 +149,7 @@ def test_a_job_whose_controller_goes_silent_is_killed_on_the_node(started) -> No
     node.until_removed(2)  # its directory and stream
 
 
-def test_a_closed_connection_stops_the_job_at_once(started) -> None:  # type: ignore[no-untyped-def]
+def test_a_closed_connection_stops_the_job_at_once(started: Start) -> None:
     node = started("sleep")
     node.send(JOB)
     time.sleep(1)
@@ -156,7 +161,7 @@ def test_a_closed_connection_stops_the_job_at_once(started) -> None:  # type: ig
 
 @pytest.mark.parametrize("done", [True, False], ids=["done-said", "hung-up"])
 def test_a_job_whose_results_are_in_finishes_on_its_own_once_done_is_said(
-        started, done: bool) -> None:  # type: ignore[no-untyped-def]
+        started: Start, done: bool) -> None:
     """The controller closes the channel as soon as the job's stream has ended; the worker
     may still be removing its directory. Said DONE first, the watchdog lets it finish;
     hung up without it, the job is killed as a vanished controller's."""
@@ -172,7 +177,7 @@ def test_a_job_whose_results_are_in_finishes_on_its_own_once_done_is_said(
     assert (node.proc.wait(10) == 0) is done
 
 
-def test_a_missing_runner_exits_127_and_a_short_stream_12(tmp_path: Path, started) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_runner_exits_127_and_a_short_stream_12(tmp_path: Path, started: Start) -> None:
     node = started("0", size=len(JOB) + 10)  # the stream ends before its size
     node.send(JOB)
     node.hang_up()
@@ -187,7 +192,7 @@ def test_a_missing_runner_exits_127_and_a_short_stream_12(tmp_path: Path, starte
 
 
 def test_a_job_sweeps_what_dead_jobs_left_and_keeps_a_running_ones(tmp_path: Path,
-                                                                    started) -> None:  # type: ignore[no-untyped-def]
+                                                                    started: Start) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     for left in ("migrate-job-dead1", "migrate-job-live1"):
