@@ -26,6 +26,11 @@ from orchestrator.runners.node_commands import (
     worker_command,
 )
 
+#: the jobs here carry MIGRATE_EXECUTION_JOB as real ones do, and the execution-node tests
+#: assert that no process on the machine carries it once their job ended: both run on the
+#: one worker of the "netns" group, never at the same time
+pytestmark = pytest.mark.xdist_group("netns")
+
 #: a heartbeat every 0.5 s, lost after 2 silent ones: the watchdog waits 2 s
 SSH = SshSettings(keepalive=0.5, keepalive_count=2, connect_timeout=3)
 JOB = b"the job's stream\n" * 1000

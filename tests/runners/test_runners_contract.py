@@ -189,14 +189,17 @@ def test_ansible_runner_says_unreachable_and_exit(tmp_path: Path) -> None:
     assert group.results["here"].failure is FailureKind.EXIT
 
 
-def _long_play(tmp_path: Path) -> tuple[PlaybookRequest, Path]:
+def _long_play(tmp_path: Path, sleep: str) -> tuple[PlaybookRequest, Path]:
+    """A one-task play that sleeps `sleep` seconds: each test its own length, so that a test
+    looking for its own leftover `sleep` never finds another test's, running on another
+    worker at the same time."""
     inv = tmp_path / "hosts.yml"
     inv.write_text("all:\n  hosts:\n    here:\n      ansible_connection: local\n"
                    f"      ansible_python_interpreter: {sys.executable}\n")
     began = tmp_path / "began"
     play = tmp_path / "play.yml"
     play.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
-                    f"    - ansible.builtin.shell: 'touch {began}; sleep 120.5'\n"
+                    f"    - ansible.builtin.shell: 'touch {began}; sleep {sleep}'\n"
                     "      name: the long one\n")
     # the runner finds this run's processes by the extravars file on their command line
     req = PlaybookRequest(playbook=play, hosts=(LOCAL,), inventory=inv,
@@ -210,7 +213,7 @@ def test_a_cancel_stops_the_playbook_without_waiting_for_ansible_runner_to_poll(
         tmp_path: Path) -> None:
     """ansible-runner asks cancel_callback only when its read loop wakes (here every 60 s);
     the runner kills the play itself the moment the token fires, and says CANCELLED."""
-    req, began = _long_play(tmp_path)
+    req, began = _long_play(tmp_path, "120.5")
     cancel = CancelToken()
     box: list[GroupResult] = []
     worker = threading.Thread(target=lambda: box.append(
@@ -233,13 +236,13 @@ def test_a_cancel_stops_the_playbook_without_waiting_for_ansible_runner_to_poll(
 
 def test_a_step_timeout_stops_the_playbook_without_waiting_for_ansible_runner_to_poll(
         tmp_path: Path) -> None:
-    req, began = _long_play(tmp_path)
+    req, began = _long_play(tmp_path, "121.5")
     req = dataclasses.replace(req, timeout=8.0)
     t0 = time.monotonic()
     group = AnsiblePlaybookRunner(poll=60).run_playbook(req, CancelToken())
     assert time.monotonic() - t0 < 40
     assert group.results["here"].failure is FailureKind.TIMEOUT, group.results["here"]
-    assert running("sleep 120.5") == []
+    assert running("sleep 121.5") == []
 
 
 # --- SSH: the remote wrapper, run by a real /bin/sh ----------------------------------------
