@@ -178,9 +178,13 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
             points = [(parse_stamp(r["at"]) or datetime.fromtimestamp(0, UTC), r["value"])
                       for r in rows]
             day = points[0][0].strftime("%Y-%m-%d") if points else ""
+            # the axis runs to the whole rollback's end, not only this host's part of it
+            # (another host's part may end a moment after this one's)
+            rollback_end = parse_stamp(ended["at"]) if ended else None
             until = max([m.x for m in marks if isinstance(m.x, datetime)] +
                         [d.x for d in dots if isinstance(d.x, datetime)] +
-                        [p[0] for p in points[-1:]], default=None)
+                        [p[0] for p in points[-1:]] +
+                        ([rollback_end] if rollback_end is not None else []), default=None)
             chart.write_bytes(trigger_chart(
                 f"{trigger} on {host}", points, ylabel=rows[0]["metric"],
                 threshold=last_threshold, baseline=last_baseline, marks=marks,

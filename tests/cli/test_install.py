@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.runners.executables import find_executable, path_with_own_bin
-from tests.support.netns import require_or_skip
 from tests.support.projects import make_project
+from tests.support.real_parts import require
 
 ENTRY = Path(sys.executable).parent / "migrate"
 BARE_PATH = "/usr/bin:/bin"
 
 
 def entry_point() -> str:
-    require_or_skip(f"no {ENTRY} (install with pip install -e .)", ENTRY.is_file())
+    require(ENTRY.is_file(), f"no {ENTRY} (install with pip install -e .)")
     return str(ENTRY)
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import require_or_skip
 from tests.support.projects import Proj
+from tests.support.real_parts import require
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ class Screen:
 
 @pytest.fixture
 def screen(tmp_path: Path) -> Iterator[Screen]:
-    require_or_skip("tmux is not installed", shutil.which("tmux") is not None)
+    require(shutil.which("tmux") is not None, "tmux is not installed")
     s = Screen(tmp_path)
     try:
         yield s

@@ -15,15 +15,15 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator.reporting.page import Chart, Page, Table, render_html, render_markdown
-from tests.support.netns import require_or_skip
 from tests.support.projects import Proj
+from tests.support.real_parts import require
 
 # Reads, after the page's load event, the size each <img> decoded to.
 PROBE = """<script>
@@ -37,7 +37,7 @@ window.addEventListener('load', () => {
 
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    require_or_skip("chromium is not installed (apt-get install chromium)", found is not None)
+    require(found is not None, "chromium is not installed (apt-get install chromium)")
     assert found is not None
     return found
 
@@ -171,6 +171,50 @@ def test_report_after_a_fire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     js = proj.migrate("report", run_id, "--format", "json")
     assert json.loads(js.stdout)["triggers"][0]["fired"]
 
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("reporting-fired-run")
+def test_each_hosts_chart_runs_to_the_whole_rollbacks_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fired_run: tuple[Proj, str]) -> None:
+    """A host whose part of the rollback ended before another's still has its charts run to
+    the rollback's end (the whole run's). The real run ends both hosts' parts within a few
+    ms, in either order: here pc2's ends a second after main's, in a copy of its journal."""
+    import sqlite3
+
+    from orchestrator.reporting import page as page_module
+    from orchestrator.reporting.report import build_report, parse_stamp
+    from orchestrator.state.journal import Journal
+
+    proj, run_id = fired_run
+    db = tmp_path / "state.db"
+    shutil.copy(proj.root / ".migrate" / "state.db", db)
+    with sqlite3.connect(db) as conn:
+        ((main_end,),) = conn.execute(
+            "SELECT at FROM events WHERE run_id = ? AND host = 'main' "
+            "AND kind = 'rollback_completed'", (run_id,)).fetchall()
+        later = parse_stamp(main_end)
+        assert later is not None
+        later_text = (later.replace(microsecond=0) + timedelta(seconds=1)).strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z")
+        conn.execute("UPDATE events SET at = ? WHERE run_id = ? AND host = 'pc2' "
+                     "AND kind = 'rollback_completed'", (later_text, run_id))
+    drawn: list[tuple[str, datetime]] = []
+    real = page_module.trigger_chart
+
+    def spy(title: str, points: Any, **kw: Any) -> bytes:
+        drawn.append((title, kw["until"]))
+        return real(title, points, **kw)
+
+    monkeypatch.setattr(page_module, "trigger_chart", spy)
+    journal = Journal(db)
+    doc = build_report(journal, run_id, tmp_path / "charts")
+    journal.close()
+    assert doc["rollback"]["ended_at"] == later_text
+    on_main = [(title, until) for title, until in drawn if title.endswith(" on main")]
+    assert on_main
+    for title, until in on_main:
+        assert until >= parse_stamp(later_text), title
 
 def test_one_page_look_for_run_and_observation_reports(tmp_path: Path) -> None:
     png = (tmp_path / "x.png")

@@ -11,7 +11,6 @@ the test sets, the way the stand-in agent and dcgm-exporter would.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -32,17 +31,14 @@ from orchestrator.rehearsal.alert_lab import (
     start_alertmanager,
     start_lab,
 )
+from tests.support.real_parts import require
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = default_rule_files(ROOT)
 
 
 def require_or_skip(what: str, ok: bool) -> None:
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {what}")
-    pytest.skip(what)
+    require(ok, what)
 
 
 def require_binaries(alertmanager: bool = True) -> None:

@@ -20,17 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from tests.support.real_parts import require
 
 SSHD = "/usr/sbin/sshd"
 
 
 def require_or_skip(what: str, ok: bool) -> None:
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the two-host lab cannot be built: {what}")
-    pytest.skip(f"two-host lab unavailable: {what}")
+    require(ok, f"the two-host lab cannot be built: {what}")
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

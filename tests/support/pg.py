@@ -26,18 +26,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.support.real_parts import require
 
 ROLE = "migrate"
 
 
 def require_or_skip(what: str, ok: bool) -> None:
-    """Skip when PostgreSQL cannot be started here; fail instead under CI=true."""
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and PostgreSQL cannot be started: {what}")
-    pytest.skip(f"PostgreSQL unavailable: {what}")
+    require(ok, f"PostgreSQL cannot be started: {what}")
 
 
 def pg_bindir() -> Path | None:

@@ -4,7 +4,6 @@ exporter the test controls every second. Skips without the binary, fails under C
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support.real_parts import require
 
 
 def free_port() -> int:
@@ -36,10 +35,8 @@ def prometheus(tmp: Path, target: str, first_series: str) -> Iterator[str]:
     """Start Prometheus scraping `target` (host:port); yield its URL once `first_series`
     has been scraped."""
     binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true and Debian's prometheus is not installed")
-        pytest.skip("prometheus is not installed")
+    require(binary is not None, "Debian's prometheus is not installed")
+    assert binary is not None
     port = free_port()
     cfg = tmp / "prometheus.yml"
     cfg.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -78,10 +75,8 @@ def prometheus_with(tmp: Path, scrape_configs: str, first_series: str,
     `lookback` must exceed the slowest scrape interval, or series go stale between
     scrapes."""
     binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true and Debian's prometheus is not installed")
-        pytest.skip("prometheus is not installed")
+    require(binary is not None, "Debian's prometheus is not installed")
+    assert binary is not None
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "prometheus.yml"
