@@ -31,24 +31,20 @@ from orchestrator.rehearsal.alert_lab import (
     start_alertmanager,
     start_lab,
 )
-from tests.support.real_parts import require
+from tests.support.real_parts import missing, require
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = default_rule_files(ROOT)
 
 
-def require_or_skip(what: str, ok: bool) -> None:
-    require(ok, what)
-
-
 def require_binaries(alertmanager: bool = True) -> None:
-    missing = [m for m in missing_binaries() if alertmanager or m == "prometheus"]
-    require_or_skip(f"Debian package(s) {', '.join(missing)} not installed", not missing)
+    absent = [m for m in missing_binaries() if alertmanager or m == "prometheus"]
+    require(not absent, f"Debian package(s) {', '.join(absent)} not installed")
 
 
 def require_promtool() -> str:
     path = shutil.which("promtool")
-    require_or_skip("promtool (Debian package prometheus) is not installed", path is not None)
+    require(path is not None, "promtool (Debian package prometheus) is not installed")
     assert path is not None
     return path
 
@@ -108,8 +104,7 @@ def alert_lab(tmp: Path, targets: Mapping[str, str], *, webhook_url: str | None,
         lab = start_lab(tmp / "lab", targets, rule_files=rule_files, webhook_url=webhook_url,
                         token=token, time_scale=time_scale)
     except LabUnavailable as exc:
-        require_or_skip(f"the alert lab would not start: {exc}", False)
-        raise
+        missing(f"the alert lab would not start: {exc}")
     with lab:
         yield lab
 
