@@ -179,7 +179,7 @@ def build_report(journal: Journal, run_id: str, out_dir: Path) -> dict[str, Any]
                       for r in rows]
             day = points[0][0].strftime("%Y-%m-%d") if points else ""
             # the axis runs to the whole rollback's end, not only this host's part of it
-            # (another host's part may end a moment after this one's)
+            # (the hosts' ends are written one after another: only the last is its end)
             rollback_end = parse_stamp(ended["at"]) if ended else None
             until = max([m.x for m in marks if isinstance(m.x, datetime)] +
                         [d.x for d in dots if isinstance(d.x, datetime)] +

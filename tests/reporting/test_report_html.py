@@ -172,14 +172,13 @@ def test_report_after_a_fire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert json.loads(js.stdout)["triggers"][0]["fired"]
 
 
-
 @pytest.mark.integration
 @pytest.mark.xdist_group("reporting-fired-run")
 def test_each_hosts_chart_runs_to_the_whole_rollbacks_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fired_run: tuple[Proj, str]) -> None:
     """A host whose part of the rollback ended before another's still has its charts run to
-    the rollback's end (the whole run's). The real run ends both hosts' parts within a few
-    ms, in either order: here pc2's ends a second after main's, in a copy of its journal."""
+    the rollback's end (the last host's). In the real run pc2's end is written a
+    millisecond or so after main's; here, in a copy of its journal, a second after."""
     import sqlite3
 
     from orchestrator.reporting import page as page_module
@@ -189,7 +188,8 @@ def test_each_hosts_chart_runs_to_the_whole_rollbacks_end(
     proj, run_id = fired_run
     db = tmp_path / "state.db"
     shutil.copy(proj.root / ".migrate" / "state.db", db)
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    with conn:  # commits
         ((main_end,),) = conn.execute(
             "SELECT at FROM events WHERE run_id = ? AND host = 'main' "
             "AND kind = 'rollback_completed'", (run_id,)).fetchall()
@@ -199,6 +199,7 @@ def test_each_hosts_chart_runs_to_the_whole_rollbacks_end(
             "%Y-%m-%dT%H:%M:%S.000Z")
         conn.execute("UPDATE events SET at = ? WHERE run_id = ? AND host = 'pc2' "
                      "AND kind = 'rollback_completed'", (later_text, run_id))
+    conn.close()
     drawn: list[tuple[str, datetime]] = []
     real = page_module.trigger_chart
 
@@ -215,6 +216,7 @@ def test_each_hosts_chart_runs_to_the_whole_rollbacks_end(
     assert on_main
     for title, until in on_main:
         assert until >= parse_stamp(later_text), title
+
 
 def test_one_page_look_for_run_and_observation_reports(tmp_path: Path) -> None:
     png = (tmp_path / "x.png")

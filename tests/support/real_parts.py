@@ -18,6 +18,9 @@ def missing(what: str) -> NoReturn:
 
 
 def require(ok: bool, what: str) -> None:
-    """Go on when `ok`; else `missing(what)`."""
+    """Go on when `ok`; else `missing(what)`. (`ok` first, as in an assert; a message
+    passed first would be true and never skip, so it is refused.)"""
+    if not isinstance(ok, bool):
+        raise TypeError(f"require(ok, what): ok must be a bool, not {ok!r}")
     if not ok:
         missing(what)
